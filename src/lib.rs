@@ -1,0 +1,25 @@
+//! shadowpilot steers Amazon SageMaker shadow tests.
+//!
+//! The pure core (`policy`, `metrics`, `judge`, `plan`) decides; the
+//! controller runs one tick over the ports in `ports`; the adapters in `aws`
+//! and the simulated world in `sim` implement those ports.
+
+use std::time::Duration;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod config;
+pub mod controller;
+pub mod event;
+pub mod experiment;
+pub mod judge;
+pub mod metrics;
+pub mod plan;
+pub mod policy;
+pub mod ports;
+pub mod report;
+pub mod schedule;
+pub mod sim;
+
+/// AWS allows an inference experiment at most 30 days from StartTime to EndTime.
+pub const MAX_EXPERIMENT_DURATION: Duration = Duration::from_secs(30 * 86_400);

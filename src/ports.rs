@@ -1,0 +1,82 @@
+//! The two capabilities the controller needs from the outside world. The AWS
+//! adapters, the simulator and the test fakes implement them; nothing else
+//! talks to SageMaker or CloudWatch.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::experiment::{Experiment, ExperimentSummary, ExperimentUpdate};
+use crate::metrics::{MetricQuery, MetricSeries};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("inference experiment {name} was not found")]
+    NotFound { name: String },
+    /// AWS answers ConflictException when the experiment is not in a status
+    /// that allows the call (for example Updating).
+    #[error("inference experiment {name} cannot be changed now: {message}")]
+    Conflict { name: String, message: String },
+    #[error("SageMaker rejected the request for {name}: {message}")]
+    Rejected { name: String, message: String },
+    #[error("SageMaker {operation} answered without a usable {field}: {problem}")]
+    InvalidResponse {
+        operation: &'static str,
+        field: String,
+        problem: String,
+    },
+    #[error("SageMaker {operation} failed")]
+    Service {
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A short, stable label for logs and report entries.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Rejected { .. } => "rejected",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::Service { .. } => "service",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricError {
+    #[error("CloudWatch GetMetricData failed")]
+    Service {
+        #[source]
+        source: BoxError,
+    },
+    #[error("CloudWatch answered without a usable {field}: {problem}")]
+    InvalidResponse { field: String, problem: String },
+}
+
+/// Where inference experiments live: SageMaker, or the simulator.
+#[async_trait]
+pub trait ExperimentStore: Send + Sync {
+    /// Every experiment, all pages.
+    async fn list(&self) -> Result<Vec<ExperimentSummary>, StoreError>;
+    /// Describe plus tags, as one model.
+    async fn describe(&self, name: &str) -> Result<Experiment, StoreError>;
+    async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError>;
+}
+
+/// Where metric series come from: CloudWatch GetMetricData, or the simulator.
+#[async_trait]
+pub trait MetricSource: Send + Sync {
+    /// Answers every query; a query whose metric has no datapoints in its
+    /// window comes back with an empty series, never with zeros.
+    async fn fetch(&self, queries: &[MetricQuery]) -> Result<Vec<MetricSeries>, MetricError>;
+}
+
+/// The datapoints of one answered query, keyed by timestamp.
+pub type Datapoints = BTreeMap<DateTime<Utc>, f64>;

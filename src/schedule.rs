@@ -1,0 +1,258 @@
+//! EventBridge schedule expressions (`rate(...)` and 6-field `cron(...)`,
+//! UTC): when the next tick comes, and whether a change window is open.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScheduleError {
+    #[error("schedule expression {expression:?} is neither rate(...) nor cron(...)")]
+    UnknownForm { expression: String },
+    #[error("schedule expression {expression:?}: {problem}")]
+    Invalid { expression: String, problem: String },
+}
+
+fn invalid(expression: &str, problem: impl Into<String>) -> ScheduleError {
+    ScheduleError::Invalid {
+        expression: expression.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// A parsed EventBridge schedule expression.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Rate { expression: String, every: Duration },
+    Cron { expression: String, cron: cron::Schedule },
+}
+
+impl Schedule {
+    pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
+        let trimmed = expression.trim();
+        if let Some(body) = trimmed.strip_prefix("rate(").and_then(|b| b.strip_suffix(')')) {
+            return parse_rate(trimmed, body);
+        }
+        if let Some(body) = trimmed.strip_prefix("cron(").and_then(|b| b.strip_suffix(')')) {
+            let cron = parse_eventbridge_cron(trimmed, body)?;
+            return Ok(Self::Cron {
+                expression: trimmed.to_string(),
+                cron,
+            });
+        }
+        Err(ScheduleError::UnknownForm {
+            expression: expression.to_string(),
+        })
+    }
+
+    pub fn expression(&self) -> &str {
+        match self {
+            Self::Rate { expression, .. } | Self::Cron { expression, .. } => expression,
+        }
+    }
+
+    /// The latest moment the next tick can come. A rate rule fires relative
+    /// to when it was created, which the function cannot know, so `now +
+    /// rate` is the safe bound.
+    pub fn next_tick_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Rate { every, .. } => now + chrono_duration(*every),
+            Self::Cron { cron, .. } => cron
+                .after(&now)
+                .next()
+                // A cron with no future firing (a past year) never ticks
+                // again; treat the next tick as far away so nothing is
+                // planned on its account.
+                .unwrap_or(now + chrono::Duration::days(3650)),
+        }
+    }
+
+    /// Every tick in (after, until], in order; what the simulator runs on.
+    pub fn ticks_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let mut ticks = Vec::new();
+        match self {
+            Self::Rate { every, .. } => {
+                let step = chrono_duration(*every);
+                let mut tick = after + step;
+                while tick <= until {
+                    ticks.push(tick);
+                    tick += step;
+                }
+            }
+            Self::Cron { cron, .. } => {
+                ticks.extend(cron.after(&after).take_while(|tick| *tick <= until));
+            }
+        }
+        ticks
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = ScheduleError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+pub fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn parse_rate(expression: &str, body: &str) -> Result<Schedule, ScheduleError> {
+    let mut parts = body.split_whitespace();
+    let (Some(value), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid(expression, "rate needs a value and a unit, e.g. rate(10 minutes)"));
+    };
+    let value: u64 = value
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| invalid(expression, format!("rate value {value:?} is not a positive whole number")))?;
+    let unit_seconds = match (value, unit) {
+        (1, "minute") | (2.., "minutes") => 60,
+        (1, "hour") | (2.., "hours") => 3600,
+        (1, "day") | (2.., "days") => 86_400,
+        _ => {
+            return Err(invalid(
+                expression,
+                format!("unit {unit:?} must be minute(s), hour(s) or day(s), singular only for 1"),
+            ))
+        }
+    };
+    Ok(Schedule::Rate {
+        expression: expression.to_string(),
+        every: Duration::from_secs(value * unit_seconds),
+    })
+}
+
+/// EventBridge cron: minutes hours day-of-month month day-of-week year, with
+/// `?` in one of the two day fields. The cron crate wants seconds first and
+/// does not know `L`, `W` or `#`, which EventBridge allows; those are refused
+/// here rather than misread.
+pub fn parse_eventbridge_cron(expression: &str, body: &str) -> Result<cron::Schedule, ScheduleError> {
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(invalid(
+            expression,
+            format!(
+                "EventBridge cron has 6 fields (minutes hours day-of-month month day-of-week year), found {}",
+                fields.len()
+            ),
+        ));
+    }
+    for (index, field) in fields.iter().enumerate() {
+        if field.contains(['L', 'W', '#']) && !is_named_value(field) {
+            return Err(invalid(
+                expression,
+                format!("field {} ({field}) uses L, W or #, which shadowpilot does not support", index + 1),
+            ));
+        }
+    }
+    if fields[2] != "?" && fields[4] != "?" {
+        return Err(invalid(
+            expression,
+            "one of day-of-month and day-of-week must be ? (EventBridge rule)",
+        ));
+    }
+    cron::Schedule::from_str(&format!("0 {}", fields.join(" ")))
+        .map_err(|error| invalid(expression, error.to_string()))
+}
+
+/// Month and weekday names (JUL, WED) contain letters the L/W/# guard must
+/// let through.
+fn is_named_value(field: &str) -> bool {
+    field
+        .split([',', '-', '/'])
+        .all(|part| part.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '?') || part.len() >= 3 && part.chars().all(|c| c.is_ascii_alphabetic()))
+}
+
+/// A change window: opens at each firing of a cron and stays open for a
+/// duration.
+#[derive(Debug, Clone)]
+pub struct CronWindow {
+    pub expression: String,
+    cron: cron::Schedule,
+    pub duration: Duration,
+}
+
+impl CronWindow {
+    pub fn parse(expression: &str, duration: Duration) -> Result<Self, ScheduleError> {
+        let trimmed = expression.trim();
+        let body = trimmed
+            .strip_prefix("cron(")
+            .and_then(|b| b.strip_suffix(')'))
+            .ok_or_else(|| invalid(trimmed, "a change window is written cron(...)"))?;
+        Ok(Self {
+            expression: trimmed.to_string(),
+            cron: parse_eventbridge_cron(trimmed, body)?,
+            duration,
+        })
+    }
+
+    /// Open when some opening lies in (now − duration, now].
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        let earliest = now - chrono_duration(self.duration);
+        self.cron
+            .after(&earliest)
+            .next()
+            .is_some_and(|opening| opening <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn next_tick_table() {
+        let now = at(2026, 11, 23, 10, 7);
+        let cases = [
+            ("rate(10 minutes)", at(2026, 11, 23, 10, 17)),
+            ("rate(1 hour)", at(2026, 11, 23, 11, 7)),
+            ("rate(2 days)", at(2026, 11, 25, 10, 7)),
+            ("cron(0/15 * * * ? *)", at(2026, 11, 23, 10, 15)),
+            ("cron(0 9 ? * MON-FRI *)", at(2026, 11, 24, 9, 0)),
+            // 2026-11-23 is a Monday; day-of-week 1 is Sunday in EventBridge.
+            ("cron(30 8 ? * 1 *)", at(2026, 11, 29, 8, 30)),
+        ];
+        for (expression, expected) in cases {
+            let schedule = Schedule::parse(expression).unwrap();
+            assert_eq!(schedule.next_tick_after(now), expected, "{expression}");
+        }
+    }
+
+    #[test]
+    fn rejected_expressions_table() {
+        let cases = [
+            ("every 10 minutes", "neither rate"),
+            ("rate(0 minutes)", "positive whole number"),
+            ("rate(1 minutes)", "singular only for 1"),
+            ("rate(5 weeks)", "minute(s), hour(s) or day(s)"),
+            ("cron(0 12 * * ?)", "6 fields"),
+            ("cron(0 12 L * ? *)", "L, W or #"),
+            ("cron(0 12 ? * 6#3 *)", "L, W or #"),
+            ("cron(0 12 * * MON *)", "must be ?"),
+            ("cron(0 25 * * ? *)", "cron("),
+        ];
+        for (expression, expected) in cases {
+            let error = Schedule::parse(expression).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expression}: {error}");
+        }
+    }
+
+    #[test]
+    fn change_window_is_open_only_inside() {
+        let window = CronWindow::parse("cron(0 9 ? * MON-FRI *)", Duration::from_secs(8 * 3600)).unwrap();
+        assert!(!window.is_open(at(2026, 11, 23, 8, 59)));
+        assert!(window.is_open(at(2026, 11, 23, 9, 0)));
+        assert!(window.is_open(at(2026, 11, 23, 16, 59)));
+        assert!(!window.is_open(at(2026, 11, 23, 17, 0)));
+        assert!(!window.is_open(at(2026, 11, 22, 12, 0)), "Sunday is closed");
+    }
+}
