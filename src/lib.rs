@@ -11,6 +11,7 @@ pub mod aws;
 pub mod config;
 pub mod controller;
 pub mod event;
+pub mod handler;
 pub mod experiment;
 pub mod judge;
 pub mod metrics;
