@@ -30,7 +30,13 @@ pub struct App<S, M> {
 }
 
 impl<S: ExperimentStore, M: MetricSource> App<S, M> {
-    pub fn new(store: S, metrics: M, policies: PolicySet, config: &Config, schedule: Schedule) -> Self {
+    pub fn new(
+        store: S,
+        metrics: M,
+        policies: PolicySet,
+        config: &Config,
+        schedule: Schedule,
+    ) -> Self {
         Self {
             store,
             metrics,
@@ -40,7 +46,11 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
         }
     }
 
-    pub async fn handle(&self, payload: &Value, now: DateTime<Utc>) -> Result<Report, HandlerError> {
+    pub async fn handle(
+        &self,
+        payload: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Report, HandlerError> {
         let request = parse_event(payload)?;
         let options = RunOptions {
             // Dry wins: the environment can force it, nothing can lift it.

@@ -120,13 +120,19 @@ fn metric_value(
             let invocations = variant
                 .get(INVOCATIONS)
                 .filter(|n| *n > 0.0)
-                .ok_or_else(|| format!("{role} {}: no invocations in the window", metric.label()))?;
+                .ok_or_else(|| {
+                    format!("{role} {}: no invocations in the window", metric.label())
+                })?;
             // SageMaker publishes 0 or 1 per request for the error metrics,
             // so a missing error series with traffic is a gap, not zero.
             let errors = variant.get(series).ok_or_else(missing)?;
-            Ok(errors / invocations * 100.0)
+            // Multiplying first keeps exact boundaries exact (5 of 500 is 1 %).
+            Ok(errors * 100.0 / invocations)
         }
-        _ => variant.get(series).map(|us| us / 1000.0).ok_or_else(missing),
+        _ => variant
+            .get(series)
+            .map(|us| us / 1000.0)
+            .ok_or_else(missing),
     }
 }
 
@@ -144,7 +150,11 @@ fn evidence_check(policy: &Policy, measurements: &Measurements) -> CheckResult {
             Outcome::Inconclusive,
             format!(
                 "shadow invocations {shown:.0} < minimum {minimum:.0}{}",
-                if value.is_none() { " (no datapoints)" } else { "" }
+                if value.is_none() {
+                    " (no datapoints)"
+                } else {
+                    ""
+                }
             ),
         )
     };

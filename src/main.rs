@@ -17,7 +17,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .require_schedule()
         .context("the function cannot start")?
         .clone();
-    let policies = config.load_policies().context("the function cannot start")?;
+    let policies = config
+        .load_policies()
+        .context("the function cannot start")?;
     let (store, metrics) = shadowpilot::aws::clients_from_env().await;
     let app = App::new(store, metrics, policies, &config, schedule);
     let app = &app;

@@ -14,7 +14,11 @@ use crate::MAX_EXPERIMENT_DURATION;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    SetSampling { from: u8, to: u8, reason: String },
+    SetSampling {
+        from: u8,
+        to: u8,
+        reason: String,
+    },
     ExtendEndTime {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -125,8 +129,9 @@ fn plan_sampling(
         ),
         Outcome::Pass if current == ceiling => {
             plan.attention.push(Attention::ReadyToPromote);
-            plan.notes
-                .push(format!("passing at the top step {ceiling} %: ready to promote"));
+            plan.notes.push(format!(
+                "passing at the top step {ceiling} %: ready to promote"
+            ));
         }
         Outcome::Pass => {
             let baked = now - experiment.last_modified;

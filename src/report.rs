@@ -158,7 +158,13 @@ impl Report {
     /// One row per experiment, for a person at a terminal.
     pub fn table(&self) -> String {
         let header = [
-            "EXPERIMENT", "STATUS", "SAMPLING", "ENDS", "VERDICT", "DECISIVE CHECK", "ACTION",
+            "EXPERIMENT",
+            "STATUS",
+            "SAMPLING",
+            "ENDS",
+            "VERDICT",
+            "DECISIVE CHECK",
+            "ACTION",
         ];
         let rows: Vec<[String; 7]> = self
             .experiments
@@ -174,7 +180,10 @@ impl Report {
                         .end_time
                         .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
                     entry.verdict.as_str().to_string(),
-                    entry.decisive.clone().unwrap_or_else(|| entry.reason.clone()),
+                    entry
+                        .decisive
+                        .clone()
+                        .unwrap_or_else(|| entry.reason.clone()),
                     action_cell(entry, self.dry_run),
                 ]
             })

@@ -60,7 +60,10 @@ async fn healthy_shadow_climbs_one_step_per_bake_period() {
     // The default policy bakes 2 h: each step comes at least 2 h after the last.
     let mut last_change = t0();
     for (at, _) in &updates {
-        assert!(*at - last_change >= Duration::hours(2), "step at {at} after {last_change}");
+        assert!(
+            *at - last_change >= Duration::hours(2),
+            "step at {at} after {last_change}"
+        );
         last_change = *at;
     }
     // At the top and passing: ready to promote, and nothing more is written.
@@ -87,13 +90,22 @@ async fn regression_ramps_down_to_the_floor_and_never_up() {
         .filter_map(|(_, u)| u.sampling.as_ref().map(|s| s.percentage))
         .collect();
     assert_eq!(percentages, [25, 10, 5, 1]);
-    assert!(percentages.windows(2).all(|w| w[1] < w[0]), "never up: {percentages:?}");
+    assert!(
+        percentages.windows(2).all(|w| w[1] < w[0]),
+        "never up: {percentages:?}"
+    );
     let last = &reports.last().unwrap().experiments[0];
     assert_eq!(last.verdict, VerdictKind::Fail);
     assert_eq!(last.attention, [Attention::FailingAtFloor]);
     let decisive = last.decisive.as_deref().unwrap();
-    assert!(decisive.contains("shadow p99 900 ms > 1.20 × production 300 ms (limit 360 ms)"), "{decisive}");
-    assert!(store.updates().iter().all(|(_, u)| u.end_time.is_none()), "a failing shadow is never extended");
+    assert!(
+        decisive.contains("shadow p99 900 ms > 1.20 × production 300 ms (limit 360 ms)"),
+        "{decisive}"
+    );
+    assert!(
+        store.updates().iter().all(|(_, u)| u.end_time.is_none()),
+        "a failing shadow is never extended"
+    );
 }
 
 #[tokio::test]
@@ -122,12 +134,22 @@ async fn thin_traffic_near_the_end_is_extended_once_per_need_and_never_past_the_
         assert_eq!(entry.verdict, VerdictKind::Inconclusive, "{}", entry.reason);
         cannot_extend_seen |= entry.attention.contains(&Attention::CannotExtend);
     }
-    let ends: Vec<DateTime<Utc>> = store.updates().iter().filter_map(|(_, u)| u.end_time).collect();
+    let ends: Vec<DateTime<Utc>> = store
+        .updates()
+        .iter()
+        .filter_map(|(_, u)| u.end_time)
+        .collect();
     // Default policy: by 2 d, margin 6 h, cap StartTime + 30 d: day 22, 24,
     // 26, 28, 30 and then the cap stops it.
-    let expected: Vec<DateTime<Utc>> = [22, 24, 26, 28, 30].iter().map(|d| t0() + Duration::days(*d)).collect();
+    let expected: Vec<DateTime<Utc>> = [22, 24, 26, 28, 30]
+        .iter()
+        .map(|d| t0() + Duration::days(*d))
+        .collect();
     assert_eq!(ends, expected);
-    assert!(store.updates().iter().all(|(_, u)| u.sampling.is_none()), "thin data never ramps");
+    assert!(
+        store.updates().iter().all(|(_, u)| u.sampling.is_none()),
+        "thin data never ramps"
+    );
     assert!(cannot_extend_seen);
 }
 
@@ -141,7 +163,11 @@ async fn a_duplicated_tick_writes_nothing_new() {
     assert!(first.experiments[0].applied);
     let second = tick_at(&store, &metrics, &policies, &live(), now).await;
     assert_eq!(store.updates().len(), 1);
-    assert!(second.experiments[0].actions.is_empty(), "{:?}", second.experiments[0]);
+    assert!(
+        second.experiments[0].actions.is_empty(),
+        "{:?}",
+        second.experiments[0]
+    );
 }
 
 #[tokio::test]
@@ -157,12 +183,25 @@ async fn dry_run_writes_nothing_and_reports_what_a_live_run_would_do() {
     let report = tick_at(&store, &metrics, &policies, &dry, now).await;
     assert!(store.updates().is_empty());
     assert!(report.dry_run);
-    assert!(matches!(report.experiments[0].actions[..], [Action::SetSampling { from: 5, to: 10, .. }]));
+    assert!(matches!(
+        report.experiments[0].actions[..],
+        [Action::SetSampling {
+            from: 5,
+            to: 10,
+            ..
+        }]
+    ));
     assert!(!report.experiments[0].applied);
     // The live run right after does exactly what the dry run said.
     let live_report = tick_at(&store, &metrics, &policies, &live(), now).await;
-    assert_eq!(live_report.experiments[0].actions, report.experiments[0].actions);
-    assert_eq!(live_report.experiments[1].actions, report.experiments[1].actions);
+    assert_eq!(
+        live_report.experiments[0].actions,
+        report.experiments[0].actions
+    );
+    assert_eq!(
+        live_report.experiments[1].actions,
+        report.experiments[1].actions
+    );
 }
 
 #[tokio::test]
@@ -185,14 +224,29 @@ async fn held_and_doubly_selected_experiments_are_never_written() {
     for _ in 0..30 {
         now += Duration::minutes(TICK);
         let report = tick_at(&store, &metrics, &policies, &live(), now).await;
-        let by_name = |name: &str| report.experiments.iter().find(|e| e.name == name).unwrap().clone();
+        let by_name = |name: &str| {
+            report
+                .experiments
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap()
+                .clone()
+        };
         let held = by_name("held");
         assert!(held.held && !held.applied);
         let double = by_name("double-claimed");
         assert_eq!(double.verdict, VerdictKind::Error);
-        assert!(double.reason.contains("default, by-glob"), "{}", double.reason);
+        assert!(
+            double.reason.contains("default, by-glob"),
+            "{}",
+            double.reason
+        );
     }
-    let written: Vec<String> = store.updates().iter().map(|(_, u)| u.name.clone()).collect();
+    let written: Vec<String> = store
+        .updates()
+        .iter()
+        .map(|(_, u)| u.name.clone())
+        .collect();
     assert!(written.iter().all(|name| name == "free"), "{written:?}");
     assert!(!written.is_empty());
 }
@@ -205,7 +259,14 @@ async fn an_updating_or_conflicting_experiment_does_not_stop_the_others() {
     let store = FakeStore::new([updating, experiment("conflicted", 5), experiment("fine", 5)]);
     store.answer_conflict_for("conflicted");
     let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
-    let report = tick_at(&store, &metrics, &policies, &live(), t0() + Duration::hours(3)).await;
+    let report = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        t0() + Duration::hours(3),
+    )
+    .await;
     let by_name = |name: &str| report.experiments.iter().find(|e| e.name == name).unwrap();
     assert_eq!(by_name("busy").verdict, VerdictKind::Skipped);
     assert_eq!(by_name("busy").reason, "status Updating: nothing to steer");
@@ -227,11 +288,24 @@ async fn named_experiments_are_evaluated_exactly_and_unknown_names_are_errors() 
         dry_run: true,
         only: Some(vec!["a".into(), "missing".into(), "untagged".into()]),
     };
-    let report = tick_at(&store, &metrics, &policies, &options, t0() + Duration::hours(3)).await;
+    let report = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &options,
+        t0() + Duration::hours(3),
+    )
+    .await;
     let names: Vec<&str> = report.experiments.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "missing", "untagged"]);
-    assert_eq!(report.experiments[1].error.as_ref().unwrap().kind, "not_found");
-    assert_eq!(report.experiments[2].error.as_ref().unwrap().kind, "not_selected");
+    assert_eq!(
+        report.experiments[1].error.as_ref().unwrap().kind,
+        "not_found"
+    );
+    assert_eq!(
+        report.experiments[2].error.as_ref().unwrap().kind,
+        "not_selected"
+    );
     assert_eq!(report.summary.error, 2);
 }
 
@@ -246,7 +320,14 @@ async fn untagged_and_created_experiments_are_skipped_with_the_reason() {
     done.status = ExperimentStatus::Completed;
     let store = FakeStore::new([untagged, created, done]);
     let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
-    let report = tick_at(&store, &metrics, &policies, &live(), t0() + Duration::hours(3)).await;
+    let report = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        t0() + Duration::hours(3),
+    )
+    .await;
     let reasons: Vec<(&str, VerdictKind, &str)> = report
         .experiments
         .iter()
@@ -255,13 +336,25 @@ async fn untagged_and_created_experiments_are_skipped_with_the_reason() {
     assert_eq!(
         reasons,
         [
-            ("later", VerdictKind::Skipped, "Created, starts 2026-11-02 00:00 UTC: no traffic to judge yet"),
-            ("old", VerdictKind::Skipped, "status Completed: nothing to steer"),
+            (
+                "later",
+                VerdictKind::Skipped,
+                "Created, starts 2026-11-02 00:00 UTC: no traffic to judge yet"
+            ),
+            (
+                "old",
+                VerdictKind::Skipped,
+                "status Completed: nothing to steer"
+            ),
             ("untagged", VerdictKind::Skipped, "no policy selects it"),
         ]
     );
     assert!(store.updates().is_empty());
-    assert_eq!(metrics.call_count(), 0, "nothing to measure, no GetMetricData");
+    assert_eq!(
+        metrics.call_count(),
+        0,
+        "nothing to measure, no GetMetricData"
+    );
 }
 
 #[tokio::test]
@@ -275,12 +368,28 @@ async fn outside_a_change_window_the_plan_is_reported_but_not_applied() {
     let store = FakeStore::new([experiment("fraud", 5)]);
     let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
     // 2026-11-02 is a Monday: 03:00 is outside, 10:00 inside.
-    let night = tick_at(&store, &metrics, &policies, &live(), t0() + Duration::hours(3)).await;
+    let night = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        t0() + Duration::hours(3),
+    )
+    .await;
     assert_eq!(night.experiments[0].actions.len(), 1);
     assert!(!night.experiments[0].applied);
-    assert!(night.experiments[0].reason.contains("outside the change windows"));
+    assert!(night.experiments[0]
+        .reason
+        .contains("outside the change windows"));
     assert!(store.updates().is_empty());
-    let day = tick_at(&store, &metrics, &policies, &live(), t0() + Duration::hours(10)).await;
+    let day = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        t0() + Duration::hours(10),
+    )
+    .await;
     assert!(day.experiments[0].applied);
 }
 
@@ -289,7 +398,14 @@ async fn all_experiments_are_measured_in_one_fetch() {
     let policies = builtin_policies().unwrap();
     let store = FakeStore::new((0..120).map(|i| experiment(&format!("exp-{i:03}"), 5)));
     let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
-    let report = tick_at(&store, &metrics, &policies, &live(), t0() + Duration::hours(3)).await;
+    let report = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        t0() + Duration::hours(3),
+    )
+    .await;
     assert_eq!(metrics.call_count(), 1);
     let queries = &metrics.calls.lock().unwrap()[0];
     // default policy: 5 series × 2 variants × 120 experiments
@@ -318,6 +434,12 @@ async fn a_change_by_someone_else_between_plan_and_apply_is_not_overwritten() {
     });
     let report = controller.apply(plan).await;
     assert!(!report.experiments[0].applied);
-    assert!(report.experiments[0].reason.contains("sampling changed 5 → 2 %"), "{}", report.experiments[0].reason);
+    assert!(
+        report.experiments[0]
+            .reason
+            .contains("sampling changed 5 → 2 %"),
+        "{}",
+        report.experiments[0].reason
+    );
     assert!(store.updates().is_empty());
 }

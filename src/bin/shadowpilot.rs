@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use shadowpilot::config::{load_policies, POLICIES_VAR, SCHEDULE_VAR};
 
 #[derive(Parser)]
-#[command(name = "shadowpilot", version, about = "Steers Amazon SageMaker shadow tests")]
+#[command(
+    name = "shadowpilot",
+    version,
+    about = "Steers Amazon SageMaker shadow tests"
+)]
 struct Cli {
     /// How results are printed.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
@@ -123,7 +127,11 @@ fn policy_check(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
     let mut names = Vec::new();
     for path in paths {
         match load_policies(Some(path)) {
-            Ok(set) => names.extend(set.policies().iter().map(|p| format!("{} ({})", p.name(), p.source))),
+            Ok(set) => names.extend(
+                set.policies()
+                    .iter()
+                    .map(|p| format!("{} ({})", p.name(), p.source)),
+            ),
             Err(error) => problems.push(error),
         }
     }
@@ -185,7 +193,11 @@ fn tick(args: TickArgs, apply: bool, output: Output) -> anyhow::Result<ExitCode>
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     let failed = report.summary.error > 0;
-    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(not(feature = "aws"))]

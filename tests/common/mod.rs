@@ -65,7 +65,11 @@ impl FakeStore {
     }
 
     pub fn answer_conflict_for(&self, name: &str) {
-        self.state.lock().unwrap().conflicts.insert(name.to_string());
+        self.state
+            .lock()
+            .unwrap()
+            .conflicts
+            .insert(name.to_string());
     }
 
     pub fn updates(&self) -> Vec<(DateTime<Utc>, ExperimentUpdate)> {
@@ -77,7 +81,14 @@ impl FakeStore {
     }
 
     pub fn modify(&self, name: &str, change: impl FnOnce(&mut Experiment)) {
-        change(self.state.lock().unwrap().experiments.get_mut(name).unwrap());
+        change(
+            self.state
+                .lock()
+                .unwrap()
+                .experiments
+                .get_mut(name)
+                .unwrap(),
+        );
     }
 }
 
@@ -116,12 +127,13 @@ impl ExperimentStore for FakeStore {
                 message: "simulated ConflictException".into(),
             });
         }
-        let experiment = state
-            .experiments
-            .get_mut(&update.name)
-            .ok_or_else(|| StoreError::NotFound {
-                name: update.name.clone(),
-            })?;
+        let experiment =
+            state
+                .experiments
+                .get_mut(&update.name)
+                .ok_or_else(|| StoreError::NotFound {
+                    name: update.name.clone(),
+                })?;
         if experiment.status != ExperimentStatus::Running {
             return Err(StoreError::Conflict {
                 name: update.name.clone(),
@@ -190,7 +202,10 @@ impl FakeMetrics {
     }
 
     pub fn set(&self, variant: &str, profile: Profile) {
-        self.profiles.lock().unwrap().insert(variant.into(), profile);
+        self.profiles
+            .lock()
+            .unwrap()
+            .insert(variant.into(), profile);
     }
 
     pub fn call_count(&self) -> usize {
@@ -226,7 +241,9 @@ impl MetricSource for FakeMetrics {
                 }
                 let value = match (q.metric_name.as_str(), q.statistic) {
                     ("Invocations", Statistic::Sum) => invocations,
-                    ("Invocation5XXErrors", Statistic::Sum) => invocations * p.error_5xx_percent / 100.0,
+                    ("Invocation5XXErrors", Statistic::Sum) => {
+                        invocations * p.error_5xx_percent / 100.0
+                    }
                     ("Invocation4XXErrors" | "InvocationModelErrors", Statistic::Sum) => 0.0,
                     ("ModelLatency", s) if s == Statistic::percentile(99.0) => p.p99_ms * 1000.0,
                     ("ModelLatency", s) if s == Statistic::percentile(50.0) => p.p50_ms * 1000.0,
