@@ -30,7 +30,7 @@ pub enum Schedule {
     },
     Cron {
         expression: String,
-        cron: cron::Schedule,
+        cron: Box<cron::Schedule>,
     },
 }
 
@@ -50,7 +50,7 @@ impl Schedule {
             let cron = parse_eventbridge_cron(trimmed, body)?;
             return Ok(Self::Cron {
                 expression: trimmed.to_string(),
-                cron,
+                cron: Box::new(cron),
             });
         }
         Err(ScheduleError::UnknownForm {
