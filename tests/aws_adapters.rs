@@ -27,7 +27,9 @@ use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::DateTime as SmithyTime;
 use chrono::{DateTime, Utc};
 
-use shadowpilot::aws::{CloudWatchSource, GetMetricDataProblem, Messages, SageMakerStore};
+use shadowpilot::aws::{
+    CloudWatchMessages, CloudWatchSource, GetMetricDataProblem, SageMakerStore,
+};
 use shadowpilot::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
 };
@@ -282,6 +284,20 @@ async fn other_errors_stay_service_errors_with_the_sdk_error_as_source() {
         aws_sdk_sagemaker::error::ProvideErrorMetadata::code(service),
         Some("AccessDeniedException")
     );
+}
+
+#[tokio::test]
+async fn an_empty_update_is_not_sent() {
+    // No rule at all: any call would panic in the mock.
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, []));
+    store
+        .update(&ExperimentUpdate {
+            name: NAME.into(),
+            sampling: None,
+            end_time: None,
+        })
+        .await
+        .expect("nothing to do");
 }
 
 // ---------------------------------------------------------------- list
@@ -1023,7 +1039,10 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
         let expected = GetMetricDataProblem::QueryFailed {
             id: "b".into(),
             status: status.as_str().into(),
-            messages: Messages(vec![("AccessDenied".into(), "cross-account access".into())]),
+            messages: CloudWatchMessages(vec![(
+                "AccessDenied".into(),
+                "cross-account access".into(),
+            )]),
         };
         assert_eq!(problem_of(&err), &expected);
         assert_eq!(

@@ -51,12 +51,15 @@ pub enum GetMetricDataProblem {
     QueryFailed {
         id: String,
         status: String,
-        messages: Messages,
+        messages: CloudWatchMessages,
     },
     #[error("query {id} came back with messages{messages}")]
-    QueryMessages { id: String, messages: Messages },
+    QueryMessages {
+        id: String,
+        messages: CloudWatchMessages,
+    },
     #[error("GetMetricData answered with messages, so some queries may be incomplete{messages}")]
-    CallMessages { messages: Messages },
+    CallMessages { messages: CloudWatchMessages },
     #[error("query {id} was still PartialData after the last page")]
     Incomplete { id: String },
     #[error("query {id} has a period of {seconds} s, which CloudWatch cannot take")]
@@ -65,9 +68,9 @@ pub enum GetMetricDataProblem {
 
 /// CloudWatch's (code, value) messages, shown as `: code: value; ...`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Messages(pub Vec<(String, String)>);
+pub struct CloudWatchMessages(pub Vec<(String, String)>);
 
-impl Messages {
+impl CloudWatchMessages {
     fn from_sdk(messages: &[MessageData]) -> Self {
         Self(
             messages
@@ -83,7 +86,7 @@ impl Messages {
     }
 }
 
-impl fmt::Display for Messages {
+impl fmt::Display for CloudWatchMessages {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (index, (code, value)) in self.0.iter().enumerate() {
             f.write_str(if index == 0 { ": " } else { "; " })?;
@@ -140,19 +143,29 @@ impl CloudWatchSource {
             .iter()
             .map(|q| (q.id.clone(), Answer::default()))
             .collect();
+        let mut page_count = 0;
         while let Some(page) = pages.next().await {
+            page_count += 1;
             let page = page.map_err(|err| MetricError::Service {
                 source: Box::new(err),
             })?;
             if !page.messages().is_empty() {
                 return Err(problem(GetMetricDataProblem::CallMessages {
-                    messages: Messages::from_sdk(page.messages()),
+                    messages: CloudWatchMessages::from_sdk(page.messages()),
                 }));
             }
             for (index, result) in page.metric_data_results().iter().enumerate() {
                 merge_result(index, result, &mut merged)?;
             }
         }
+        // GetMetricData is billed per metric requested: worth seeing per tick.
+        tracing::debug!(
+            queries = batch.len(),
+            pages = page_count,
+            start = %window.start,
+            end = %window.end,
+            "GetMetricData"
+        );
 
         merged
             .into_iter()
@@ -192,7 +205,7 @@ fn merge_result(
             return Err(problem(GetMetricDataProblem::QueryFailed {
                 id: id.to_string(),
                 status: other.as_str().to_string(),
-                messages: Messages::from_sdk(result.messages()),
+                messages: CloudWatchMessages::from_sdk(result.messages()),
             }))
         }
         None => return Err(invalid(field("StatusCode"), format!("missing for {id}"))),
@@ -200,7 +213,7 @@ fn merge_result(
     if !result.messages().is_empty() {
         return Err(problem(GetMetricDataProblem::QueryMessages {
             id: id.to_string(),
-            messages: Messages::from_sdk(result.messages()),
+            messages: CloudWatchMessages::from_sdk(result.messages()),
         }));
     }
 

@@ -4,7 +4,7 @@ mod cloudwatch;
 mod sagemaker;
 mod time;
 
-pub use cloudwatch::{CloudWatchSource, GetMetricDataProblem, Messages};
+pub use cloudwatch::{CloudWatchMessages, CloudWatchSource, GetMetricDataProblem};
 pub use sagemaker::SageMakerStore;
 
 use aws_config::retry::RetryConfig;

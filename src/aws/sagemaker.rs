@@ -85,6 +85,12 @@ impl ExperimentStore for SageMakerStore {
     }
 
     async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError> {
+        if update.is_empty() {
+            // A call with only the name changes nothing but may still move
+            // the experiment through Updating, blocking the next real change.
+            tracing::debug!(experiment = %update.name, "empty update not sent");
+            return Ok(());
+        }
         let mut request = self.client.update_inference_experiment().name(&update.name);
         if let Some(sampling) = &update.sampling {
             // AWS replaces the whole ShadowModeConfig, so the production
@@ -102,8 +108,9 @@ impl ExperimentStore for SageMakerStore {
             );
         }
         if let Some(end_time) = update.end_time {
-            // StartTime is left out: a Running experiment refuses any change
-            // to it, even a resend of the same value.
+            // StartTime is left out so the current one stays: only a Created
+            // experiment may change it, and whether a Running one accepts a
+            // resend of the same value is not documented.
             request = request.schedule(
                 InferenceExperimentSchedule::builder()
                     .end_time(to_smithy(end_time))
@@ -127,15 +134,17 @@ impl SageMakerStore {
             .into_paginator()
             .send();
         let mut tags = BTreeMap::new();
+        let mut index = 0;
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| store_error(LIST_TAGS, name, err, list_tags_failure))?;
-            for (index, tag) in page.tags().iter().enumerate() {
+            for tag in page.tags() {
                 let key = tag
                     .key()
                     .filter(|key| !key.is_empty())
                     .ok_or_else(|| invalid(LIST_TAGS, format!("Tags[{index}].Key"), "missing"))?;
                 // AWS allows an empty tag value and may leave it out.
                 tags.insert(key.to_string(), tag.value().unwrap_or_default().to_string());
+                index += 1;
             }
         }
         Ok(tags)
