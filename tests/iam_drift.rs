@@ -32,7 +32,10 @@ const ACTIONS: &[&str] = &[
 
 /// Actions without resource-level permissions (Service Authorization
 /// Reference): only these may be granted on "*".
-const NO_RESOURCE_LEVEL: &[&str] = &["sagemaker:ListInferenceExperiments", "cloudwatch:GetMetricData"];
+const NO_RESOURCE_LEVEL: &[&str] = &[
+    "sagemaker:ListInferenceExperiments",
+    "cloudwatch:GetMetricData",
+];
 
 /// How the template's pseudo parameters read in the standalone document:
 /// the document is not tied to one region or account, and it assumes the
@@ -80,7 +83,10 @@ fn role_policies(template: &Value) -> BTreeMap<String, Value> {
         .expect("ExecutionRole.Policies is a list")
         .iter()
         .map(|p| {
-            let name = p["PolicyName"].as_str().expect("PolicyName is a string").to_string();
+            let name = p["PolicyName"]
+                .as_str()
+                .expect("PolicyName is a string")
+                .to_string();
             (name, p["PolicyDocument"].clone())
         })
         .collect()
@@ -94,19 +100,31 @@ fn resolve(value: &Value, template: &Value) -> Result<String, String> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Object(map) if map.len() == 1 && map.contains_key("Fn::Sub") => {
-            let text = map["Fn::Sub"].as_str().ok_or("only the one-argument Fn::Sub is supported")?;
+            let text = map["Fn::Sub"]
+                .as_str()
+                .ok_or("only the one-argument Fn::Sub is supported")?;
             let mut out = String::new();
             let mut rest = text;
             while let Some(start) = rest.find("${") {
                 out.push_str(&rest[..start]);
-                let end = rest[start..].find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))? + start;
+                let end = rest[start..]
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?
+                    + start;
                 let name = &rest[start + 2..end];
                 let replacement = if let Some((_, v)) = PSEUDO.iter().find(|(k, _)| *k == name) {
                     v.to_string()
-                } else if let Some(default) = template.pointer(&format!("/Parameters/{name}/Default")) {
-                    default.as_str().ok_or_else(|| format!("parameter {name} has a non-string Default"))?.to_string()
+                } else if let Some(default) =
+                    template.pointer(&format!("/Parameters/{name}/Default"))
+                {
+                    default
+                        .as_str()
+                        .ok_or_else(|| format!("parameter {name} has a non-string Default"))?
+                        .to_string()
                 } else {
-                    return Err(format!("{text:?}: no standalone equivalent for ${{{name}}}"));
+                    return Err(format!(
+                        "{text:?}: no standalone equivalent for ${{{name}}}"
+                    ));
                 };
                 out.push_str(&replacement);
                 rest = &rest[end + 1..];
@@ -137,21 +155,36 @@ struct Grant {
 
 fn grants(policy: &Value, template: &Value, what: &str) -> BTreeMap<String, Grant> {
     assert_eq!(policy["Version"], "2012-10-17", "{what}: Version");
-    let statements = policy["Statement"].as_array().unwrap_or_else(|| panic!("{what}: Statement is a list"));
+    let statements = policy["Statement"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: Statement is a list"));
     let mut out = BTreeMap::new();
     for (i, s) in statements.iter().enumerate() {
         let at = format!("{what}: Statement[{i}]");
-        let sid = s["Sid"].as_str().unwrap_or_else(|| panic!("{at}: every statement needs a Sid"));
+        let sid = s["Sid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{at}: every statement needs a Sid"));
         for forbidden in ["NotAction", "NotResource", "Principal", "NotPrincipal"] {
-            assert!(s.get(forbidden).is_none(), "{at} ({sid}): {forbidden} is not allowed");
+            assert!(
+                s.get(forbidden).is_none(),
+                "{at} ({sid}): {forbidden} is not allowed"
+            );
         }
         let grant = Grant {
-            effect: s["Effect"].as_str().unwrap_or_else(|| panic!("{at}: Effect")).to_string(),
-            actions: string_set(&s["Action"], template, "Action").unwrap_or_else(|e| panic!("{at} ({sid}): {e}")),
-            resources: string_set(&s["Resource"], template, "Resource").unwrap_or_else(|e| panic!("{at} ({sid}): {e}")),
+            effect: s["Effect"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: Effect"))
+                .to_string(),
+            actions: string_set(&s["Action"], template, "Action")
+                .unwrap_or_else(|e| panic!("{at} ({sid}): {e}")),
+            resources: string_set(&s["Resource"], template, "Resource")
+                .unwrap_or_else(|e| panic!("{at} ({sid}): {e}")),
             condition: s.get("Condition").cloned().unwrap_or(Value::Null),
         };
-        assert!(out.insert(sid.to_string(), grant).is_none(), "{at}: Sid {sid} is not unique");
+        assert!(
+            out.insert(sid.to_string(), grant).is_none(),
+            "{at}: Sid {sid} is not unique"
+        );
     }
     out
 }
@@ -179,14 +212,19 @@ fn template_role_and_standalone_policy_grant_the_same() {
     for (sid, grant) in &in_template {
         match in_document.get(sid) {
             None => problems.push(format!("{sid}: in template.yaml only")),
-            Some(other) if other != grant => {
-                problems.push(format!("{sid}:\n  template.yaml: {grant:?}\n  policies/iam:  {other:?}"))
-            }
+            Some(other) if other != grant => problems.push(format!(
+                "{sid}:\n  template.yaml: {grant:?}\n  policies/iam:  {other:?}"
+            )),
             Some(_) => {}
         }
     }
-    for sid in in_document.keys().filter(|sid| !in_template.contains_key(*sid)) {
-        problems.push(format!("{sid}: in policies/iam/shadowpilot-policy.json only"));
+    for sid in in_document
+        .keys()
+        .filter(|sid| !in_template.contains_key(*sid))
+    {
+        problems.push(format!(
+            "{sid}: in policies/iam/shadowpilot-policy.json only"
+        ));
     }
     assert!(
         problems.is_empty(),
@@ -197,15 +235,24 @@ fn template_role_and_standalone_policy_grant_the_same() {
 
 #[test]
 fn grants_exactly_the_calls_shadowpilot_makes() {
-    let granted: BTreeSet<String> = document_grants().values().flat_map(|g| g.actions.iter().cloned()).collect();
+    let granted: BTreeSet<String> = document_grants()
+        .values()
+        .flat_map(|g| g.actions.iter().cloned())
+        .collect();
     let expected: BTreeSet<String> = ACTIONS.iter().map(|a| a.to_string()).collect();
     assert_eq!(granted, expected);
     for g in document_grants().values() {
         assert_eq!(g.effect, "Allow");
-        assert!(g.actions.iter().all(|a| !a.contains('*')), "no action wildcards: {g:?}");
+        assert!(
+            g.actions.iter().all(|a| !a.contains('*')),
+            "no action wildcards: {g:?}"
+        );
         assert_eq!(g.condition, Value::Null);
     }
-    assert!(!granted.iter().any(|a| a.starts_with("sagemaker:Stop")), "shadowpilot never stops an experiment");
+    assert!(
+        !granted.iter().any(|a| a.starts_with("sagemaker:Stop")),
+        "shadowpilot never stops an experiment"
+    );
 }
 
 #[test]
@@ -213,8 +260,15 @@ fn star_resources_only_where_iam_offers_nothing_narrower() {
     for (sid, g) in document_grants() {
         for r in &g.resources {
             if r == "*" {
-                let narrowable: Vec<_> = g.actions.iter().filter(|a| !NO_RESOURCE_LEVEL.contains(&a.as_str())).collect();
-                assert!(narrowable.is_empty(), "{sid}: {narrowable:?} support resource-level permissions, not \"*\"");
+                let narrowable: Vec<_> = g
+                    .actions
+                    .iter()
+                    .filter(|a| !NO_RESOURCE_LEVEL.contains(&a.as_str()))
+                    .collect();
+                assert!(
+                    narrowable.is_empty(),
+                    "{sid}: {narrowable:?} support resource-level permissions, not \"*\""
+                );
             } else {
                 assert!(r.starts_with("arn:aws:"), "{sid}: {r} is an ARN");
             }
@@ -232,7 +286,10 @@ fn template_role_adds_only_the_failure_destination() {
     let template = template();
     let policies = role_policies(&template);
     let names: BTreeSet<&str> = policies.keys().map(String::as_str).collect();
-    assert_eq!(names, BTreeSet::from([SHARED_POLICY_NAME, "failure-destination"]));
+    assert_eq!(
+        names,
+        BTreeSet::from([SHARED_POLICY_NAME, "failure-destination"])
+    );
     assert_eq!(
         policies["failure-destination"]["Statement"],
         json!([{
@@ -243,7 +300,10 @@ fn template_role_adds_only_the_failure_destination() {
         }])
     );
     let role = &resource(&template, "ExecutionRole")["Properties"];
-    assert!(role.get("ManagedPolicyArns").is_none(), "no managed policies on the execution role");
+    assert!(
+        role.get("ManagedPolicyArns").is_none(),
+        "no managed policies on the execution role"
+    );
     assert_eq!(
         role["AssumeRolePolicyDocument"],
         json_doc("trust-policy.json", TRUST),
@@ -262,9 +322,17 @@ fn update_is_scoped_by_the_name_prefix_parameter() {
         .find(|s| s["Sid"] == "UpdateInferenceExperiments")
         .cloned()
         .unwrap();
-    let sub = statement["Resource"]["Fn::Sub"].as_str().expect("Update resource is an Fn::Sub");
-    assert!(sub.ends_with(":inference-experiment/${ExperimentNamePrefix}*"), "{sub}");
-    assert_eq!(template["Parameters"]["ExperimentNamePrefix"]["Default"], "");
+    let sub = statement["Resource"]["Fn::Sub"]
+        .as_str()
+        .expect("Update resource is an Fn::Sub");
+    assert!(
+        sub.ends_with(":inference-experiment/${ExperimentNamePrefix}*"),
+        "{sub}"
+    );
+    assert_eq!(
+        template["Parameters"]["ExperimentNamePrefix"]["Default"],
+        ""
+    );
     assert!(grants.contains_key("UpdateInferenceExperiments"));
 }
 
@@ -274,12 +342,18 @@ fn logs_go_to_the_log_group_the_role_may_write() {
     let log_group = &resource(&template, "LogGroup")["Properties"];
     let name = resolve(&log_group["LogGroupName"], &template).unwrap();
     assert_eq!(name, "/aws/lambda/shadowpilot");
-    assert!(log_group["RetentionInDays"].is_object(), "retention comes from a parameter");
+    assert!(
+        log_group["RetentionInDays"].is_object(),
+        "retention comes from a parameter"
+    );
     let logging = &function(&template)["LoggingConfig"];
     assert_eq!(logging["LogFormat"], "JSON");
     assert_eq!(logging["LogGroup"], json!({"Ref": "LogGroup"}));
     let writable = &template_grants(&template)["WriteOwnLogs"].resources;
-    assert_eq!(writable, &BTreeSet::from([format!("arn:aws:logs:*:*:log-group:{name}:*")]));
+    assert_eq!(
+        writable,
+        &BTreeSet::from([format!("arn:aws:logs:*:*:log-group:{name}:*")])
+    );
 }
 
 // The deployment contract of docs/deploy.md and the architecture.
@@ -288,13 +362,22 @@ fn logs_go_to_the_log_group_the_role_may_write() {
 fn one_schedule_expression_for_the_event_and_the_function() {
     let template = template();
     let f = function(&template);
-    assert_eq!(template["Parameters"]["Schedule"]["Default"], "rate(10 minutes)");
-    assert_eq!(f["Environment"]["Variables"]["SHADOWPILOT_SCHEDULE"], json!({"Ref": "Schedule"}));
+    assert_eq!(
+        template["Parameters"]["Schedule"]["Default"],
+        "rate(10 minutes)"
+    );
+    assert_eq!(
+        f["Environment"]["Variables"]["SHADOWPILOT_SCHEDULE"],
+        json!({"Ref": "Schedule"})
+    );
     let events = f["Events"].as_object().expect("Events");
     assert_eq!(events.len(), 1, "one schedule");
     let tick = &events["Tick"];
     assert_eq!(tick["Type"], "ScheduleV2");
-    assert_eq!(tick["Properties"]["ScheduleExpression"], json!({"Ref": "Schedule"}));
+    assert_eq!(
+        tick["Properties"]["ScheduleExpression"],
+        json!({"Ref": "Schedule"})
+    );
     assert_eq!(tick["Properties"]["ScheduleExpressionTimezone"], "UTC");
     assert_eq!(tick["Properties"]["State"], json!({"Ref": "ScheduleState"}));
 }
@@ -317,20 +400,33 @@ fn ticks_are_never_retried_late_or_overlapping() {
     let template = template();
     let f = function(&template);
     let timeout = f["Timeout"].as_u64().expect("Timeout");
-    assert!(timeout < MIN_PERIOD_SECS, "timeout {timeout}s must be below the shortest period {MIN_PERIOD_SECS}s");
+    assert!(
+        timeout < MIN_PERIOD_SECS,
+        "timeout {timeout}s must be below the shortest period {MIN_PERIOD_SECS}s"
+    );
 
     let invoke = &f["EventInvokeConfig"];
     assert_eq!(invoke["MaximumRetryAttempts"], 0);
-    let age = invoke["MaximumEventAgeInSeconds"].as_u64().expect("MaximumEventAgeInSeconds");
+    let age = invoke["MaximumEventAgeInSeconds"]
+        .as_u64()
+        .expect("MaximumEventAgeInSeconds");
     assert!((60..=MIN_PERIOD_SECS).contains(&age), "event age {age}s");
     assert_eq!(invoke["DestinationConfig"]["OnFailure"]["Type"], "SQS");
 
     let retry = &f["Events"]["Tick"]["Properties"]["RetryPolicy"];
     assert_eq!(retry["MaximumRetryAttempts"], 0);
-    let age = retry["MaximumEventAgeInSeconds"].as_u64().expect("RetryPolicy.MaximumEventAgeInSeconds");
-    assert!((60..=MIN_PERIOD_SECS).contains(&age), "scheduler event age {age}s");
+    let age = retry["MaximumEventAgeInSeconds"]
+        .as_u64()
+        .expect("RetryPolicy.MaximumEventAgeInSeconds");
+    assert!(
+        (60..=MIN_PERIOD_SECS).contains(&age),
+        "scheduler event age {age}s"
+    );
 
-    assert_eq!(template["Parameters"]["ReservedConcurrency"]["Default"], "1");
+    assert_eq!(
+        template["Parameters"]["ReservedConcurrency"]["Default"],
+        "1"
+    );
     assert_eq!(
         f["ReservedConcurrentExecutions"],
         json!({"Fn::If": ["ReserveConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]})
