@@ -12,6 +12,7 @@ pub mod config;
 pub mod controller;
 pub mod event;
 pub mod experiment;
+pub mod handler;
 pub mod judge;
 pub mod metrics;
 pub mod plan;

@@ -324,7 +324,10 @@ fn combine(statistic: Statistic, values: impl Iterator<Item = f64>) -> Option<f6
 pub fn batch_queries(queries: &[MetricQuery]) -> Vec<Vec<MetricQuery>> {
     let mut by_window: BTreeMap<Window, Vec<MetricQuery>> = BTreeMap::new();
     for query in queries {
-        by_window.entry(query.window).or_default().push(query.clone());
+        by_window
+            .entry(query.window)
+            .or_default()
+            .push(query.clone());
     }
     by_window
         .into_values()

@@ -24,21 +24,33 @@ fn invalid(expression: &str, problem: impl Into<String>) -> ScheduleError {
 /// A parsed EventBridge schedule expression.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    Rate { expression: String, every: Duration },
-    Cron { expression: String, cron: cron::Schedule },
+    Rate {
+        expression: String,
+        every: Duration,
+    },
+    Cron {
+        expression: String,
+        cron: Box<cron::Schedule>,
+    },
 }
 
 impl Schedule {
     pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
         let trimmed = expression.trim();
-        if let Some(body) = trimmed.strip_prefix("rate(").and_then(|b| b.strip_suffix(')')) {
+        if let Some(body) = trimmed
+            .strip_prefix("rate(")
+            .and_then(|b| b.strip_suffix(')'))
+        {
             return parse_rate(trimmed, body);
         }
-        if let Some(body) = trimmed.strip_prefix("cron(").and_then(|b| b.strip_suffix(')')) {
+        if let Some(body) = trimmed
+            .strip_prefix("cron(")
+            .and_then(|b| b.strip_suffix(')'))
+        {
             let cron = parse_eventbridge_cron(trimmed, body)?;
             return Ok(Self::Cron {
                 expression: trimmed.to_string(),
-                cron,
+                cron: Box::new(cron),
             });
         }
         Err(ScheduleError::UnknownForm {
@@ -102,13 +114,17 @@ pub fn chrono_duration(duration: Duration) -> chrono::Duration {
 fn parse_rate(expression: &str, body: &str) -> Result<Schedule, ScheduleError> {
     let mut parts = body.split_whitespace();
     let (Some(value), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(invalid(expression, "rate needs a value and a unit, e.g. rate(10 minutes)"));
+        return Err(invalid(
+            expression,
+            "rate needs a value and a unit, e.g. rate(10 minutes)",
+        ));
     };
-    let value: u64 = value
-        .parse()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| invalid(expression, format!("rate value {value:?} is not a positive whole number")))?;
+    let value: u64 = value.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+        invalid(
+            expression,
+            format!("rate value {value:?} is not a positive whole number"),
+        )
+    })?;
     let unit_seconds = match (value, unit) {
         (1, "minute") | (2.., "minutes") => 60,
         (1, "hour") | (2.., "hours") => 3600,
@@ -130,7 +146,10 @@ fn parse_rate(expression: &str, body: &str) -> Result<Schedule, ScheduleError> {
 /// `?` in one of the two day fields. The cron crate wants seconds first and
 /// does not know `L`, `W` or `#`, which EventBridge allows; those are refused
 /// here rather than misread.
-pub fn parse_eventbridge_cron(expression: &str, body: &str) -> Result<cron::Schedule, ScheduleError> {
+pub fn parse_eventbridge_cron(
+    expression: &str,
+    body: &str,
+) -> Result<cron::Schedule, ScheduleError> {
     let fields: Vec<&str> = body.split_whitespace().collect();
     if fields.len() != 6 {
         return Err(invalid(
@@ -145,7 +164,10 @@ pub fn parse_eventbridge_cron(expression: &str, body: &str) -> Result<cron::Sche
         if field.contains(['L', 'W', '#']) && !is_named_value(field) {
             return Err(invalid(
                 expression,
-                format!("field {} ({field}) uses L, W or #, which shadowpilot does not support", index + 1),
+                format!(
+                    "field {} ({field}) uses L, W or #, which shadowpilot does not support",
+                    index + 1
+                ),
             ));
         }
     }
@@ -162,9 +184,11 @@ pub fn parse_eventbridge_cron(expression: &str, body: &str) -> Result<cron::Sche
 /// Month and weekday names (JUL, WED) contain letters the L/W/# guard must
 /// let through.
 fn is_named_value(field: &str) -> bool {
-    field
-        .split([',', '-', '/'])
-        .all(|part| part.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '?') || part.len() >= 3 && part.chars().all(|c| c.is_ascii_alphabetic()))
+    field.split([',', '-', '/']).all(|part| {
+        part.chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '?')
+            || part.len() >= 3 && part.chars().all(|c| c.is_ascii_alphabetic())
+    })
 }
 
 /// A change window: opens at each firing of a cron and stays open for a
@@ -248,7 +272,8 @@ mod tests {
 
     #[test]
     fn change_window_is_open_only_inside() {
-        let window = CronWindow::parse("cron(0 9 ? * MON-FRI *)", Duration::from_secs(8 * 3600)).unwrap();
+        let window =
+            CronWindow::parse("cron(0 9 ? * MON-FRI *)", Duration::from_secs(8 * 3600)).unwrap();
         assert!(!window.is_open(at(2026, 11, 23, 8, 59)));
         assert!(window.is_open(at(2026, 11, 23, 9, 0)));
         assert!(window.is_open(at(2026, 11, 23, 16, 59)));

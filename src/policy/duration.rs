@@ -11,7 +11,9 @@ pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S:
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|error| {
-        serde::de::Error::custom(format!("{text:?} is not a duration such as 30m, 2h or 7d: {error}"))
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration such as 30m, 2h or 7d: {error}"
+        ))
     })
 }
 

@@ -9,9 +9,18 @@ use crate::MAX_EXPERIMENT_DURATION;
 
 /// The policies shipped in `policies/`, built into the binary.
 const BUILTIN: [(&str, &str); 3] = [
-    ("policies/default.yaml", include_str!("../../policies/default.yaml")),
-    ("policies/conservative.yaml", include_str!("../../policies/conservative.yaml")),
-    ("policies/fast.yaml", include_str!("../../policies/fast.yaml")),
+    (
+        "policies/default.yaml",
+        include_str!("../../policies/default.yaml"),
+    ),
+    (
+        "policies/conservative.yaml",
+        include_str!("../../policies/conservative.yaml"),
+    ),
+    (
+        "policies/fast.yaml",
+        include_str!("../../policies/fast.yaml"),
+    ),
 ];
 
 /// One thing wrong with a policy, located by file and field.
@@ -52,7 +61,11 @@ impl PolicyError {
 }
 
 pub fn builtin_policies() -> Result<PolicySet, PolicyError> {
-    parse_all(BUILTIN.iter().map(|(source, text)| (source.to_string(), text.to_string())))
+    parse_all(
+        BUILTIN
+            .iter()
+            .map(|(source, text)| (source.to_string(), text.to_string())),
+    )
 }
 
 /// Loads one policy file, or every `.yaml`/`.yml` file of a directory.
@@ -65,7 +78,10 @@ pub fn load_path(path: &Path) -> Result<PolicySet, PolicyError> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(read_error)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
             .collect();
         files.sort();
         files
@@ -100,7 +116,11 @@ fn parse_all(texts: impl IntoIterator<Item = (String, String)>) -> Result<Policy
                     problems.push(PolicyProblem {
                         source: source.clone(),
                         field: "name".into(),
-                        message: format!("{:?} is already the name of the policy in {}", policy.name(), first.source),
+                        message: format!(
+                            "{:?} is already the name of the policy in {}",
+                            policy.name(),
+                            first.source
+                        ),
                     });
                 } else {
                     loaded.push(policy);
@@ -124,7 +144,13 @@ pub fn parse_policy(source: &str, text: &str) -> Result<LoadedPolicy, PolicyErro
             source: source.to_string(),
             field: String::new(),
             // The first line carries line, column and cause; the rest is a snippet.
-            message: error.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string(),
+            message: error
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_string(),
         }])
     })?;
     let mut problems = Problems {
@@ -160,9 +186,15 @@ impl Problems<'_> {
     fn duration(&mut self, field: &str, value: Duration, min: Duration, max: Duration) {
         let shown = super::duration::format(value);
         if value < min {
-            self.add(field, format!("{shown} is shorter than {}", super::duration::format(min)));
+            self.add(
+                field,
+                format!("{shown} is shorter than {}", super::duration::format(min)),
+            );
         } else if value > max {
-            self.add(field, format!("{shown} is longer than {}", super::duration::format(max)));
+            self.add(
+                field,
+                format!("{shown} is longer than {}", super::duration::format(max)),
+            );
         }
     }
 
@@ -185,26 +217,51 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !name_ok {
-        problems.add("name", format!("{:?} must be 1–64 letters, digits, - or _", policy.name));
+        problems.add(
+            "name",
+            format!("{:?} must be 1–64 letters, digits, - or _", policy.name),
+        );
     }
     for (index, glob) in policy.select.experiments.iter().enumerate() {
         if let Err(error) = globset::Glob::new(glob) {
-            problems.add(format!("select.experiments[{index}]"), format!("{glob:?} is not a valid glob: {error}"));
+            problems.add(
+                format!("select.experiments[{index}]"),
+                format!("{glob:?} is not a valid glob: {error}"),
+            );
         }
     }
     for (index, glob) in policy.select.endpoints.iter().enumerate() {
         if let Err(error) = globset::Glob::new(glob) {
-            problems.add(format!("select.endpoints[{index}]"), format!("{glob:?} is not a valid glob: {error}"));
+            problems.add(
+                format!("select.endpoints[{index}]"),
+                format!("{glob:?} is not a valid glob: {error}"),
+            );
         }
     }
 
-    problems.duration("window.lookback", policy.window.lookback, MINUTE, MAX_LOOKBACK);
-    problems.duration("window.publish_delay", policy.window.publish_delay, Duration::ZERO, Duration::from_secs(3600));
+    problems.duration(
+        "window.lookback",
+        policy.window.lookback,
+        MINUTE,
+        MAX_LOOKBACK,
+    );
+    problems.duration(
+        "window.publish_delay",
+        policy.window.publish_delay,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
     if policy.window.publish_delay >= policy.window.lookback {
-        problems.add("window.publish_delay", "must be shorter than window.lookback");
+        problems.add(
+            "window.publish_delay",
+            "must be shorter than window.lookback",
+        );
     }
     if policy.evidence.min_shadow_invocations == 0 {
-        problems.add("evidence.min_shadow_invocations", "0 would let a shadow with no traffic pass; use at least 1");
+        problems.add(
+            "evidence.min_shadow_invocations",
+            "0 would let a shadow with no traffic pass; use at least 1",
+        );
     }
 
     for (index, check) in policy.checks.iter().enumerate() {
@@ -229,9 +286,14 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
             let bad = !value.is_finite()
                 || value < 0.0
                 || (name == "max_ratio_to_production" && value <= 0.0)
-                || (name == "max" && check.metric.unit() == crate::policy::Unit::Percent && value > 100.0);
+                || (name == "max"
+                    && check.metric.unit() == crate::policy::Unit::Percent
+                    && value > 100.0);
             if bad {
-                problems.add(format!("{field}.{name}"), format!("{value} is not a usable limit for {}", check.metric.label()));
+                problems.add(
+                    format!("{field}.{name}"),
+                    format!("{value} is not a usable limit for {}", check.metric.label()),
+                );
             }
         }
     }
@@ -254,14 +316,32 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
     }
     problems.percentage("ramp.floor", ramp.floor);
     if ramp.floor > ramp.ceiling() {
-        problems.add("ramp.floor", format!("{} is above the ceiling {}", ramp.floor, ramp.ceiling()));
+        problems.add(
+            "ramp.floor",
+            format!("{} is above the ceiling {}", ramp.floor, ramp.ceiling()),
+        );
     }
-    problems.duration("ramp.bake_time", ramp.bake_time, Duration::ZERO, MAX_EXPERIMENT_DURATION);
+    problems.duration(
+        "ramp.bake_time",
+        ramp.bake_time,
+        Duration::ZERO,
+        MAX_EXPERIMENT_DURATION,
+    );
 
     let extend = &policy.extend;
-    problems.duration("extend.margin", extend.margin, Duration::ZERO, MAX_EXPERIMENT_DURATION);
+    problems.duration(
+        "extend.margin",
+        extend.margin,
+        Duration::ZERO,
+        MAX_EXPERIMENT_DURATION,
+    );
     problems.duration("extend.by", extend.by, MINUTE, MAX_EXPERIMENT_DURATION);
-    problems.duration("extend.max_duration", extend.max_duration, MINUTE, MAX_EXPERIMENT_DURATION);
+    problems.duration(
+        "extend.max_duration",
+        extend.max_duration,
+        MINUTE,
+        MAX_EXPERIMENT_DURATION,
+    );
 
     let mut windows = Vec::new();
     for (index, window) in policy.change_windows.iter().enumerate() {
@@ -270,7 +350,12 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
             Ok(parsed) => windows.push(parsed),
             Err(error) => problems.add(format!("{field}.cron"), error.to_string()),
         }
-        problems.duration(&format!("{field}.duration"), window.duration, MINUTE, Duration::from_secs(7 * 86_400));
+        problems.duration(
+            &format!("{field}.duration"),
+            window.duration,
+            MINUTE,
+            Duration::from_secs(7 * 86_400),
+        );
     }
     windows
 }
@@ -284,7 +369,11 @@ mod tests {
     #[test]
     fn shipped_policies_load() {
         let set = builtin_policies().unwrap();
-        let names: Vec<_> = set.policies().iter().map(|p| p.name().to_string()).collect();
+        let names: Vec<_> = set
+            .policies()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
         assert_eq!(names, ["default", "conservative", "fast"]);
     }
 
@@ -308,7 +397,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let error = parse_policy("p.yaml", text).unwrap_err().to_string();
-            assert!(error.contains(expected), "expected {expected:?} in:\n{error}");
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in:\n{error}"
+            );
         }
         assert!(parse_policy("p.yaml", VALID).is_ok());
     }
@@ -324,9 +416,15 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_refused() {
-        let error = parse_all([("a.yaml".to_string(), VALID.to_string()), ("b.yaml".to_string(), VALID.to_string())])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("b.yaml: name: \"t\" is already the name of the policy in a.yaml"), "{error}");
+        let error = parse_all([
+            ("a.yaml".to_string(), VALID.to_string()),
+            ("b.yaml".to_string(), VALID.to_string()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("b.yaml: name: \"t\" is already the name of the policy in a.yaml"),
+            "{error}"
+        );
     }
 }

@@ -222,7 +222,11 @@ pub enum Limit {
 impl Check {
     /// The one limit this check sets; validation guarantees there is one.
     pub fn limit(&self) -> Option<Limit> {
-        match (self.max, self.max_ratio_to_production, self.max_above_production) {
+        match (
+            self.max,
+            self.max_ratio_to_production,
+            self.max_above_production,
+        ) {
             (Some(v), None, None) => Some(Limit::Absolute(v)),
             (None, Some(v), None) => Some(Limit::RatioToProduction(v)),
             (None, None, Some(v)) => Some(Limit::AboveProduction(v)),

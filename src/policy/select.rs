@@ -65,12 +65,19 @@ impl PolicySet {
 /// Why an experiment is, or is not, steered by a policy.
 #[derive(Debug, Clone)]
 pub enum Selection<'a> {
-    Selected { policy: &'a LoadedPolicy, via: String },
+    Selected {
+        policy: &'a LoadedPolicy,
+        via: String,
+    },
     NotSelected,
     /// Two or more policies claim it: never written.
-    Ambiguous { policies: Vec<String> },
+    Ambiguous {
+        policies: Vec<String>,
+    },
     /// The tag names a policy that is not loaded.
-    UnknownPolicy { name: String },
+    UnknownPolicy {
+        name: String,
+    },
 }
 
 /// The tag `shadowpilot:policy` selects its policy; a policy's globs select

@@ -1,0 +1,71 @@
+//! The Lambda's work, independent of the runtime so tests can drive it:
+//! payload in, report out.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::controller::{Controller, RunOptions, TickError};
+use crate::event::{parse_event, EventError};
+use crate::policy::PolicySet;
+use crate::ports::{ExperimentStore, MetricSource};
+use crate::report::Report;
+use crate::schedule::Schedule;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("invalid payload, nothing was done: {0}")]
+    Payload(#[from] EventError),
+    #[error(transparent)]
+    Tick(#[from] TickError),
+}
+
+/// Everything built once at cold start.
+pub struct App<S, M> {
+    pub store: S,
+    pub metrics: M,
+    pub policies: PolicySet,
+    pub schedule: Schedule,
+    pub force_dry_run: bool,
+}
+
+impl<S: ExperimentStore, M: MetricSource> App<S, M> {
+    pub fn new(
+        store: S,
+        metrics: M,
+        policies: PolicySet,
+        config: &Config,
+        schedule: Schedule,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            policies,
+            schedule,
+            force_dry_run: config.force_dry_run,
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        payload: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Report, HandlerError> {
+        let request = parse_event(payload)?;
+        let options = RunOptions {
+            // Dry wins: the environment can force it, nothing can lift it.
+            dry_run: self.force_dry_run || request.dry_run,
+            only: request.experiments,
+        };
+        tracing::info!(
+            trigger = ?request.trigger,
+            dry_run = options.dry_run,
+            experiments = ?options.only,
+            schedule = self.schedule.expression(),
+            "tick"
+        );
+        let next_tick = self.schedule.next_tick_after(now);
+        let controller = Controller::new(&self.store, &self.metrics, &self.policies);
+        Ok(controller.run_tick(&options, now, next_tick).await?)
+    }
+}
