@@ -59,6 +59,11 @@ impl Draws {
         ((self.rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// The raw 64 bits, for callers that split them.
+    pub fn bits(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     pub fn normal(&mut self) -> f64 {
         inverse_normal_cdf(self.uniform())
     }

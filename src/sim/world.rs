@@ -94,6 +94,16 @@ struct World {
     by_name: HashMap<String, usize>,
     streams: HashMap<(String, String), (usize, VariantRole)>,
     writes: Vec<WriteRecord>,
+    /// The last window merged per (experiment, role, overhead?): the
+    /// controller asks for a window that moved by one tick, so it is cheaper
+    /// to take out the minutes that left and add those that came.
+    windows: HashMap<(usize, usize, u8), MergedWindow>,
+}
+
+#[derive(Default)]
+struct MergedWindow {
+    minutes: std::ops::Range<i64>,
+    histogram: WindowHistogram,
 }
 
 struct SimExperiment {
@@ -321,6 +331,31 @@ impl World {
             SageMakerMetric::OverheadLatency => Some(true),
             _ => None,
         };
+        if let Some(overhead) = latency_kind {
+            let single = minutes.is_empty()
+                || (minutes.end - 1 - start.timestamp().div_euclid(60)) < period_minutes;
+            if single && minutes.start >= start.timestamp().div_euclid(60) {
+                let slot = u8::from(overhead);
+                let histogram = self.merged(index, role, overhead, slot, minutes.clone());
+                let counts = Counts {
+                    invocations: histogram.count(),
+                    ..Counts::default()
+                };
+                let first = minutes.start;
+                if let Some(value) = statistic(metric, query.statistic, &counts, &histogram) {
+                    let k = (first * 60 - start.timestamp()).div_euclid(period_minutes * 60);
+                    points.insert(
+                        start + chrono::Duration::seconds(k * period_minutes * 60),
+                        value,
+                    );
+                }
+                self.windows.insert(
+                    (index, role_index(role), slot),
+                    MergedWindow { minutes, histogram },
+                );
+                return points;
+            }
+        }
         let mut bucket: Option<(i64, Counts, WindowHistogram)> = None;
         let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Datapoints| {
             if let Some((k, counts, histogram)) = bucket {
@@ -355,25 +390,74 @@ impl World {
         points
     }
 
+    /// The latency samples of `minutes`, merged, reusing the last window of
+    /// the same series. The caller puts the result back in `windows`.
+    fn merged(
+        &mut self,
+        index: usize,
+        role: VariantRole,
+        overhead: bool,
+        slot: u8,
+        minutes: std::ops::Range<i64>,
+    ) -> WindowHistogram {
+        let key = (index, role_index(role), slot);
+        let cached = self.windows.remove(&key).unwrap_or_default();
+        let overlap = cached.minutes.start < minutes.end && minutes.start < cached.minutes.end;
+        let changes =
+            (cached.minutes.start - minutes.start).abs() + (cached.minutes.end - minutes.end).abs();
+        let (mut histogram, add, remove): (
+            WindowHistogram,
+            Vec<std::ops::Range<i64>>,
+            Vec<std::ops::Range<i64>>,
+        ) = if overlap && changes < minutes.end - minutes.start {
+            let add = vec![
+                minutes.start..cached.minutes.start,
+                cached.minutes.end..minutes.end,
+            ];
+            let remove = vec![
+                cached.minutes.start..minutes.start,
+                minutes.end..cached.minutes.end,
+            ];
+            (cached.histogram, add, remove)
+        } else {
+            (
+                WindowHistogram::default(),
+                vec![minutes.clone()],
+                Vec::new(),
+            )
+        };
+        for (ranges, adding) in [(add, true), (remove, false)] {
+            for minute in ranges.into_iter().flatten() {
+                if self.counts(index, minute)[role_index(role)].invocations == 0 {
+                    continue;
+                }
+                self.ensure_histogram(index, minute, role, overhead);
+                if let Some(h) = self.histogram(index, minute, role, overhead) {
+                    if adding {
+                        histogram.add(h);
+                    } else {
+                        histogram.subtract(h);
+                    }
+                }
+            }
+        }
+        histogram
+    }
+
     fn observe(&mut self, index: usize, from: DateTime<Utc>, to: DateTime<Utc>) -> Observation {
         let minutes = self.minutes_between(from, to, self.now);
         let mut result = [VariantObservation::default(); 2];
         for role in [VariantRole::Production, VariantRole::Shadow] {
             let i = role_index(role);
             let mut total = Counts::default();
-            let mut histogram = WindowHistogram::default();
             for minute in minutes.clone() {
                 let counts = self.counts(index, minute)[i];
                 total.invocations += counts.invocations;
                 total.e5xx += counts.e5xx;
                 total.model += counts.model;
-                if counts.invocations > 0 {
-                    self.ensure_histogram(index, minute, role, false);
-                    if let Some(h) = self.histogram(index, minute, role, false) {
-                        histogram.add(h);
-                    }
-                }
             }
+            // Slot 2: the observer's own moving window, apart from the controller's.
+            let histogram = self.merged(index, role, false, 2, minutes.clone());
             let percent = |n: u64| {
                 (total.invocations > 0).then(|| n as f64 * 100.0 / total.invocations as f64)
             };
@@ -383,6 +467,13 @@ impl World {
                 error_5xx_percent: percent(total.e5xx),
                 model_error_percent: percent(total.model),
             };
+            self.windows.insert(
+                (index, i, 2),
+                MergedWindow {
+                    minutes: minutes.clone(),
+                    histogram,
+                },
+            );
         }
         Observation {
             production: result[0],
@@ -667,6 +758,7 @@ impl SimWorld {
                 by_name,
                 streams,
                 writes: Vec::new(),
+                windows: HashMap::new(),
             })),
         }
     }
@@ -740,6 +832,18 @@ impl SimWorld {
         let mut world = self.lock();
         let index = world.experiment(name).ok()?;
         Some(world.observe(index, from, to))
+    }
+
+    /// Status, configured sampling and EndTime as Describe would show them now.
+    pub fn snapshot(&self, name: &str) -> Option<(ExperimentStatus, u8, DateTime<Utc>)> {
+        let world = self.lock();
+        let index = world.experiment(name).ok()?;
+        let experiment = &world.experiments[index];
+        Some((
+            experiment.status(world.now),
+            experiment.sampling,
+            experiment.end_time,
+        ))
     }
 
     /// When the experiment was created (the scenario start).
