@@ -29,7 +29,7 @@ pub fn middle(bucket: usize) -> f64 {
 }
 
 pub fn bucket_of(value_us: f64) -> usize {
-    if !(value_us > LOWEST_US) {
+    if value_us.is_nan() || value_us <= LOWEST_US {
         return 0;
     }
     ((value_us / LOWEST_US).log2() * PER_DOUBLING)

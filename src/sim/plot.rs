@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::runner::{ExperimentRun, SimulationOutcome};
+use super::runner::{ExperimentRun, SimulationOutcome, TickRecord};
 use crate::plan::Action;
 use crate::report::VerdictKind;
 
@@ -66,7 +66,7 @@ fn draw(outcome: &SimulationOutcome, root: &DrawingArea<SVGBackend<'_>, Shift>) 
         ("— sampling %", SAMPLING),
         ("● fail", FAIL),
         ("● inconclusive", INCONCLUSIVE),
-        ("| EndTime set (▼ when moved)", END_TIME),
+        ("| EndTime (▲ when moved)", END_TIME),
         ("— production", PRODUCTION),
         ("— shadow", SHADOW),
     ];
@@ -106,7 +106,7 @@ fn days_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 fn segments(
     run: &ExperimentRun,
     start: DateTime<Utc>,
-    value: impl Fn(&super::runner::TickRecord) -> Option<f64>,
+    value: impl Fn(&TickRecord) -> Option<f64>,
 ) -> Vec<Vec<(f64, f64)>> {
     let mut all = Vec::new();
     let mut current = Vec::new();
@@ -159,8 +159,13 @@ fn sampling_panel(
         }
         steps.push((x, f64::from(*percentage)));
     }
+    // Up to the end of the experiment, or of the run if it was still going.
+    let last_end = run
+        .end_time_history
+        .last()
+        .map_or(end, |(_, end_time)| (*end_time).min(end));
     if let Some(&(_, last)) = steps.last() {
-        steps.push((days_between(start, end), last));
+        steps.push((days_between(start, last_end), last));
     }
     chart.draw_series(LineSeries::new(steps, SAMPLING.stroke_width(2)))?;
     // EndTime: where it was set, and a marker when it moved.
@@ -201,7 +206,7 @@ fn sampling_panel(
 }
 
 /// The percentage the tick judged (before its own write).
-fn sampling_before(tick: &super::runner::TickRecord) -> u8 {
+fn sampling_before(tick: &TickRecord) -> u8 {
     tick.actions
         .iter()
         .find_map(|a| match a {
@@ -211,27 +216,37 @@ fn sampling_before(tick: &super::runner::TickRecord) -> u8 {
         .unwrap_or(tick.sampling)
 }
 
-fn two_lines(
+/// What a two-line panel shows: a title, a value per variant and tick, and
+/// the least top of the y axis.
+struct TwoLines<P, S> {
+    title: &'static str,
+    production: P,
+    shadow: S,
+    floor: f64,
+}
+
+fn two_lines<P, S>(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
-    title: &str,
     start: DateTime<Utc>,
     days: f64,
     run: &ExperimentRun,
-    production: impl Fn(&super::runner::TickRecord) -> Option<f64>,
-    shadow: impl Fn(&super::runner::TickRecord) -> Option<f64>,
-    floor: f64,
-) -> DrawResult {
-    let production = segments(run, start, production);
-    let shadow = segments(run, start, shadow);
+    lines: TwoLines<P, S>,
+) -> DrawResult
+where
+    P: Fn(&TickRecord) -> Option<f64>,
+    S: Fn(&TickRecord) -> Option<f64>,
+{
+    let production = segments(run, start, lines.production);
+    let shadow = segments(run, start, lines.shadow);
     let top = production
         .iter()
         .chain(&shadow)
         .flatten()
         .map(|(_, v)| *v)
-        .fold(floor, f64::max)
+        .fold(lines.floor, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 14))
+        .caption(lines.title, ("sans-serif", 14))
         .margin(6)
         .x_label_area_size(20)
         .y_label_area_size(44)
@@ -258,16 +273,13 @@ fn latency_panel(
     days: f64,
     run: &ExperimentRun,
 ) -> DrawResult {
-    two_lines(
-        area,
-        "p99 model latency, ms",
-        start,
-        days,
-        run,
-        |t| t.observed.production.p99_ms,
-        |t| t.observed.shadow.p99_ms,
-        1.0,
-    )
+    let lines = TwoLines {
+        title: "p99 model latency, ms",
+        production: |t: &TickRecord| t.observed.production.p99_ms,
+        shadow: |t: &TickRecord| t.observed.shadow.p99_ms,
+        floor: 1.0,
+    };
+    two_lines(area, start, days, run, lines)
 }
 
 fn errors_panel(
@@ -276,14 +288,11 @@ fn errors_panel(
     days: f64,
     run: &ExperimentRun,
 ) -> DrawResult {
-    two_lines(
-        area,
-        "5xx rate, %",
-        start,
-        days,
-        run,
-        |t| t.observed.production.error_5xx_percent,
-        |t| t.observed.shadow.error_5xx_percent,
-        0.1,
-    )
+    let lines = TwoLines {
+        title: "5xx rate, %",
+        production: |t: &TickRecord| t.observed.production.error_5xx_percent,
+        shadow: |t: &TickRecord| t.observed.shadow.error_5xx_percent,
+        floor: 0.1,
+    };
+    two_lines(area, start, days, run, lines)
 }

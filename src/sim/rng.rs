@@ -70,7 +70,7 @@ impl Draws {
 
     /// Poisson with the given mean: inversion below 30, a rounded normal above.
     pub fn poisson(&mut self, mean: f64) -> u64 {
-        if !(mean > 0.0) {
+        if mean.is_nan() || mean <= 0.0 {
             return 0;
         }
         if mean < 30.0 {
@@ -92,7 +92,7 @@ impl Draws {
     /// Binomial(n, p): inversion when the mean of the rarer outcome is small,
     /// a rounded normal otherwise.
     pub fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        if n == 0 || !(p > 0.0) {
+        if n == 0 || p.is_nan() || p <= 0.0 {
             return 0;
         }
         if p >= 1.0 {

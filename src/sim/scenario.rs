@@ -301,9 +301,9 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    /// Mean production requests in the minute starting at `minute`.
-    pub fn mean_requests(&self, minute: DateTime<Utc>) -> f64 {
-        let seconds = minute.timestamp().rem_euclid(86_400) as f64;
+    /// Mean production requests in the minute starting at `unix_seconds`.
+    pub fn mean_requests(&self, unix_seconds: i64) -> f64 {
+        let seconds = unix_seconds.rem_euclid(86_400) as f64;
         let hour = seconds / 3600.0;
         let phase = (hour - self.peak_hour) / 24.0 * std::f64::consts::TAU;
         (self.per_minute * self.factor * (1.0 + self.daily_swing * phase.cos())).max(0.0)

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::histogram::{MinuteHistogram, WindowHistogram};
 use super::rng::{fnv1a, Draws, Purpose};
-use super::scenario::{ExperimentSpec, Scenario, VariantModel};
+use super::scenario::{Conditions, ExperimentSpec, Scenario, VariantModel};
 use crate::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
 };
@@ -103,6 +103,7 @@ struct World {
 #[derive(Default)]
 struct MergedWindow {
     minutes: std::ops::Range<i64>,
+    counts: Counts,
     histogram: WindowHistogram,
 }
 
@@ -119,6 +120,11 @@ struct SimExperiment {
     last_modified: DateTime<Utc>,
     updating_until: Option<DateTime<Utc>>,
     keys: [u64; 2],
+    /// StartTime and EndTime as Unix seconds, and where each segment of
+    /// conditions begins in Unix minutes: compared once per minute drawn.
+    start_secs: i64,
+    end_secs: i64,
+    segment_minutes: Vec<i64>,
     /// Per minute since the scenario start, filled lazily.
     minutes: Vec<Option<Box<MinuteData>>>,
     evicted_to: usize,
@@ -130,6 +136,18 @@ struct Counts {
     e4xx: u64,
     e5xx: u64,
     model: u64,
+}
+
+impl Counts {
+    fn change(&mut self, other: &Counts, adding: bool) {
+        let apply = |total: &mut u64, part: u64| {
+            *total = if adding { *total + part } else { *total - part };
+        };
+        apply(&mut self.invocations, other.invocations);
+        apply(&mut self.e4xx, other.e4xx);
+        apply(&mut self.e5xx, other.e5xx);
+        apply(&mut self.model, other.model);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -170,8 +188,16 @@ impl SimExperiment {
         self.sampling_history[index.saturating_sub(1)].1
     }
 
-    fn model(&self, at: DateTime<Utc>, role: VariantRole) -> &VariantModel {
-        let conditions = self.spec.conditions_at(at);
+    fn conditions(&self, minute: i64) -> &Conditions {
+        let index = self
+            .segment_minutes
+            .partition_point(|&from| from <= minute)
+            .saturating_sub(1);
+        &self.spec.segments[index].1
+    }
+
+    fn model(&self, minute: i64, role: VariantRole) -> &VariantModel {
+        let conditions = self.conditions(minute);
         match role {
             VariantRole::Production => &conditions.production,
             VariantRole::Shadow => &conditions.shadow,
@@ -197,32 +223,28 @@ impl World {
         }
         let seed = self.seed;
         let experiment = &mut self.experiments[index];
-        let at = minute_start(minute);
-        let conditions = experiment.spec.conditions_at(at);
-        let production = Draws::new(seed, experiment.keys[0], minute, Purpose::Traffic)
-            .poisson(conditions.mean_requests(at));
-        let shadow = if experiment.start_time <= at && at < experiment.end_time {
-            let fraction = f64::from(experiment.sampling_at(at)) / 100.0;
-            Draws::new(seed, experiment.keys[1], minute, Purpose::Traffic)
-                .binomial(production, fraction)
-        } else {
-            0
-        };
+        let at_secs = minute * 60;
+        // One stream per endpoint and minute, production first, so the
+        // production draws never depend on the shadow's sampling.
+        let mut draws = Draws::new(seed, experiment.keys[0], minute, Purpose::Traffic);
+        let production_model = experiment.model(minute, VariantRole::Production);
+        let production = draws.poisson(experiment.conditions(minute).mean_requests(at_secs));
         let mut counts = [Counts::default(); 2];
-        for (i, (role, n)) in [
-            (VariantRole::Production, production),
-            (VariantRole::Shadow, shadow),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let model = experiment.model(at, role);
-            let mut draws = Draws::new(seed, experiment.keys[i], minute, Purpose::Errors);
-            counts[i] = Counts {
-                invocations: n,
-                e4xx: draws.binomial(n, model.rate_4xx),
-                e5xx: draws.binomial(n, model.rate_5xx),
-                model: draws.binomial(n, model.rate_model),
+        counts[0] = Counts {
+            invocations: production,
+            e4xx: draws.binomial(production, production_model.rate_4xx),
+            e5xx: draws.binomial(production, production_model.rate_5xx),
+            model: draws.binomial(production, production_model.rate_model),
+        };
+        if experiment.start_secs <= at_secs && at_secs < experiment.end_secs {
+            let fraction = f64::from(experiment.sampling_at(minute_start(minute))) / 100.0;
+            let shadow = draws.binomial(production, fraction);
+            let shadow_model = experiment.model(minute, VariantRole::Shadow);
+            counts[1] = Counts {
+                invocations: shadow,
+                e4xx: draws.binomial(shadow, shadow_model.rate_4xx),
+                e5xx: draws.binomial(shadow, shadow_model.rate_5xx),
+                model: draws.binomial(shadow, shadow_model.rate_model),
             };
         }
         if experiment.minutes.len() <= slot {
@@ -242,8 +264,7 @@ impl World {
         let slot = (minute - self.first_minute) as usize;
         let experiment = &mut self.experiments[index];
         let i = role_index(role);
-        let at = minute_start(minute);
-        let model = experiment.model(at, role);
+        let model = experiment.model(minute, role);
         let (table, purpose) = if overhead {
             (model.overhead.table.clone(), Purpose::OverheadLatency)
         } else {
@@ -331,30 +352,25 @@ impl World {
             SageMakerMetric::OverheadLatency => Some(true),
             _ => None,
         };
-        if let Some(overhead) = latency_kind {
-            let single = minutes.is_empty()
-                || (minutes.end - 1 - start.timestamp().div_euclid(60)) < period_minutes;
-            if single && minutes.start >= start.timestamp().div_euclid(60) {
-                let slot = u8::from(overhead);
-                let histogram = self.merged(index, role, overhead, slot, minutes.clone());
-                let counts = Counts {
-                    invocations: histogram.count(),
-                    ..Counts::default()
-                };
-                let first = minutes.start;
-                if let Some(value) = statistic(metric, query.statistic, &counts, &histogram) {
-                    let k = (first * 60 - start.timestamp()).div_euclid(period_minutes * 60);
-                    points.insert(
-                        start + chrono::Duration::seconds(k * period_minutes * 60),
-                        value,
-                    );
-                }
-                self.windows.insert(
-                    (index, role_index(role), slot),
-                    MergedWindow { minutes, histogram },
+        // The controller asks for one period as long as the window: served
+        // from the moving merged window (counts ride along with latency).
+        let start_minute = start.timestamp().div_euclid(60);
+        let single = minutes.is_empty() || minutes.end - 1 - start_minute < period_minutes;
+        if single && minutes.start >= start_minute {
+            let overhead = latency_kind == Some(true);
+            let slot = u8::from(overhead);
+            let merged = self.merged(index, role, overhead, slot, minutes.clone());
+            if let Some(value) =
+                statistic(metric, query.statistic, &merged.counts, &merged.histogram)
+            {
+                let k = (minutes.start - start_minute).div_euclid(period_minutes);
+                points.insert(
+                    start + chrono::Duration::seconds(k * period_minutes * 60),
+                    value,
                 );
-                return points;
             }
+            self.windows.insert((index, role_index(role), slot), merged);
+            return points;
         }
         let mut bucket: Option<(i64, Counts, WindowHistogram)> = None;
         let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Datapoints| {
@@ -399,49 +415,48 @@ impl World {
         overhead: bool,
         slot: u8,
         minutes: std::ops::Range<i64>,
-    ) -> WindowHistogram {
+    ) -> MergedWindow {
         let key = (index, role_index(role), slot);
         let cached = self.windows.remove(&key).unwrap_or_default();
         let overlap = cached.minutes.start < minutes.end && minutes.start < cached.minutes.end;
         let changes =
             (cached.minutes.start - minutes.start).abs() + (cached.minutes.end - minutes.end).abs();
-        let (mut histogram, add, remove): (
-            WindowHistogram,
-            Vec<std::ops::Range<i64>>,
-            Vec<std::ops::Range<i64>>,
-        ) = if overlap && changes < minutes.end - minutes.start {
-            let add = vec![
+        let (mut merged, add, remove) = if overlap && changes < minutes.end - minutes.start {
+            let add = [
                 minutes.start..cached.minutes.start,
                 cached.minutes.end..minutes.end,
             ];
-            let remove = vec![
+            let remove = [
                 cached.minutes.start..minutes.start,
                 minutes.end..cached.minutes.end,
             ];
-            (cached.histogram, add, remove)
+            (cached, add, remove)
         } else {
             (
-                WindowHistogram::default(),
-                vec![minutes.clone()],
-                Vec::new(),
+                MergedWindow::default(),
+                [minutes.clone(), 0..0],
+                [0..0, 0..0],
             )
         };
+        merged.minutes = minutes;
         for (ranges, adding) in [(add, true), (remove, false)] {
             for minute in ranges.into_iter().flatten() {
-                if self.counts(index, minute)[role_index(role)].invocations == 0 {
+                let counts = self.counts(index, minute)[role_index(role)];
+                if counts.invocations == 0 {
                     continue;
                 }
+                merged.counts.change(&counts, adding);
                 self.ensure_histogram(index, minute, role, overhead);
                 if let Some(h) = self.histogram(index, minute, role, overhead) {
                     if adding {
-                        histogram.add(h);
+                        merged.histogram.add(h);
                     } else {
-                        histogram.subtract(h);
+                        merged.histogram.subtract(h);
                     }
                 }
             }
         }
-        histogram
+        merged
     }
 
     fn observe(&mut self, index: usize, from: DateTime<Utc>, to: DateTime<Utc>) -> Observation {
@@ -449,15 +464,10 @@ impl World {
         let mut result = [VariantObservation::default(); 2];
         for role in [VariantRole::Production, VariantRole::Shadow] {
             let i = role_index(role);
-            let mut total = Counts::default();
-            for minute in minutes.clone() {
-                let counts = self.counts(index, minute)[i];
-                total.invocations += counts.invocations;
-                total.e5xx += counts.e5xx;
-                total.model += counts.model;
-            }
             // Slot 2: the observer's own moving window, apart from the controller's.
-            let histogram = self.merged(index, role, false, 2, minutes.clone());
+            let merged = self.merged(index, role, false, 2, minutes.clone());
+            let total = merged.counts;
+            let histogram = &merged.histogram;
             let percent = |n: u64| {
                 (total.invocations > 0).then(|| n as f64 * 100.0 / total.invocations as f64)
             };
@@ -467,13 +477,7 @@ impl World {
                 error_5xx_percent: percent(total.e5xx),
                 model_error_percent: percent(total.model),
             };
-            self.windows.insert(
-                (index, i, 2),
-                MergedWindow {
-                    minutes: minutes.clone(),
-                    histogram,
-                },
-            );
+            self.windows.insert((index, i, 2), merged);
         }
         Observation {
             production: result[0],
@@ -585,12 +589,14 @@ impl World {
             let experiment = &mut self.experiments[index];
             if let Some(start) = request.start_time {
                 experiment.start_time = start;
+                experiment.start_secs = start.timestamp();
             }
             if let Some(end) = request.end_time {
                 if end != experiment.end_time {
                     experiment.end_time_history.push((now, end));
                 }
                 experiment.end_time = end;
+                experiment.end_secs = end.timestamp();
             }
             if let Some(sampling) = &request.sampling {
                 let effective = now + takes;
@@ -742,6 +748,13 @@ impl SimWorld {
                     fnv1a(&format!("{}/{}", spec.endpoint, spec.production_variant)),
                     fnv1a(&format!("{}/{}", spec.endpoint, spec.shadow_variant)),
                 ],
+                start_secs: spec.start_time.timestamp(),
+                end_secs: spec.end_time.timestamp(),
+                segment_minutes: spec
+                    .segments
+                    .iter()
+                    .map(|(from, _)| from.timestamp().div_euclid(60))
+                    .collect(),
                 minutes: Vec::new(),
                 evicted_to: 0,
                 spec: spec.clone(),
