@@ -234,6 +234,37 @@ async fn end_time_in_the_past_or_past_thirty_days_is_rejected() {
 }
 
 #[tokio::test]
+async fn end_time_must_come_after_start_time_and_start_time_not_in_the_past() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::hours(1));
+    // `later` is Created and starts on day 1.
+    rejected_with(
+        world
+            .update(&end_time("later", start + Duration::hours(20)))
+            .await,
+        "is not after StartTime",
+    );
+    let result = world.request_update(&SimUpdate {
+        name: "later".into(),
+        start_time: Some(start),
+        end_time: None,
+        sampling: None,
+    });
+    rejected_with(result, "StartTime");
+    let result = world.request_update(&SimUpdate {
+        name: "later".into(),
+        start_time: Some(start + Duration::days(10)),
+        end_time: None,
+        sampling: None,
+    });
+    rejected_with(result, "is not after StartTime");
+    assert_eq!(
+        world.describe("later").await.unwrap().start_time,
+        Some(start + Duration::days(1))
+    );
+}
+
+#[tokio::test]
 async fn sampling_must_name_the_variants_and_stay_within_one_to_hundred() {
     let (world, start) = setup();
     world.set_now(start + Duration::hours(1));

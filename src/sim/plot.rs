@@ -10,6 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::runner::{ExperimentRun, SimulationOutcome, TickRecord};
+use super::world::VariantObservation;
 use crate::plan::Action;
 use crate::report::VerdictKind;
 
@@ -80,7 +81,7 @@ fn draw(outcome: &SimulationOutcome, root: &DrawingArea<SVGBackend<'_>, Shift>) 
         x += 12 + 8 * label.chars().count() as i32;
     }
     header.draw_text(
-        "x axis: days since the scenario start; latency and 5xx over the hour before each tick",
+        "x: days since the scenario start; latency and 5xx over the hour before each tick, hidden below 20 requests",
         &("sans-serif", 12)
             .into_font()
             .color(&RGBColor(100, 100, 100)),
@@ -267,6 +268,13 @@ where
     Ok(())
 }
 
+/// A p99 or a rate over fewer requests than this is noise, not a line.
+const MIN_PLOTTED_REQUESTS: u64 = 20;
+
+fn enough(observed: VariantObservation) -> bool {
+    observed.invocations >= MIN_PLOTTED_REQUESTS
+}
+
 fn latency_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     start: DateTime<Utc>,
@@ -275,8 +283,16 @@ fn latency_panel(
 ) -> DrawResult {
     let lines = TwoLines {
         title: "p99 model latency, ms",
-        production: |t: &TickRecord| t.observed.production.p99_ms,
-        shadow: |t: &TickRecord| t.observed.shadow.p99_ms,
+        production: |t: &TickRecord| {
+            enough(t.observed.production)
+                .then_some(t.observed.production.p99_ms)
+                .flatten()
+        },
+        shadow: |t: &TickRecord| {
+            enough(t.observed.shadow)
+                .then_some(t.observed.shadow.p99_ms)
+                .flatten()
+        },
         floor: 1.0,
     };
     two_lines(area, start, days, run, lines)
@@ -290,8 +306,16 @@ fn errors_panel(
 ) -> DrawResult {
     let lines = TwoLines {
         title: "5xx rate, %",
-        production: |t: &TickRecord| t.observed.production.error_5xx_percent,
-        shadow: |t: &TickRecord| t.observed.shadow.error_5xx_percent,
+        production: |t: &TickRecord| {
+            enough(t.observed.production)
+                .then_some(t.observed.production.error_5xx_percent)
+                .flatten()
+        },
+        shadow: |t: &TickRecord| {
+            enough(t.observed.shadow)
+                .then_some(t.observed.shadow.error_5xx_percent)
+                .flatten()
+        },
         floor: 0.1,
     };
     two_lines(area, start, days, run, lines)

@@ -934,6 +934,16 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_file_is_a_read_error_naming_it() {
+        let error = Scenario::load(Path::new("scenarios/does-not-exist.yaml")).unwrap_err();
+        assert!(matches!(error, ScenarioError::Read { .. }));
+        assert!(
+            error.to_string().contains("scenarios/does-not-exist.yaml"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_listed() {
         let text = "name: t\nschedule: rate(10 minutes)\nexperiments:\n  - name: a\n    sampling: 0\n    duration: 40d\n";
         let Err(ScenarioError::Invalid { problems }) = Scenario::parse("x.yaml", text) else {
