@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
-use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate, POLICY_TAG};
+use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate, HOLD_TAG, POLICY_TAG};
 use crate::judge::{evidence_window, judge, Verdict};
 use crate::metrics::{queries_for, Measurements, MetricSeries, VariantRole, Window};
 use crate::plan::{plan, write_blocked};
@@ -422,6 +422,14 @@ fn changed_since(before: &Experiment, now: &Experiment) -> Option<String> {
     }
     if now.last_modified != before.last_modified {
         return Some("LastModifiedTime changed".into());
+    }
+    // Tags are not part of LastModifiedTime: a person may hold the
+    // experiment or hand it to another policy at any moment.
+    if now.is_held() {
+        return Some(format!("it was held ({HOLD_TAG}=true)"));
+    }
+    if now.policy_tag() != before.policy_tag() {
+        return Some(format!("its {POLICY_TAG} tag changed"));
     }
     None
 }
