@@ -144,7 +144,8 @@ impl FakeExperiment {
     /// changed three hours ago (longer than the default policy's 2 h bake),
     /// five days left, healthy metrics.
     pub fn new(name: &str) -> Self {
-        let now = epoch_now();
+        // Whole seconds, so limits such as StartTime + 30 d are exact.
+        let now = epoch_now().floor();
         Self {
             name: name.to_string(),
             status: "Running".into(),
@@ -276,9 +277,15 @@ impl Default for FakeOptions {
     }
 }
 
+/// A change someone makes to the experiments while a tick runs.
+pub type Mutation = Box<dyn FnOnce(&mut Vec<FakeExperiment>) + Send>;
+
 struct World {
     /// In list order.
     experiments: Vec<FakeExperiment>,
+    /// Applied right after the first GetMetricData is answered: between a
+    /// tick's reads and its writes.
+    after_metrics: Option<Mutation>,
     options: FakeOptions,
     /// Requests the fake refused as invalid, in words: AWS would have
     /// refused them too. Tests assert this stays empty.
@@ -300,6 +307,7 @@ impl FakeAws {
     pub fn with_options(experiments: Vec<FakeExperiment>, options: FakeOptions) -> Self {
         let world = Arc::new(Mutex::new(World {
             experiments,
+            after_metrics: None,
             options,
             violations: Vec::new(),
         }));
@@ -379,6 +387,16 @@ impl FakeAws {
             .find(|e| e.name == name)
             .cloned()
             .unwrap_or_else(|| panic!("no fake experiment {name}"))
+    }
+
+    /// Changes the experiments once, right after the first GetMetricData
+    /// call is answered, as a person or another tool might between a tick's
+    /// reads and its writes.
+    pub fn after_first_metrics(
+        &self,
+        mutation: impl FnOnce(&mut Vec<FakeExperiment>) + Send + 'static,
+    ) {
+        self.world.lock().expect("not poisoned").after_metrics = Some(Box::new(mutation));
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -698,6 +716,9 @@ fn get_metric_data(world: &mut World, request: &Recorded) -> Reply {
                 body.text("Timestamps").array(0).text("Values").array(0);
             }
         }
+    }
+    if let Some(mutation) = world.after_metrics.take() {
+        mutation(&mut world.experiments);
     }
     Reply::cbor(200, body.0)
 }
