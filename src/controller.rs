@@ -34,6 +34,10 @@ pub enum TickError {
 /// experiments, well under SageMaker's describe rate limits.
 pub const DEFAULT_DESCRIBE_CONCURRENCY: usize = 8;
 
+/// Experiments written at once; SageMaker's write limits are lower than its
+/// read limits, and adaptive retry absorbs any throttling.
+const APPLY_CONCURRENCY: usize = 4;
+
 pub struct Controller<'a> {
     store: &'a dyn ExperimentStore,
     metrics: &'a dyn MetricSource,
@@ -359,17 +363,23 @@ impl<'a> Controller<'a> {
     }
 
     /// Sends the planned updates, one per experiment, after checking that
-    /// the experiment is still as it was when planned.
+    /// the experiment is still as it was when planned. A few experiments are
+    /// written at once: each write is two reads and an update, and a large
+    /// fleet ramping in the same tick must fit in the function's timeout.
     pub async fn apply(&self, plan: TickPlan) -> Report {
-        let mut reports = Vec::with_capacity(plan.entries.len());
-        for entry in plan.entries {
-            let mut report = entry.report;
-            if let Some(write) = entry.write {
-                self.apply_one(&write, &mut report).await;
-            }
-            log_decision(&report, plan.dry_run);
-            reports.push(report);
-        }
+        let dry_run = plan.dry_run;
+        let reports: Vec<ExperimentReport> = stream::iter(plan.entries)
+            .map(|entry| async move {
+                let mut report = entry.report;
+                if let Some(write) = entry.write {
+                    self.apply_one(&write, &mut report).await;
+                }
+                log_decision(&report, dry_run);
+                report
+            })
+            .buffered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
         Report::new(plan.dry_run, plan.started_at, plan.next_tick, reports)
     }
 

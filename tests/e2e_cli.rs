@@ -282,8 +282,14 @@ fn untagged_is_skipped_and_regressed_ramps_down() {
     let old = entry(&report, "old-shadow");
     assert_eq!(old["verdict"], "skipped");
 
-    let written: Vec<Value> = fake.updates().iter().map(|u| u["Name"].clone()).collect();
-    assert_eq!(written, vec![json!("fraud-shadow"), json!("ranker-shadow")]);
+    // Writes go out a few at a time, so their order is not fixed.
+    let mut written: Vec<String> = fake
+        .updates()
+        .iter()
+        .map(|u| u["Name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["fraud-shadow", "ranker-shadow"]);
     assert_eq!(fake.experiment("search-shadow").sampling, 5);
     assert_eq!(fake.experiment("ranker-shadow").sampling, 10);
     assert_eq!(fake.experiment("fraud-shadow").sampling, 10);
@@ -381,7 +387,6 @@ fn a_person_changing_sampling_mid_tick_is_not_overwritten() {
 }
 
 #[test]
-#[ignore = "BUG in src/controller.rs changed_since: the re-read before a write ignores tags"]
 fn a_hold_tag_added_mid_tick_stops_the_write() {
     let fake = FakeAws::start(vec![FakeExperiment::new("fraud-shadow")]);
     // A person freezes the experiment after the tick read it, before it
