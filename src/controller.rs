@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
-use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate, POLICY_TAG};
+use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate, HOLD_TAG, POLICY_TAG};
 use crate::judge::{evidence_window, judge, Verdict};
 use crate::metrics::{queries_for, Measurements, MetricSeries, VariantRole, Window};
 use crate::plan::{plan, write_blocked};
@@ -33,6 +33,10 @@ pub enum TickError {
 /// Describe calls in flight at once: fast enough for hundreds of
 /// experiments, well under SageMaker's describe rate limits.
 pub const DEFAULT_DESCRIBE_CONCURRENCY: usize = 8;
+
+/// Experiments written at once; SageMaker's write limits are lower than its
+/// read limits, and adaptive retry absorbs any throttling.
+const APPLY_CONCURRENCY: usize = 4;
 
 pub struct Controller<'a> {
     store: &'a dyn ExperimentStore,
@@ -359,17 +363,23 @@ impl<'a> Controller<'a> {
     }
 
     /// Sends the planned updates, one per experiment, after checking that
-    /// the experiment is still as it was when planned.
+    /// the experiment is still as it was when planned. A few experiments are
+    /// written at once: each write is two reads and an update, and a large
+    /// fleet ramping in the same tick must fit in the function's timeout.
     pub async fn apply(&self, plan: TickPlan) -> Report {
-        let mut reports = Vec::with_capacity(plan.entries.len());
-        for entry in plan.entries {
-            let mut report = entry.report;
-            if let Some(write) = entry.write {
-                self.apply_one(&write, &mut report).await;
-            }
-            log_decision(&report, plan.dry_run);
-            reports.push(report);
-        }
+        let dry_run = plan.dry_run;
+        let reports: Vec<ExperimentReport> = stream::iter(plan.entries)
+            .map(|entry| async move {
+                let mut report = entry.report;
+                if let Some(write) = entry.write {
+                    self.apply_one(&write, &mut report).await;
+                }
+                log_decision(&report, dry_run);
+                report
+            })
+            .buffered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
         Report::new(plan.dry_run, plan.started_at, plan.next_tick, reports)
     }
 
@@ -422,6 +432,14 @@ fn changed_since(before: &Experiment, now: &Experiment) -> Option<String> {
     }
     if now.last_modified != before.last_modified {
         return Some("LastModifiedTime changed".into());
+    }
+    // Tags are not part of LastModifiedTime: a person may hold the
+    // experiment or hand it to another policy at any moment.
+    if now.is_held() {
+        return Some(format!("it was held ({HOLD_TAG}=true)"));
+    }
+    if now.policy_tag() != before.policy_tag() {
+        return Some(format!("its {POLICY_TAG} tag changed"));
     }
     None
 }

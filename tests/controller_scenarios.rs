@@ -443,3 +443,28 @@ async fn a_change_by_someone_else_between_plan_and_apply_is_not_overwritten() {
     );
     assert!(store.updates().is_empty());
 }
+
+#[tokio::test]
+async fn a_hold_set_between_plan_and_apply_is_respected() {
+    let policies = builtin_policies().unwrap();
+    let store = FakeStore::new([experiment("fraud", 5)]);
+    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
+    let now = t0() + Duration::hours(3);
+    store.set_now(now);
+    let controller = Controller::new(&store, &metrics, &policies);
+    let plan = controller
+        .plan_tick(&live(), now, now + Duration::minutes(TICK))
+        .await
+        .unwrap();
+    store.modify("fraud", |e| {
+        e.tags.insert(HOLD_TAG.into(), "true".into());
+    });
+    let report = controller.apply(plan).await;
+    assert!(!report.experiments[0].applied);
+    assert!(
+        report.experiments[0].reason.contains("it was held"),
+        "{}",
+        report.experiments[0].reason
+    );
+    assert!(store.updates().is_empty());
+}

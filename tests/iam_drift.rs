@@ -39,7 +39,7 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
 
 /// How the template's pseudo parameters read in the standalone document:
 /// the document is not tied to one region or account, and it assumes the
-/// function (and its log group) is called `shadowpilot`, as in docs/deploy.md
+/// function (and its log group) is called `shadowpilot`, as in README.md ("Deploying")
 /// and samconfig.toml's stack name.
 const PSEUDO: &[(&str, &str)] = &[
     ("AWS::Partition", "aws"),
@@ -356,7 +356,7 @@ fn logs_go_to_the_log_group_the_role_may_write() {
     );
 }
 
-// The deployment contract of docs/deploy.md and the architecture.
+// The deployment contract of README.md ("Deploying") and the architecture.
 
 #[test]
 fn one_schedule_expression_for_the_event_and_the_function() {

@@ -27,11 +27,16 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// Retries use the adaptive mode, which also slows down on throttling:
 /// GetMetricData is limited to about 50 calls per second per account, and a
 /// tick may describe many experiments at once. This replaces any
-/// `AWS_RETRY_MODE` in the environment; `AWS_MAX_ATTEMPTS` is not consulted
-/// either, the adaptive mode's default of three attempts applies.
+/// `AWS_RETRY_MODE` in the environment; `AWS_MAX_ATTEMPTS` (a whole number
+/// of at least 1) still sets the attempts, three when it is absent or unusable.
 pub async fn clients_from_env() -> (SageMakerStore, CloudWatchSource) {
+    let max_attempts = std::env::var("AWS_MAX_ATTEMPTS")
+        .ok()
+        .and_then(|raw| raw.trim().parse::<u32>().ok())
+        .filter(|attempts| *attempts >= 1)
+        .unwrap_or(3);
     let config = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::adaptive())
+        .retry_config(RetryConfig::adaptive().with_max_attempts(max_attempts))
         .load()
         .await;
     clients_from_config(&config)
