@@ -269,3 +269,59 @@ async fn a_run_is_reproducible() {
     assert_eq!(first.writes, second.writes);
     assert_eq!(first.timeline_table(), second.timeline_table());
 }
+
+async fn simulate_text(text: &str, until: Option<std::time::Duration>) -> SimulationOutcome {
+    let scenario = Scenario::parse("inline.yaml", text).unwrap_or_else(|error| panic!("{error}"));
+    let policies = builtin_policies().expect("built-in policies load");
+    run(&scenario, &policies, until)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test]
+async fn updates_slower_than_a_tick_are_waited_out_not_fought() {
+    // Each update keeps the experiment Updating for 25 minutes: the next two
+    // ticks see Updating, and a write then would be a ConflictException.
+    let text = "
+name: slow-updates
+seed: 9
+schedule: rate(10 minutes)
+sagemaker:
+  update_takes: 25m
+defaults:
+  traffic: {per_minute: 400}
+experiments:
+  - name: slow
+    sampling: 5
+    duration: 2d
+";
+    let outcome = simulate_text(text, None).await;
+    let run = experiment(&outcome, "slow");
+    assert!(
+        run.ticks.iter().any(|t| t.status == "Updating"),
+        "the controller should have met Updating"
+    );
+    assert!(
+        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        "{:?}",
+        outcome.writes
+    );
+    let summary = run.summary(outcome.stop, &outcome.writes);
+    assert!(summary.time_to_100.is_some(), "{}", outcome.summary_table());
+}
+
+#[tokio::test]
+async fn a_cron_schedule_ticks_when_it_fires() {
+    let text = "
+name: cron
+schedule: cron(0/15 * * * ? *)
+experiments:
+  - name: a
+    sampling: 5
+    duration: 3d
+";
+    let outcome = simulate_text(text, Some(std::time::Duration::from_secs(86_400))).await;
+    assert_eq!(outcome.ticks, 96);
+    let run = experiment(&outcome, "a");
+    assert!(run.ticks.iter().all(|t| t.at.timestamp() % 900 == 0));
+}
