@@ -1,5 +1,17 @@
 //! The simulated SageMaker + CloudWatch world, the scenarios it is built
 //! from, and the runner that drives the controller through it.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use shadowpilot::sim;
+//! let scenario = sim::Scenario::load(std::path::Path::new("scenarios/healthy.yaml"))?;
+//! let policies = shadowpilot::policy::builtin_policies()?;
+//! let outcome = sim::run(&scenario, &policies, None).await?;
+//! println!("{}\n{}", outcome.timeline_table(), outcome.summary_table());
+//! sim::write_svg(&outcome, std::path::Path::new("healthy.svg"))?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod histogram;
 pub mod plot;

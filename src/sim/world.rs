@@ -787,7 +787,8 @@ impl SimWorld {
         self.lock().now
     }
 
-    /// Moves the virtual clock (forward or back; the runner only goes forward).
+    /// Moves the virtual clock. Minutes already drawn stay as drawn, so move
+    /// it forward only (as the runner does); going back is for reading.
     pub fn set_now(&self, now: DateTime<Utc>) {
         let mut world = self.lock();
         world.now = now;
