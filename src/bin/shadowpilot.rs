@@ -206,6 +206,33 @@ fn tick(_: TickArgs, _: bool, _: Output) -> anyhow::Result<ExitCode> {
 }
 
 fn simulate(args: SimulateArgs, output: Output) -> anyhow::Result<ExitCode> {
-    let _ = (args, output);
-    anyhow::bail!("the simulator is not wired yet")
+    use anyhow::Context;
+    use shadowpilot::sim;
+
+    let scenario = sim::Scenario::load(&args.scenario)?;
+    let policies = load_policies(args.policies.as_deref())?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|text| {
+            humantime::parse_duration(text)
+                .with_context(|| format!("--until {text:?} is not a duration such as 3d or 12h"))
+        })
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(sim::run(&scenario, &policies, until))?;
+    if let Some(path) = &args.plot {
+        sim::write_svg(&outcome, path)
+            .with_context(|| format!("cannot draw {}", path.display()))?;
+    }
+    match output {
+        Output::Table => println!("{}\n{}", outcome.timeline_table(), outcome.summary_table()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&outcome.to_json())?),
+    }
+    if let Some(path) = &args.plot {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
