@@ -57,13 +57,7 @@ fn judge_and_plan(c: &mut Criterion) {
     c.bench_function("judge + plan, one experiment", |b| {
         b.iter(|| {
             let verdict = judge(policy, &measurements);
-            plan(
-                &e,
-                verdict.outcome,
-                policy,
-                now,
-                now + Duration::minutes(10),
-            )
+            plan(&e, &verdict, policy, now, now + Duration::minutes(10))
         })
     });
 }

@@ -488,7 +488,7 @@ fn decide(
         Ok(_) => judge(&policy.policy, &measurements),
         Err(message) => Verdict::without_evidence(message.clone()),
     };
-    let planned = plan(&experiment, verdict.outcome, &policy.policy, now, next_tick);
+    let planned = plan(&experiment, &verdict, &policy.policy, now, next_tick);
     report.verdict = verdict.outcome.into();
     report.decisive = verdict.decisive_check().map(|c| c.message.clone());
     report.checks = verdict.checks;

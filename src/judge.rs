@@ -43,6 +43,22 @@ impl Verdict {
         self.decisive.and_then(|index| self.checks.get(index))
     }
 
+    /// A verdict with nothing behind it but its outcome, for planning tests
+    /// and tools.
+    pub fn from_outcome(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            checks: Vec::new(),
+            decisive: None,
+        }
+    }
+
+    /// A check over its limit, even when thin evidence kept the verdict from
+    /// being Fail.
+    pub fn first_failed_check(&self) -> Option<&CheckResult> {
+        self.checks.iter().find(|c| c.outcome == Outcome::Fail)
+    }
+
     /// No window could be formed, so nothing was measured.
     pub fn without_evidence(message: String) -> Self {
         Self {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::experiment::{Experiment, ExperimentUpdate, SamplingUpdate};
-use crate::judge::Outcome;
+use crate::judge::{Outcome, Verdict};
 use crate::policy::{duration, LoadedPolicy, OnFail, Policy};
 use crate::schedule::chrono_duration;
 use crate::MAX_EXPERIMENT_DURATION;
@@ -73,14 +73,14 @@ impl Plan {
 /// Plans the next step of a Running experiment.
 pub fn plan(
     experiment: &Experiment,
-    outcome: Outcome,
+    verdict: &Verdict,
     policy: &Policy,
     now: DateTime<Utc>,
     next_tick: DateTime<Utc>,
 ) -> Plan {
     let mut plan = Plan::default();
-    plan_sampling(experiment, outcome, policy, now, &mut plan);
-    plan_extension(experiment, outcome, policy, now, next_tick, &mut plan);
+    plan_sampling(experiment, verdict.outcome, policy, now, &mut plan);
+    plan_extension(experiment, verdict, policy, now, next_tick, &mut plan);
     plan
 }
 
@@ -168,7 +168,7 @@ fn plan_sampling(
 
 fn plan_extension(
     experiment: &Experiment,
-    outcome: Outcome,
+    verdict: &Verdict,
     policy: &Policy,
     now: DateTime<Utc>,
     next_tick: DateTime<Utc>,
@@ -182,6 +182,7 @@ fn plan_extension(
     if !extend.enabled || end >= deadline {
         return;
     }
+    let outcome = verdict.outcome;
     let still_climbing = experiment.sampling_percentage < policy.ramp.ceiling();
     let wants_time = match outcome {
         Outcome::Inconclusive => true,
@@ -189,6 +190,15 @@ fn plan_extension(
         Outcome::Fail => false,
     };
     if !wants_time {
+        return;
+    }
+    // Thin evidence that still shows a check over its limit is a failing
+    // shadow in a quiet hour: more time would only prolong it.
+    if let Some(failed) = verdict.first_failed_check() {
+        plan.notes.push(format!(
+            "not extended: the evidence is thin but {}",
+            failed.message
+        ));
         return;
     }
     let Some(start) = experiment.start_time else {

@@ -4,7 +4,7 @@ mod common;
 
 use chrono::{Duration, TimeZone, Utc};
 use common::{experiment, t0};
-use shadowpilot::judge::{evidence_window, judge, Outcome, INVOCATIONS};
+use shadowpilot::judge::{evidence_window, judge, Outcome, Verdict, INVOCATIONS};
 use shadowpilot::metrics::{
     Measurements, SageMakerMetric, SeriesKey, Statistic, VariantMeasurements, Window,
 };
@@ -448,7 +448,7 @@ fn plan_table() {
         e.last_modified = now - case.since_change;
         e.end_time = Some(now + case.ends_in);
         e.start_time = Some(now - case.started_ago);
-        let planned = plan(&e, case.outcome, &p, now, next_tick);
+        let planned = plan(&e, &Verdict::from_outcome(case.outcome), &p, now, next_tick);
         let strip = |actions: &[Action]| -> Vec<Action> {
             actions
                 .iter()
@@ -483,7 +483,7 @@ fn floor_mode_goes_straight_to_the_floor() {
     let e = experiment("x", 50);
     let planned = plan(
         &e,
-        Outcome::Fail,
+        &Verdict::from_outcome(Outcome::Fail),
         &floor_policy,
         t0() + Duration::hours(1),
         t0() + Duration::hours(2),
@@ -496,4 +496,37 @@ fn floor_mode_goes_straight_to_the_floor() {
             ..
         }]
     ));
+}
+
+#[test]
+fn thin_evidence_that_already_fails_a_check_is_not_extended() {
+    let p = policy("checks:\n  - metric: latency_p99\n    max: 800\nextend:\n  enabled: true\n  margin: 6h\n  by: 2d\n  max_duration: 30d\n");
+    let now = t0() + Duration::days(5);
+    let mut e = experiment("x", 1);
+    e.end_time = Some(now + Duration::hours(1));
+    let thin = |p99_ms| Measurements {
+        production: variant(Some(1000.0), Some(0.0), Some(300.0)),
+        shadow: variant(Some(20.0), Some(0.0), Some(p99_ms)),
+    };
+    let cases = [(300.0, true), (900.0, false)];
+    for (p99_ms, extended) in cases {
+        let verdict = judge(&p, &thin(p99_ms));
+        assert_eq!(verdict.outcome, Outcome::Inconclusive);
+        let planned = plan(&e, &verdict, &p, now, now + Duration::minutes(10));
+        let has_extension = planned
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ExtendEndTime { .. }));
+        assert_eq!(has_extension, extended, "p99 {p99_ms} ms: {planned:?}");
+        if !extended {
+            assert!(
+                planned
+                    .notes
+                    .iter()
+                    .any(|n| n.contains("shadow p99 900 ms > 800 ms")),
+                "{:?}",
+                planned.notes
+            );
+        }
+    }
 }

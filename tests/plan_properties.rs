@@ -5,7 +5,7 @@ mod common;
 use chrono::Duration;
 use common::{experiment, t0};
 use proptest::prelude::*;
-use shadowpilot::judge::Outcome;
+use shadowpilot::judge::{Outcome, Verdict};
 use shadowpilot::plan::{plan, Action};
 use shadowpilot::policy::{parse_policy, OnFail};
 
@@ -48,7 +48,7 @@ proptest! {
         e.start_time = Some(now - Duration::days(days_since_start) - Duration::hours(1));
         e.last_modified = now - Duration::minutes(minutes_since_change);
         e.end_time = Some(now + Duration::minutes(minutes_to_end));
-        let planned = plan(&e, outcome, &policy, now, now + Duration::minutes(10));
+        let planned = plan(&e, &Verdict::from_outcome(outcome), &policy, now, now + Duration::minutes(10));
 
         let ceiling = policy.ramp.ceiling();
         let mut sampling_actions = 0;
