@@ -119,12 +119,5 @@ pub fn parse_event(event: &Value) -> Result<RunRequest, EventError> {
 
 /// `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}`, as SageMaker defines the name.
 pub fn is_valid_experiment_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 120
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    crate::validation::is_valid_aws_name(name, 120)
 }

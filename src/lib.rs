@@ -21,6 +21,7 @@ pub mod ports;
 pub mod report;
 pub mod schedule;
 pub mod sim;
+pub mod validation;
 
 /// AWS allows an inference experiment at most 30 days from StartTime to EndTime.
 pub const MAX_EXPERIMENT_DURATION: Duration = Duration::from_secs(30 * 86_400);

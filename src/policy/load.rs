@@ -1,10 +1,10 @@
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::model::{LoadedPolicy, Policy};
 use super::select::PolicySet;
 use crate::schedule::CronWindow;
+use crate::validation::{self, Problem, Problems};
 use crate::MAX_EXPERIMENT_DURATION;
 
 /// The policies shipped in `policies/`, built into the binary.
@@ -24,23 +24,7 @@ const BUILTIN: [(&str, &str); 3] = [
 ];
 
 /// One thing wrong with a policy, located by file and field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyProblem {
-    pub source: String,
-    /// A path such as `ramp.steps[3]`; empty when the file as a whole is wrong.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for PolicyProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.source, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.source, self.field, self.message)
-        }
-    }
-}
+pub type PolicyProblem = Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -50,7 +34,7 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} policy problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", validation::list("policy", problems))]
     Invalid { problems: Vec<PolicyProblem> },
 }
 
@@ -139,69 +123,18 @@ fn parse_all(texts: impl IntoIterator<Item = (String, String)>) -> Result<Policy
 /// Parses and validates one policy document; every problem is reported, not
 /// just the first.
 pub fn parse_policy(source: &str, text: &str) -> Result<LoadedPolicy, PolicyError> {
-    let policy: Policy = serde_saphyr::from_str(text).map_err(|error| {
-        PolicyError::from_problems(vec![PolicyProblem {
-            source: source.to_string(),
-            field: String::new(),
-            // The first line carries line, column and cause; the rest is a snippet.
-            message: error
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ")
-                .to_string(),
-        }])
-    })?;
-    let mut problems = Problems {
-        source,
-        found: Vec::new(),
-    };
+    let policy: Policy = validation::parse_yaml(source, text)
+        .map_err(|problem| PolicyError::from_problems(vec![problem]))?;
+    let mut problems = Problems::new(source);
     let change_windows = validate(&policy, &mut problems);
-    if problems.found.is_empty() {
+    if problems.is_empty() {
         Ok(LoadedPolicy {
             policy,
             source: source.to_string(),
             change_windows,
         })
     } else {
-        Err(PolicyError::from_problems(problems.found))
-    }
-}
-
-struct Problems<'a> {
-    source: &'a str,
-    found: Vec<PolicyProblem>,
-}
-
-impl Problems<'_> {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.found.push(PolicyProblem {
-            source: self.source.to_string(),
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    fn duration(&mut self, field: &str, value: Duration, min: Duration, max: Duration) {
-        let shown = super::duration::format(value);
-        if value < min {
-            self.add(
-                field,
-                format!("{shown} is shorter than {}", super::duration::format(min)),
-            );
-        } else if value > max {
-            self.add(
-                field,
-                format!("{shown} is longer than {}", super::duration::format(max)),
-            );
-        }
-    }
-
-    fn percentage(&mut self, field: &str, value: u8) {
-        if !(1..=100).contains(&value) {
-            self.add(field, format!("{value} is outside 1–100 %"));
-        }
+        Err(PolicyError::from_problems(problems.into_vec()))
     }
 }
 

@@ -7,7 +7,6 @@
 //! does not set, so `shadow: {}` is a shadow identical to production.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,26 +18,11 @@ use super::histogram::BucketTable;
 use super::rng::inverse_normal_cdf;
 use crate::policy::duration::format as show;
 use crate::schedule::{chrono_duration, Schedule};
+use crate::validation::{self, is_valid_aws_name, Problem, Problems};
 use crate::MAX_EXPERIMENT_DURATION;
 
 /// One thing wrong with a scenario, located by file and field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScenarioProblem {
-    pub source: String,
-    /// A path such as `experiments[2].sampling`; empty for the whole file.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ScenarioProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.source, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.source, self.field, self.message)
-        }
-    }
-}
+pub type ScenarioProblem = Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -48,7 +32,7 @@ pub enum ScenarioError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} scenario problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", validation::list("scenario", problems))]
     Invalid { problems: Vec<ScenarioProblem> },
 }
 
@@ -359,28 +343,15 @@ impl Scenario {
     /// Parses and validates scenario text; `source` names it in messages.
     pub fn parse(source: &str, text: &str) -> Result<Self, ScenarioError> {
         let doc: ScenarioDoc =
-            serde_saphyr::from_str(text).map_err(|error| ScenarioError::Invalid {
-                problems: vec![ScenarioProblem {
-                    source: source.to_string(),
-                    field: String::new(),
-                    message: error
-                        .to_string()
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .trim_start_matches("error: ")
-                        .to_string(),
-                }],
+            validation::parse_yaml(source, text).map_err(|problem| ScenarioError::Invalid {
+                problems: vec![problem],
             })?;
-        let mut problems = Problems {
-            source,
-            found: Vec::new(),
-        };
+        let mut problems = Problems::new(source);
         let scenario = build(source, doc, &mut problems);
         match scenario {
-            Some(scenario) if problems.found.is_empty() => Ok(scenario),
+            Some(scenario) if problems.is_empty() => Ok(scenario),
             _ => Err(ScenarioError::Invalid {
-                problems: problems.found,
+                problems: problems.into_vec(),
             }),
         }
     }
@@ -399,47 +370,6 @@ impl Scenario {
             .max()
             .unwrap_or(self.start)
     }
-}
-
-struct Problems<'a> {
-    source: &'a str,
-    found: Vec<ScenarioProblem>,
-}
-
-impl Problems<'_> {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.found.push(ScenarioProblem {
-            source: self.source.to_string(),
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    fn range(&mut self, field: String, value: Option<f64>, low: f64, high: f64, unit: &str) {
-        if let Some(value) = value {
-            if !(value.is_finite() && value >= low && value <= high) {
-                self.add(field, format!("{value} is outside {low}–{high}{unit}"));
-            }
-        }
-    }
-
-    fn positive(&mut self, field: String, value: Option<f64>) {
-        if let Some(value) = value {
-            if !(value.is_finite() && value > 0.0) {
-                self.add(field, format!("{value} must be above 0"));
-            }
-        }
-    }
-}
-
-/// `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,max-1}`: what AWS allows in experiment,
-/// endpoint and variant names.
-fn valid_aws_name(name: &str, max: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 fn check_layer(problems: &mut Problems<'_>, path: &str, layer: &LayerDoc) {
@@ -696,7 +626,7 @@ fn build(source: &str, doc: ScenarioDoc, problems: &mut Problems<'_>) -> Option<
             ("production_variant", &experiment.production_variant),
             ("shadow_variant", &experiment.shadow_variant),
         ] {
-            if !valid_aws_name(variant, 63) {
+            if !is_valid_aws_name(variant, 63) {
                 problems.add(
                     format!("{path}.{kind}"),
                     format!("{variant:?} must be 1–63 letters, digits or inner hyphens"),
@@ -771,13 +701,13 @@ fn build(source: &str, doc: ScenarioDoc, problems: &mut Problems<'_>) -> Option<
                 Some(endpoint) => format!("{endpoint}-{copy:02}"),
                 None => format!("{name}-endpoint"),
             };
-            if !valid_aws_name(&name, 120) {
+            if !is_valid_aws_name(&name, 120) {
                 problems.add(
                     format!("{path}.name"),
                     format!("{name:?} must be 1–120 letters, digits or inner hyphens"),
                 );
             }
-            if !valid_aws_name(&endpoint, 63) {
+            if !is_valid_aws_name(&endpoint, 63) {
                 problems.add(
                     format!("{path}.endpoint"),
                     format!("{endpoint:?} must be 1–63 letters, digits or inner hyphens"),
