@@ -250,17 +250,47 @@ fn evaluate_check(check: &Check, policy: &Policy, measurements: &Measurements) -
         Limit::Absolute(_) => String::new(),
         _ => format!(" (limit {})", unit.format(limit_value)),
     };
+    let message = format!(
+        "shadow {label} {} {relation} {description}{suffix}",
+        unit.format(shadow)
+    );
+    let mut outcome = if passed { Outcome::Pass } else { Outcome::Fail };
+    // A handful of errors can put a rate over its limit by chance: a rate
+    // fails only when even its 95 % lower bound is over the limit.
+    let mut message = message;
+    if !passed && unit == Unit::Percent {
+        let invocations = measurements.shadow.get(INVOCATIONS).unwrap_or(0.0);
+        let errors = shadow * invocations / 100.0;
+        let lower = wilson_lower_bound(errors, invocations) * 100.0;
+        if lower <= limit_value {
+            outcome = Outcome::Inconclusive;
+            message = format!(
+                "{message}, but {errors:.0} errors in {invocations:.0} invocations are too few to tell (95 % lower bound {})",
+                unit.format(lower)
+            );
+        }
+    }
     CheckResult {
         metric: metric_name(metric),
         value: Some(shadow),
         limit: Some(limit_value),
         unit,
-        outcome: if passed { Outcome::Pass } else { Outcome::Fail },
-        message: format!(
-            "shadow {label} {} {relation} {description}{suffix}",
-            unit.format(shadow)
-        ),
+        outcome,
+        message,
     }
+}
+
+/// One-sided 95 % Wilson score lower bound of a proportion.
+fn wilson_lower_bound(successes: f64, trials: f64) -> f64 {
+    if trials <= 0.0 {
+        return 0.0;
+    }
+    const Z: f64 = 1.645;
+    let p = successes / trials;
+    let z2 = Z * Z;
+    let centre = p + z2 / (2.0 * trials);
+    let spread = Z * (p * (1.0 - p) / trials + z2 / (4.0 * trials * trials)).sqrt();
+    ((centre - spread) / (1.0 + z2 / trials)).max(0.0)
 }
 
 fn metric_name(metric: CheckMetric) -> String {
