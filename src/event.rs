@@ -49,6 +49,19 @@ fn describe(value: &Value) -> String {
     }
 }
 
+/// The fields of an EventBridge scheduled event.
+const ENVELOPE_FIELDS: [&str; 9] = [
+    "version",
+    "id",
+    "detail-type",
+    "source",
+    "account",
+    "time",
+    "region",
+    "resources",
+    "detail",
+];
+
 pub fn parse_event(event: &Value) -> Result<RunRequest, EventError> {
     let Value::Object(fields) = event else {
         return Err(EventError::NotAnObject {
@@ -57,20 +70,22 @@ pub fn parse_event(event: &Value) -> Result<RunRequest, EventError> {
     };
     let is_scheduled_envelope = fields.get("source").and_then(Value::as_str) == Some("aws.events")
         && fields.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
-    if is_scheduled_envelope {
-        return Ok(RunRequest {
-            trigger: Trigger::Schedule,
-            dry_run: false,
-            experiments: None,
-        });
-    }
-
+    // An envelope is live by default; anything beyond its own fields is read
+    // like a manual payload, so an added "dry_run": true is honoured and a
+    // stray key is refused rather than ignored.
     let mut request = RunRequest {
-        trigger: Trigger::Manual,
-        dry_run: true,
+        trigger: if is_scheduled_envelope {
+            Trigger::Schedule
+        } else {
+            Trigger::Manual
+        },
+        dry_run: !is_scheduled_envelope,
         experiments: None,
     };
     for (key, value) in fields {
+        if is_scheduled_envelope && ENVELOPE_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
         match key.as_str() {
             "dry_run" => {
                 request.dry_run = value.as_bool().ok_or_else(|| EventError::WrongType {

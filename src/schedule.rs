@@ -69,14 +69,12 @@ impl Schedule {
     /// rate` is the safe bound.
     pub fn next_tick_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Self::Rate { every, .. } => now + chrono_duration(*every),
-            Self::Cron { cron, .. } => cron
-                .after(&now)
-                .next()
-                // A cron with no future firing (a past year) never ticks
-                // again; treat the next tick as far away so nothing is
-                // planned on its account.
-                .unwrap_or(now + chrono::Duration::days(3650)),
+            Self::Rate { every, .. } => now
+                .checked_add_signed(chrono_duration(*every))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            // A cron with no future firing (a past year) never ticks again;
+            // taking `now` keeps extensions to what the margin alone asks.
+            Self::Cron { cron, .. } => cron.after(&now).next().unwrap_or(now),
         }
     }
 
@@ -111,6 +109,8 @@ pub fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
+const MAX_RATE_SECONDS: u64 = 365 * 86_400;
+
 fn parse_rate(expression: &str, body: &str) -> Result<Schedule, ScheduleError> {
     let mut parts = body.split_whitespace();
     let (Some(value), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
@@ -136,9 +136,18 @@ fn parse_rate(expression: &str, body: &str) -> Result<Schedule, ScheduleError> {
             ))
         }
     };
+    let seconds = value
+        .checked_mul(unit_seconds)
+        .filter(|seconds| *seconds <= MAX_RATE_SECONDS)
+        .ok_or_else(|| {
+            invalid(
+                expression,
+                "a rate longer than 365 days never ticks in practice",
+            )
+        })?;
     Ok(Schedule::Rate {
         expression: expression.to_string(),
-        every: Duration::from_secs(value * unit_seconds),
+        every: Duration::from_secs(seconds),
     })
 }
 
@@ -258,6 +267,8 @@ mod tests {
             ("rate(0 minutes)", "positive whole number"),
             ("rate(1 minutes)", "singular only for 1"),
             ("rate(5 weeks)", "minute(s), hour(s) or day(s)"),
+            ("rate(1000000000 days)", "longer than 365 days"),
+            ("rate(18446744073709551615 minutes)", "longer than 365 days"),
             ("cron(0 12 * * ?)", "6 fields"),
             ("cron(0 12 L * ? *)", "L, W or #"),
             ("cron(0 12 ? * 6#3 *)", "L, W or #"),

@@ -52,6 +52,21 @@ fn accepted_inputs() {
 }
 
 #[test]
+fn a_scheduled_envelope_honours_an_added_dry_run_and_refuses_other_keys() {
+    let mut envelope = fixture("scheduled-event.json");
+    envelope["dry_run"] = Value::Bool(true);
+    let request = parse_event(&envelope).unwrap();
+    assert_eq!(
+        (request.trigger, request.dry_run),
+        (Trigger::Schedule, true)
+    );
+    let mut typo = fixture("scheduled-event.json");
+    typo["dryrun"] = Value::Bool(true);
+    let error = parse_event(&typo).unwrap_err().to_string();
+    assert!(error.contains("unknown field \"dryrun\""), "{error}");
+}
+
+#[test]
 fn rejected_inputs_name_the_field() {
     let cases = [
         ("typo-dryrun.json", "unknown field \"dryrun\""),

@@ -167,7 +167,14 @@ fn tick(args: TickArgs, apply: bool, output: Output) -> anyhow::Result<ExitCode>
     use shadowpilot::controller::{Controller, RunOptions};
     use shadowpilot::schedule::Schedule;
 
-    let config = Config::from_env()?;
+    // clap already took --schedule from SHADOWPILOT_SCHEDULE when the flag
+    // is absent; reading the variable again would let a bad value in the
+    // environment break an explicit, valid flag.
+    let config = Config::from_lookup(|name| {
+        (name != SCHEDULE_VAR)
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    })?;
     let expression = args.schedule.with_context(|| {
         format!("set --schedule or {SCHEDULE_VAR} to the expression the function runs on, e.g. rate(10 minutes)")
     })?;
@@ -219,6 +226,15 @@ fn simulate(args: SimulateArgs, output: Output) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--until {text:?} is not a duration such as 3d or 12h"))
         })
         .transpose()?;
+    if let Some(until) = until {
+        // The simulated world never lasts longer than the 30-day cap plus
+        // its latest start; a bound keeps the clock arithmetic in range.
+        anyhow::ensure!(
+            until <= std::time::Duration::from_secs(400 * 86_400),
+            "--until {} is longer than 400 days",
+            args.until.as_deref().unwrap_or_default()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -214,6 +214,17 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
                 ),
             );
         }
+        if check.max_ratio_to_production.is_some()
+            && check.metric.unit() == crate::policy::Unit::Percent
+        {
+            problems.add(
+                format!("{field}.max_ratio_to_production"),
+                format!(
+                    "a ratio to production's {} fails on one error whenever production has none; use max_above_production",
+                    check.metric.label()
+                ),
+            );
+        }
         for (name, value) in limits {
             let Some(value) = value else { continue };
             let bad = !value.is_finite()
@@ -327,6 +338,7 @@ mod tests {
             ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: latency_p42\n    max: 1\n", "unknown variant"),
             ("name: t\nramp:\n  steps: [5, 10]\n  bake_time: 1h\n  floor: 20\n", "ramp.floor: 20 is above the ceiling 10"),
             ("name: \"bad name\"\nramp:\n  steps: [5]\n  bake_time: 1h\n", "name: \"bad name\""),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max_ratio_to_production: 2\n", "checks[0].max_ratio_to_production: a ratio to production's 5xx rate"),
         ];
         for (text, expected) in cases {
             let error = parse_policy("p.yaml", text).unwrap_err().to_string();
@@ -336,6 +348,18 @@ mod tests {
             );
         }
         assert!(parse_policy("p.yaml", VALID).is_ok());
+    }
+
+    #[test]
+    fn a_section_may_set_only_some_fields() {
+        let text = "name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nwindow:\n  lookback: 3h\nevidence:\n  min_production_invocations: 50\nextend:\n  by: 2d\n";
+        let policy = parse_policy("p.yaml", text).unwrap().policy;
+        assert_eq!(policy.window.lookback, Duration::from_secs(3 * 3600));
+        assert_eq!(policy.window.publish_delay, Duration::from_secs(300));
+        assert_eq!(policy.evidence.min_shadow_invocations, 200);
+        assert_eq!(policy.evidence.min_production_invocations, 50);
+        assert!(policy.extend.enabled);
+        assert_eq!(policy.extend.by, Duration::from_secs(2 * 86_400));
     }
 
     #[test]

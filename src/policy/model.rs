@@ -50,7 +50,8 @@ impl Selector {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+// Fields left out take the values of `Default`, as the README documents.
+#[serde(default, deny_unknown_fields)]
 pub struct WindowSpec {
     /// How far back evidence is taken (never before the last change).
     #[serde(with = "super::duration")]
@@ -70,7 +71,8 @@ impl Default for WindowSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+// Fields left out take the values of `Default`, as the README documents.
+#[serde(default, deny_unknown_fields)]
 pub struct Evidence {
     /// Shadow invocations in the window below which nothing is concluded.
     pub min_shadow_invocations: u64,
@@ -285,7 +287,8 @@ impl Ramp {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+// Fields left out take the values of `Default`, as the README documents.
+#[serde(default, deny_unknown_fields)]
 pub struct Extend {
     pub enabled: bool,
     /// Extend when the experiment would end before the next tick plus this.
