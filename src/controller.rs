@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate, HOLD_TAG, POLICY_TAG};
 use crate::judge::{evidence_window, judge, Verdict};
 use crate::metrics::{queries_for, Measurements, MetricSeries, VariantRole, Window};
-use crate::plan::{plan, write_blocked};
+use crate::plan::{next_write_opportunity, plan, write_blocked};
 use crate::policy::{select_policy, LoadedPolicy, PolicySet, Selection};
 use crate::ports::{ExperimentStore, MetricSource, StoreError};
 use crate::report::{ErrorInfo, ExperimentReport, Report, VerdictKind};
@@ -469,26 +469,21 @@ fn decide(
     report.held = experiment.is_held();
     report.window = window.as_ref().ok().copied();
 
-    let measurements = match measured {
-        Ok(measurements) => measurements,
-        Err(message) => {
-            report.verdict = VerdictKind::Error;
-            report.reason = format!("not judged: {message}");
+    // Without measurements nothing can be judged, but an extension needs
+    // none: the experiment is planned as inconclusive, which never ramps.
+    let verdict = match (&window, measured) {
+        (_, Err(message)) => {
             report.error = Some(ErrorInfo {
                 kind: "metrics".into(),
-                message,
+                message: message.clone(),
             });
-            return PlannedEntry {
-                report,
-                write: None,
-            };
+            Verdict::without_evidence(format!("no measurements: {message}"))
         }
+        (Ok(_), Ok(measurements)) => judge(&policy.policy, &measurements),
+        (Err(message), Ok(_)) => Verdict::without_evidence(message.clone()),
     };
-    let verdict = match &window {
-        Ok(_) => judge(&policy.policy, &measurements),
-        Err(message) => Verdict::without_evidence(message.clone()),
-    };
-    let planned = plan(&experiment, &verdict, &policy.policy, now, next_tick);
+    let write_deadline = next_write_opportunity(policy, now, next_tick);
+    let planned = plan(&experiment, &verdict, &policy.policy, now, write_deadline);
     report.verdict = verdict.outcome.into();
     report.decisive = verdict.decisive_check().map(|c| c.message.clone());
     report.checks = verdict.checks;

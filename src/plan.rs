@@ -229,7 +229,7 @@ fn plan_extension(
         from: end,
         to,
         reason: format!(
-            "{} and ends {} before the next tick + margin {}: extended by {}{capped}",
+            "{} and ends {}, before the next chance to write + margin {}: extended by {}{capped}",
             match outcome {
                 Outcome::Pass => "passing below the top step",
                 _ => "inconclusive",
@@ -239,6 +239,27 @@ fn plan_extension(
             duration::format((to - end).to_std().unwrap_or_default()),
         ),
     });
+}
+
+/// The latest moment the next write can happen: the next tick, or, when the
+/// policy's change windows are shut then, the first tick after the next
+/// opening. Extensions are planned against it, so an experiment does not
+/// run out over a weekend of closed windows.
+pub fn next_write_opportunity(
+    policy: &LoadedPolicy,
+    now: DateTime<Utc>,
+    next_tick: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let windows = &policy.change_windows;
+    if windows.is_empty() || windows.iter().any(|w| w.is_open(next_tick)) {
+        return next_tick;
+    }
+    let tick_interval = (next_tick - now).max(chrono::Duration::zero());
+    windows
+        .iter()
+        .filter_map(|w| w.next_opening_after(next_tick))
+        .min()
+        .map_or(next_tick, |opening| opening + tick_interval)
 }
 
 /// Why writes are not allowed for this experiment now, if they are not:

@@ -223,6 +223,11 @@ impl CronWindow {
         })
     }
 
+    /// The first opening strictly after `after`.
+    pub fn next_opening_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.after(&after).next()
+    }
+
     /// Open when some opening lies in (now − duration, now].
     pub fn is_open(&self, now: DateTime<Utc>) -> bool {
         let earliest = now - chrono_duration(self.duration);

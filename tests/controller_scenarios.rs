@@ -468,3 +468,81 @@ async fn a_hold_set_between_plan_and_apply_is_respected() {
     );
     assert!(store.updates().is_empty());
 }
+
+#[tokio::test]
+async fn closed_change_windows_are_planned_around_so_a_weekend_does_not_end_the_experiment() {
+    let policy = parse_policy(
+        "office.yaml",
+        "name: default\nramp:\n  steps: [5, 10]\n  bake_time: 1h\nextend:\n  margin: 6h\n  by: 3d\nchange_windows:\n  - cron: \"cron(0 8 ? * MON-FRI *)\"\n    duration: 9h\n",
+    )
+    .unwrap();
+    let policies = PolicySet::new(vec![policy]).unwrap();
+    // 2026-11-06 is a Friday; the experiment ends Sunday noon, long before
+    // the windows open again on Monday.
+    let friday = t0() + Duration::days(4);
+    let mut e = experiment("weekend", 5);
+    e.end_time = Some(friday + Duration::days(2) + Duration::hours(12));
+    let store = FakeStore::new([e]);
+    let metrics = FakeMetrics::new(
+        Profile::healthy(),
+        Profile {
+            invocations_per_minute: 1.0,
+            ..Profile::healthy()
+        },
+    );
+    let report = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        friday + Duration::hours(16) + Duration::minutes(50),
+    )
+    .await;
+    assert!(
+        report.experiments[0].applied,
+        "{}",
+        report.experiments[0].reason
+    );
+    let ends: Vec<_> = store
+        .updates()
+        .iter()
+        .filter_map(|(_, u)| u.end_time)
+        .collect();
+    assert_eq!(ends, [friday + Duration::days(5) + Duration::hours(12)]);
+}
+
+#[tokio::test]
+async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ramped() {
+    struct Failing;
+    #[async_trait::async_trait]
+    impl shadowpilot::ports::MetricSource for Failing {
+        async fn fetch(
+            &self,
+            _: &[shadowpilot::metrics::MetricQuery],
+        ) -> Result<Vec<shadowpilot::metrics::MetricSeries>, shadowpilot::ports::MetricError>
+        {
+            Err(shadowpilot::ports::MetricError::InvalidResponse {
+                field: "MetricDataResults".into(),
+                problem: "simulated outage".into(),
+            })
+        }
+    }
+    let policies = builtin_policies().unwrap();
+    let now = t0() + Duration::days(3);
+    let mut ending = experiment("ending", 5);
+    ending.end_time = Some(now + Duration::hours(1));
+    let store = FakeStore::new([ending, experiment("steady", 5)]);
+    store.set_now(now);
+    let report = Controller::new(&store, &Failing, &policies)
+        .run_tick(&live(), now, now + Duration::minutes(TICK))
+        .await
+        .unwrap();
+    for entry in &report.experiments {
+        assert_eq!(entry.verdict, VerdictKind::Inconclusive);
+        assert_eq!(entry.error.as_ref().unwrap().kind, "metrics");
+    }
+    let updates = store.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].1.name, "ending");
+    assert!(updates[0].1.sampling.is_none() && updates[0].1.end_time.is_some());
+}
