@@ -4,6 +4,7 @@
 use anyhow::Context;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
+use shadowpilot::aws::{CloudWatchSource, SageMakerStore};
 use shadowpilot::config::Config;
 use shadowpilot::handler::App;
 
@@ -12,6 +13,24 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Honours AWS_LAMBDA_LOG_FORMAT=JSON and AWS_LAMBDA_LOG_LEVEL.
     lambda_runtime::tracing::init_default_subscriber();
 
+    let app = match build_app().await {
+        Ok(app) => app,
+        Err(error) => {
+            // Logged through tracing so the cause reaches CloudWatch Logs in
+            // the configured format before Lambda reports Runtime.ExitError.
+            tracing::error!(error = format!("{error:#}"), "shadowpilot cannot start");
+            return Err(error.into());
+        }
+    };
+    let app = &app;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let report = app.handle(&event.payload, chrono::Utc::now()).await?;
+        Ok::<_, lambda_runtime::Error>(report)
+    }))
+    .await
+}
+
+async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
     let config = Config::from_env().context("invalid configuration")?;
     let schedule = config
         .require_schedule()
@@ -21,12 +40,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .load_policies()
         .context("the function cannot start")?;
     let (store, metrics) = shadowpilot::aws::clients_from_env().await;
-    let app = App::new(store, metrics, policies, &config, schedule);
-    let app = &app;
-
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let report = app.handle(&event.payload, chrono::Utc::now()).await?;
-        Ok::<_, lambda_runtime::Error>(report)
-    }))
-    .await
+    Ok(App::new(store, metrics, policies, &config, schedule))
 }
