@@ -415,8 +415,12 @@ async fn all_experiments_are_measured_in_one_fetch() {
     assert_eq!(report.summary.updates_applied, 120);
 }
 
-#[tokio::test]
-async fn a_change_by_someone_else_between_plan_and_apply_is_not_overwritten() {
+/// Plans a tick on a healthy experiment due for its next step, lets
+/// someone change it, then applies: the write must not happen.
+async fn changed_between_plan_and_apply(
+    change: impl FnOnce(&mut shadowpilot::experiment::Experiment, DateTime<Utc>),
+    expected_reason: &str,
+) {
     let policies = builtin_policies().unwrap();
     let store = FakeStore::new([experiment("fraud", 5)]);
     let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
@@ -428,45 +432,46 @@ async fn a_change_by_someone_else_between_plan_and_apply_is_not_overwritten() {
         .await
         .unwrap();
     assert_eq!(plan.updates().len(), 1);
-    store.modify("fraud", |e| {
-        e.sampling_percentage = 2;
-        e.last_modified = now;
-    });
+    store.modify("fraud", |e| change(e, now));
     let report = controller.apply(plan).await;
-    assert!(!report.experiments[0].applied);
-    assert!(
-        report.experiments[0]
-            .reason
-            .contains("sampling changed 5 → 2 %"),
-        "{}",
-        report.experiments[0].reason
-    );
+    let entry = &report.experiments[0];
+    assert!(!entry.applied);
+    assert!(entry.reason.contains(expected_reason), "{}", entry.reason);
     assert!(store.updates().is_empty());
 }
 
 #[tokio::test]
+async fn a_change_by_someone_else_between_plan_and_apply_is_not_overwritten() {
+    changed_between_plan_and_apply(
+        |e, now| {
+            e.sampling_percentage = 2;
+            e.last_modified = now;
+        },
+        "sampling changed 5 → 2 %",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_hold_set_between_plan_and_apply_is_respected() {
-    let policies = builtin_policies().unwrap();
-    let store = FakeStore::new([experiment("fraud", 5)]);
-    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
-    let now = t0() + Duration::hours(3);
-    store.set_now(now);
-    let controller = Controller::new(&store, &metrics, &policies);
-    let plan = controller
-        .plan_tick(&live(), now, now + Duration::minutes(TICK))
-        .await
-        .unwrap();
-    store.modify("fraud", |e| {
-        e.tags.insert(HOLD_TAG.into(), "true".into());
-    });
-    let report = controller.apply(plan).await;
-    assert!(!report.experiments[0].applied);
-    assert!(
-        report.experiments[0].reason.contains("it was held"),
-        "{}",
-        report.experiments[0].reason
-    );
-    assert!(store.updates().is_empty());
+    changed_between_plan_and_apply(
+        |e, _| {
+            e.tags.insert(HOLD_TAG.into(), "true".into());
+        },
+        "it was held",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_policy_tag_between_plan_and_apply_is_respected() {
+    changed_between_plan_and_apply(
+        |e, _| {
+            e.tags.insert(POLICY_TAG.into(), "conservative".into());
+        },
+        "its shadowpilot:policy tag changed",
+    )
+    .await;
 }
 
 #[tokio::test]
