@@ -93,8 +93,24 @@ fn draw(outcome: &SimulationOutcome, root: &DrawingArea<SVGBackend<'_>, Shift>) 
     for (area, run) in rows.iter().zip(&outcome.experiments) {
         let panels = area.split_evenly((1, 3));
         sampling_panel(&panels[0], outcome.start, days, run)?;
-        latency_panel(&panels[1], outcome.start, days, run)?;
-        errors_panel(&panels[2], outcome.start, days, run)?;
+        observed_panel(
+            &panels[1],
+            outcome.start,
+            days,
+            run,
+            "p99 model latency, ms",
+            1.0,
+            |o| o.p99_ms,
+        )?;
+        observed_panel(
+            &panels[2],
+            outcome.start,
+            days,
+            run,
+            "5xx rate, %",
+            0.1,
+            |o| o.error_5xx_percent,
+        )?;
     }
     Ok(())
 }
@@ -275,48 +291,24 @@ fn enough(observed: VariantObservation) -> bool {
     observed.invocations >= MIN_PLOTTED_REQUESTS
 }
 
-fn latency_panel(
+/// Shadow against production for one observed value, hidden where a tick
+/// saw too few requests for it to mean anything.
+fn observed_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     start: DateTime<Utc>,
     days: f64,
     run: &ExperimentRun,
+    title: &'static str,
+    floor: f64,
+    value: fn(&VariantObservation) -> Option<f64>,
 ) -> DrawResult {
+    let shown =
+        move |observed: VariantObservation| enough(observed).then(|| value(&observed)).flatten();
     let lines = TwoLines {
-        title: "p99 model latency, ms",
-        production: |t: &TickRecord| {
-            enough(t.observed.production)
-                .then_some(t.observed.production.p99_ms)
-                .flatten()
-        },
-        shadow: |t: &TickRecord| {
-            enough(t.observed.shadow)
-                .then_some(t.observed.shadow.p99_ms)
-                .flatten()
-        },
-        floor: 1.0,
-    };
-    two_lines(area, start, days, run, lines)
-}
-
-fn errors_panel(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
-    start: DateTime<Utc>,
-    days: f64,
-    run: &ExperimentRun,
-) -> DrawResult {
-    let lines = TwoLines {
-        title: "5xx rate, %",
-        production: |t: &TickRecord| {
-            enough(t.observed.production)
-                .then_some(t.observed.production.error_5xx_percent)
-                .flatten()
-        },
-        shadow: |t: &TickRecord| {
-            enough(t.observed.shadow)
-                .then_some(t.observed.shadow.error_5xx_percent)
-                .flatten()
-        },
-        floor: 0.1,
+        title,
+        production: move |t: &TickRecord| shown(t.observed.production),
+        shadow: move |t: &TickRecord| shown(t.observed.shadow),
+        floor,
     };
     two_lines(area, start, days, run, lines)
 }
