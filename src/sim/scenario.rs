@@ -567,22 +567,22 @@ fn build(source: &str, doc: ScenarioDoc, problems: &mut Problems<'_>) -> Option<
         .sagemaker
         .update_takes
         .unwrap_or(Duration::from_secs(60));
-    if update_takes > Duration::from_secs(3600) {
-        problems.add(
-            "sagemaker.update_takes",
-            format!("{} is longer than 1h", show(update_takes)),
-        );
-    }
+    problems.duration(
+        "sagemaker.update_takes",
+        update_takes,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
     let publish_delay = doc
         .cloudwatch
         .publish_delay
         .unwrap_or(Duration::from_secs(120));
-    if publish_delay > Duration::from_secs(3600) {
-        problems.add(
-            "cloudwatch.publish_delay",
-            format!("{} is longer than 1h", show(publish_delay)),
-        );
-    }
+    problems.duration(
+        "cloudwatch.publish_delay",
+        publish_delay,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
     check_layer(problems, "defaults", &doc.defaults);
     if doc.experiments.is_empty() {
         problems.add("experiments", "needs at least one experiment");
