@@ -486,6 +486,7 @@ fn decide(
     let planned = plan(&experiment, &verdict, &policy.policy, now, write_deadline);
     report.verdict = verdict.outcome.into();
     report.decisive = verdict.decisive_check().map(|c| c.message.clone());
+    report.decisive_check = verdict.decisive_check().map(|c| c.metric.clone());
     report.checks = verdict.checks;
     report.attention = planned.attention.clone();
     report.actions = planned.actions.clone();

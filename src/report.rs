@@ -60,6 +60,8 @@ pub struct ExperimentReport {
     pub checks: Vec<CheckResult>,
     /// The message of the check that decided the verdict.
     pub decisive: Option<String>,
+    /// Which check decided it: `shadow_invocations`, `window` or a policy metric.
+    pub decisive_check: Option<String>,
     pub actions: Vec<Action>,
     /// True once AWS accepted the update.
     pub applied: bool,
@@ -83,6 +85,7 @@ impl ExperimentReport {
             window: None,
             checks: Vec::new(),
             decisive: None,
+            decisive_check: None,
             actions: Vec::new(),
             applied: false,
             reason: reason.into(),
