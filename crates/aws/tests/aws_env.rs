@@ -1,0 +1,160 @@
+//! `clients_from_env` honours the endpoint variables. This binary holds one
+//! test on purpose: it changes the process environment, which no other test
+//! may read at the same time.
+
+use aws_smithy_types::retry::RetryMode;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use shadowpilot_aws::clients_from_env;
+use shadowpilot_core::experiment::ExperimentUpdate;
+use shadowpilot_core::metrics::{MetricQuery, Statistic, Window};
+use shadowpilot_core::ports::{ExperimentStore, MetricSource};
+use shadowpilot_testkit::http::{Cbor, Reply, Server};
+
+fn sagemaker_server() -> Server {
+    Server::start(|_| Reply::json(200, &json!({"InferenceExperimentArn": "arn"})))
+}
+
+fn cloudwatch_server() -> Server {
+    Server::start(|_| {
+        let mut body = Cbor::default();
+        body.map(1).text("MetricDataResults").array(0);
+        Reply::cbor(200, body.0)
+    })
+}
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .expect("test timestamps are valid")
+        .with_timezone(&Utc)
+}
+
+async fn one_call_each(
+    store: &impl ExperimentStore,
+    source: &impl MetricSource,
+) -> Result<(), String> {
+    store
+        .update(&ExperimentUpdate {
+            name: "e".into(),
+            sampling: None,
+            end_time: Some(at("2025-03-20T12:00:00Z")),
+        })
+        .await
+        .map_err(|e| format!("update: {e:?}"))?;
+    let window = Window {
+        start: at("2025-03-02T10:00:00Z"),
+        end: at("2025-03-02T11:00:00Z"),
+    };
+    source
+        .fetch(&[MetricQuery {
+            id: "q".into(),
+            namespace: "AWS/SageMaker".into(),
+            metric_name: "Invocations".into(),
+            dimensions: vec![],
+            statistic: Statistic::Sum,
+            period_seconds: 3600,
+            window,
+        }])
+        .await
+        .map_err(|e| format!("fetch: {e:?}"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn endpoint_variables_route_each_service() {
+    // A hermetic environment: static credentials, no profile files, no IMDS.
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws/credentials",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        std::env::set_var(key, value);
+    }
+    for key in [
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+        "AWS_RETRY_MODE",
+        "AWS_MAX_ATTEMPTS",
+    ] {
+        std::env::remove_var(key);
+    }
+
+    // 1. The per-service variables win over the global one.
+    let (global, sagemaker, cloudwatch) =
+        (sagemaker_server(), sagemaker_server(), cloudwatch_server());
+    std::env::set_var("AWS_ENDPOINT_URL", &global.url);
+    std::env::set_var("AWS_ENDPOINT_URL_SAGEMAKER", &sagemaker.url);
+    std::env::set_var("AWS_ENDPOINT_URL_CLOUDWATCH", &cloudwatch.url);
+
+    let (store, source) = clients_from_env().await;
+    one_call_each(&store, &source)
+        .await
+        .expect("both calls reach local servers");
+
+    assert!(
+        global.requests().is_empty(),
+        "nothing went to AWS_ENDPOINT_URL"
+    );
+    let sm = sagemaker.requests();
+    assert_eq!(sm.len(), 1);
+    assert_eq!(
+        sm[0].header("x-amz-target"),
+        Some("SageMaker.UpdateInferenceExperiment")
+    );
+    let cw = cloudwatch.requests();
+    assert_eq!(cw.len(), 1);
+    assert_eq!(
+        cw[0].path,
+        "/service/GraniteServiceVersion20100801/operation/GetMetricData"
+    );
+    assert!(
+        sm[0]
+            .header("authorization")
+            .is_some_and(|auth| auth.contains("Credential=AKIDTEST/")
+                && auth.contains("/eu-west-1/sagemaker/aws4_request")),
+        "signed with the environment's credentials and region: {:?}",
+        sm[0].header("authorization")
+    );
+    assert_eq!(
+        store.client().config().retry_config().map(|r| r.mode()),
+        Some(RetryMode::Adaptive)
+    );
+    assert_eq!(
+        source.client().config().retry_config().map(|r| r.mode()),
+        Some(RetryMode::Adaptive)
+    );
+
+    // 2. Without them, AWS_ENDPOINT_URL serves both services.
+    let shared = Server::start(|request| {
+        if request.header("smithy-protocol").is_some() {
+            let mut body = Cbor::default();
+            body.map(1).text("MetricDataResults").array(0);
+            Reply::cbor(200, body.0)
+        } else {
+            Reply::json(200, &json!({"InferenceExperimentArn": "arn"}))
+        }
+    });
+    std::env::set_var("AWS_ENDPOINT_URL", &shared.url);
+    std::env::remove_var("AWS_ENDPOINT_URL_SAGEMAKER");
+    std::env::remove_var("AWS_ENDPOINT_URL_CLOUDWATCH");
+
+    let (store, source) = clients_from_env().await;
+    one_call_each(&store, &source)
+        .await
+        .expect("both calls reach the shared server");
+    assert_eq!(shared.requests().len(), 2);
+    assert_eq!(
+        sagemaker.requests().len(),
+        1,
+        "the old servers saw nothing new"
+    );
+    assert_eq!(cloudwatch.requests().len(), 1);
+}

@@ -1,0 +1,387 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::model::{LoadedPolicy, Policy};
+use super::select::PolicySet;
+use crate::schedule::CronWindow;
+use crate::validation::{self, Problem, Problems};
+use crate::MAX_EXPERIMENT_DURATION;
+
+/// The policies shipped in `policies/`, built into the binary.
+const BUILTIN: [(&str, &str); 3] = [
+    (
+        "policies/default.yaml",
+        include_str!("../../../../policies/default.yaml"),
+    ),
+    (
+        "policies/conservative.yaml",
+        include_str!("../../../../policies/conservative.yaml"),
+    ),
+    (
+        "policies/fast.yaml",
+        include_str!("../../../../policies/fast.yaml"),
+    ),
+];
+
+/// One thing wrong with a policy, located by file and field.
+pub type PolicyProblem = Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policies from {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", validation::list("policy", problems))]
+    Invalid { problems: Vec<PolicyProblem> },
+}
+
+impl PolicyError {
+    fn from_problems(problems: Vec<PolicyProblem>) -> Self {
+        Self::Invalid { problems }
+    }
+}
+
+pub fn builtin_policies() -> Result<PolicySet, PolicyError> {
+    parse_all(
+        BUILTIN
+            .iter()
+            .map(|(source, text)| (source.to_string(), text.to_string())),
+    )
+}
+
+/// Loads one policy file, or every `.yaml`/`.yml` file of a directory.
+pub fn load_path(path: &Path) -> Result<PolicySet, PolicyError> {
+    let read_error = |source| PolicyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(read_error)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut texts = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| PolicyError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        texts.push((file.display().to_string(), text));
+    }
+    if texts.is_empty() {
+        return Err(PolicyError::from_problems(vec![PolicyProblem {
+            source: path.display().to_string(),
+            field: String::new(),
+            message: "no .yaml or .yml policy files found".into(),
+        }]));
+    }
+    parse_all(texts)
+}
+
+fn parse_all(texts: impl IntoIterator<Item = (String, String)>) -> Result<PolicySet, PolicyError> {
+    let mut problems = Vec::new();
+    let mut loaded: Vec<LoadedPolicy> = Vec::new();
+    for (source, text) in texts {
+        match parse_policy(&source, &text) {
+            Ok(policy) => {
+                if let Some(first) = loaded.iter().find(|p| p.name() == policy.name()) {
+                    problems.push(PolicyProblem {
+                        source: source.clone(),
+                        field: "name".into(),
+                        message: format!(
+                            "{:?} is already the name of the policy in {}",
+                            policy.name(),
+                            first.source
+                        ),
+                    });
+                } else {
+                    loaded.push(policy);
+                }
+            }
+            Err(PolicyError::Invalid { problems: found }) => problems.extend(found),
+            Err(other) => return Err(other),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PolicyError::from_problems(problems));
+    }
+    PolicySet::new(loaded).map_err(PolicyError::from_problems)
+}
+
+/// Parses and validates one policy document; every problem is reported, not
+/// just the first.
+pub fn parse_policy(source: &str, text: &str) -> Result<LoadedPolicy, PolicyError> {
+    let policy: Policy = validation::parse_yaml(source, text)
+        .map_err(|problem| PolicyError::from_problems(vec![problem]))?;
+    let mut problems = Problems::new(source);
+    let change_windows = validate(&policy, &mut problems);
+    if problems.is_empty() {
+        Ok(LoadedPolicy {
+            policy,
+            source: source.to_string(),
+            change_windows,
+        })
+    } else {
+        Err(PolicyError::from_problems(problems.into_vec()))
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+/// CloudWatch keeps one-minute data for 15 days.
+const MAX_LOOKBACK: Duration = Duration::from_secs(15 * 86_400);
+
+fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
+    let name_ok = !policy.name.is_empty()
+        && policy.name.len() <= 64
+        && policy
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        problems.add(
+            "name",
+            format!("{:?} must be 1–64 letters, digits, - or _", policy.name),
+        );
+    }
+    for (index, glob) in policy.select.experiments.iter().enumerate() {
+        if let Err(error) = globset::Glob::new(glob) {
+            problems.add(
+                format!("select.experiments[{index}]"),
+                format!("{glob:?} is not a valid glob: {error}"),
+            );
+        }
+    }
+    for (index, glob) in policy.select.endpoints.iter().enumerate() {
+        if let Err(error) = globset::Glob::new(glob) {
+            problems.add(
+                format!("select.endpoints[{index}]"),
+                format!("{glob:?} is not a valid glob: {error}"),
+            );
+        }
+    }
+
+    problems.duration(
+        "window.lookback",
+        policy.window.lookback,
+        MINUTE,
+        MAX_LOOKBACK,
+    );
+    problems.duration(
+        "window.publish_delay",
+        policy.window.publish_delay,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
+    if policy.window.publish_delay >= policy.window.lookback {
+        problems.add(
+            "window.publish_delay",
+            "must be shorter than window.lookback",
+        );
+    }
+    if policy.evidence.min_shadow_invocations == 0 {
+        problems.add(
+            "evidence.min_shadow_invocations",
+            "0 would let a shadow with no traffic pass; use at least 1",
+        );
+    }
+
+    for (index, check) in policy.checks.iter().enumerate() {
+        let field = format!("checks[{index}]");
+        let limits = [
+            ("max", check.max),
+            ("max_ratio_to_production", check.max_ratio_to_production),
+            ("max_above_production", check.max_above_production),
+        ];
+        let set: Vec<_> = limits.iter().filter(|(_, v)| v.is_some()).collect();
+        if set.len() != 1 {
+            problems.add(
+                field.clone(),
+                format!(
+                    "set exactly one of max, max_ratio_to_production, max_above_production (found {})",
+                    if set.is_empty() { "none".to_string() } else { set.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ") }
+                ),
+            );
+        }
+        if check.max_ratio_to_production.is_some()
+            && check.metric.unit() == crate::policy::Unit::Percent
+        {
+            problems.add(
+                format!("{field}.max_ratio_to_production"),
+                format!(
+                    "a ratio to production's {} fails on one error whenever production has none; use max_above_production",
+                    check.metric.label()
+                ),
+            );
+        }
+        for (name, value) in limits {
+            let Some(value) = value else { continue };
+            let bad = !value.is_finite()
+                || value < 0.0
+                || (name == "max_ratio_to_production" && value <= 0.0)
+                || (name == "max"
+                    && check.metric.unit() == crate::policy::Unit::Percent
+                    && value > 100.0);
+            if bad {
+                problems.add(
+                    format!("{field}.{name}"),
+                    format!("{value} is not a usable limit for {}", check.metric.label()),
+                );
+            }
+        }
+    }
+
+    let ramp = &policy.ramp;
+    if ramp.steps.is_empty() {
+        problems.add("ramp.steps", "needs at least one sampling percentage");
+    }
+    for (index, step) in ramp.steps.iter().enumerate() {
+        problems.percentage(&format!("ramp.steps[{index}]"), *step);
+        if index > 0 && *step <= ramp.steps[index - 1] {
+            problems.add(
+                format!("ramp.steps[{index}]"),
+                format!("{step} is not above {}", ramp.steps[index - 1]),
+            );
+        }
+    }
+    if let Some(max) = ramp.max {
+        problems.percentage("ramp.max", max);
+    }
+    problems.percentage("ramp.floor", ramp.floor);
+    if ramp.floor > ramp.ceiling() {
+        problems.add(
+            "ramp.floor",
+            format!("{} is above the ceiling {}", ramp.floor, ramp.ceiling()),
+        );
+    }
+    problems.duration(
+        "ramp.bake_time",
+        ramp.bake_time,
+        Duration::ZERO,
+        MAX_EXPERIMENT_DURATION,
+    );
+
+    let extend = &policy.extend;
+    problems.duration(
+        "extend.margin",
+        extend.margin,
+        Duration::ZERO,
+        MAX_EXPERIMENT_DURATION,
+    );
+    problems.duration("extend.by", extend.by, MINUTE, MAX_EXPERIMENT_DURATION);
+    problems.duration(
+        "extend.max_duration",
+        extend.max_duration,
+        MINUTE,
+        MAX_EXPERIMENT_DURATION,
+    );
+
+    let mut windows = Vec::new();
+    for (index, window) in policy.change_windows.iter().enumerate() {
+        let field = format!("change_windows[{index}]");
+        match CronWindow::parse(&window.cron, window.duration) {
+            Ok(parsed) => windows.push(parsed),
+            Err(error) => problems.add(format!("{field}.cron"), error.to_string()),
+        }
+        problems.duration(
+            &format!("{field}.duration"),
+            window.duration,
+            MINUTE,
+            Duration::from_secs(7 * 86_400),
+        );
+    }
+    windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "name: t\nramp:\n  steps: [5, 10]\n  bake_time: 1h\n";
+
+    #[test]
+    fn shipped_policies_load() {
+        let set = builtin_policies().unwrap();
+        let names: Vec<_> = set
+            .policies()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
+        assert_eq!(names, ["default", "conservative", "fast"]);
+    }
+
+    #[test]
+    fn invalid_policies_name_file_field_and_value() {
+        let cases = [
+            ("name: t\nramp:\n  steps: [5, 10, 75, 60]\n  bake_time: 1h\n", "p.yaml: ramp.steps[3]: 60 is not above 75"),
+            ("name: t\nramp:\n  steps: [0, 10]\n  bake_time: 1h\n", "ramp.steps[0]: 0 is outside 1–100 %"),
+            ("name: t\nramp:\n  steps: [5, 101]\n  bake_time: 1h\n", "ramp.steps[1]: 101 is outside 1–100 %"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 31d\n", "ramp.bake_time: 31d is longer than 30d"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nextend:\n  enabled: true\n  margin: 1h\n  by: 1d\n  max_duration: 45d\n", "extend.max_duration: 45d is longer than 30d"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\n  bake: 2h\n", "unknown field"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: soon\n", "not a duration"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchange_windows:\n  - cron: \"cron(0 9 * * MON *)\"\n    duration: 8h\n", "change_windows[0].cron"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: latency_p99\n", "checks[0]: set exactly one of"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: latency_p99\n    max: 800\n    max_ratio_to_production: 1.2\n", "found max, max_ratio_to_production"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max: 150\n", "checks[0].max: 150 is not a usable limit"),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: latency_p42\n    max: 1\n", "unknown variant"),
+            ("name: t\nramp:\n  steps: [5, 10]\n  bake_time: 1h\n  floor: 20\n", "ramp.floor: 20 is above the ceiling 10"),
+            ("name: \"bad name\"\nramp:\n  steps: [5]\n  bake_time: 1h\n", "name: \"bad name\""),
+            ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max_ratio_to_production: 2\n", "checks[0].max_ratio_to_production: a ratio to production's 5xx rate"),
+        ];
+        for (text, expected) in cases {
+            let error = parse_policy("p.yaml", text).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in:\n{error}"
+            );
+        }
+        assert!(parse_policy("p.yaml", VALID).is_ok());
+    }
+
+    #[test]
+    fn a_section_may_set_only_some_fields() {
+        let text = "name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nwindow:\n  lookback: 3h\nevidence:\n  min_production_invocations: 50\nextend:\n  by: 2d\n";
+        let policy = parse_policy("p.yaml", text).unwrap().policy;
+        assert_eq!(policy.window.lookback, Duration::from_secs(3 * 3600));
+        assert_eq!(policy.window.publish_delay, Duration::from_secs(300));
+        assert_eq!(policy.evidence.min_shadow_invocations, 200);
+        assert_eq!(policy.evidence.min_production_invocations, 50);
+        assert!(policy.extend.enabled);
+        assert_eq!(policy.extend.by, Duration::from_secs(2 * 86_400));
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let text = "name: t\nramp:\n  steps: [50, 10]\n  bake_time: 1h\n  floor: 0\n";
+        let PolicyError::Invalid { problems } = parse_policy("p.yaml", text).unwrap_err() else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let error = parse_all([
+            ("a.yaml".to_string(), VALID.to_string()),
+            ("b.yaml".to_string(), VALID.to_string()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("b.yaml: name: \"t\" is already the name of the policy in a.yaml"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! The simulated SageMaker rejects what AWS rejects, and its experiments
+//! follow AWS's life cycle on the virtual clock.
+
+use chrono::{DateTime, Duration, Utc};
+use shadowpilot_core::experiment::{ExperimentStatus, ExperimentUpdate, SamplingUpdate};
+use shadowpilot_core::ports::{ExperimentStore, StoreError};
+use shadowpilot_sim::{Scenario, SimUpdate, SimWorld};
+
+/// Experiment `a` runs from day 0 for 7 days; `later` starts on day 1.
+const SCENARIO: &str = "
+name: rules
+schedule: rate(10 minutes)
+sagemaker:
+  update_takes: 3m
+experiments:
+  - name: a
+    sampling: 5
+    production_variant: blue
+    shadow_variant: green
+    tags: {team: search}
+  - name: later
+    start: 1d
+    duration: 2d
+    sampling: 10
+    hold: true
+";
+
+fn setup() -> (SimWorld, DateTime<Utc>) {
+    let scenario = Scenario::parse("rules.yaml", SCENARIO).expect("scenario is valid");
+    let start = scenario.start;
+    (SimWorld::new(&scenario), start)
+}
+
+fn sampling(name: &str, percentage: u8) -> ExperimentUpdate {
+    ExperimentUpdate {
+        name: name.into(),
+        sampling: Some(SamplingUpdate {
+            source_variant: "blue".into(),
+            shadow_variant: "green".into(),
+            percentage,
+        }),
+        end_time: None,
+    }
+}
+
+fn end_time(name: &str, end: DateTime<Utc>) -> ExperimentUpdate {
+    ExperimentUpdate {
+        name: name.into(),
+        sampling: None,
+        end_time: Some(end),
+    }
+}
+
+fn rejected_with(result: Result<(), StoreError>, expected: &str) {
+    match result {
+        Err(StoreError::Rejected { message, .. }) => {
+            assert!(message.contains(expected), "{message}")
+        }
+        other => panic!("expected a ValidationException about {expected:?}, got {other:?}"),
+    }
+}
+
+fn conflict(result: Result<(), StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Conflict { .. })),
+        "expected ConflictException, got {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn status_follows_the_schedule() {
+    let (world, start) = setup();
+    let status = |name: &str| world.status(name).unwrap();
+    assert_eq!(status("a"), ExperimentStatus::Running);
+    assert_eq!(status("later"), ExperimentStatus::Created);
+    world.set_now(start + Duration::days(1));
+    assert_eq!(status("later"), ExperimentStatus::Running);
+    world.set_now(start + Duration::days(3) - Duration::seconds(1));
+    assert_eq!(status("later"), ExperimentStatus::Running);
+    world.set_now(start + Duration::days(3));
+    assert_eq!(status("later"), ExperimentStatus::Completed);
+    world.set_now(start + Duration::days(7));
+    assert_eq!(status("a"), ExperimentStatus::Completed);
+    assert!(world.all_completed());
+    let listed = world.list().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|s| s.status == ExperimentStatus::Completed));
+}
+
+#[tokio::test]
+async fn describe_carries_config_times_and_tags() {
+    let (world, start) = setup();
+    let a = world.describe("a").await.unwrap();
+    assert_eq!(a.endpoint_name, "a-endpoint");
+    assert_eq!(
+        (a.production_variant.as_str(), a.shadow_variant.as_str()),
+        ("blue", "green")
+    );
+    assert_eq!(a.sampling_percentage, 5);
+    assert_eq!(a.start_time, Some(start));
+    assert_eq!(a.end_time, Some(start + Duration::days(7)));
+    assert_eq!(a.last_modified, start);
+    assert_eq!(a.policy_tag(), Some("default"));
+    assert_eq!(a.tags.get("team").map(String::as_str), Some("search"));
+    assert!(!a.is_held());
+    assert!(a.arn.ends_with(":inference-experiment/a"));
+    assert!(world.describe("later").await.unwrap().is_held());
+}
+
+#[tokio::test]
+async fn unknown_names_are_resource_not_found() {
+    let (world, _) = setup();
+    assert!(matches!(
+        world.describe("nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        world.update(&sampling("nope", 10)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_update_shows_updating_then_running_and_conflicts_meanwhile() {
+    let (world, start) = setup();
+    let now = start + Duration::hours(1);
+    world.set_now(now);
+    world.update(&sampling("a", 10)).await.unwrap();
+    let a = world.describe("a").await.unwrap();
+    assert_eq!(a.status, ExperimentStatus::Updating);
+    assert_eq!(a.sampling_percentage, 10);
+    assert_eq!(a.last_modified, now);
+    conflict(world.update(&sampling("a", 25)).await);
+    world.set_now(now + Duration::minutes(3));
+    assert_eq!(world.status("a"), Some(ExperimentStatus::Running));
+    world.update(&sampling("a", 25)).await.unwrap();
+    // The new percentage is in force once the update has gone through.
+    let history = world.sampling_history("a").unwrap();
+    assert_eq!(
+        history,
+        [
+            (start, 5),
+            (now + Duration::minutes(3), 10),
+            (now + Duration::minutes(6), 25)
+        ]
+    );
+    let writes = world.writes();
+    assert_eq!(writes.len(), 3);
+    assert_eq!(
+        writes[1].rejected.as_ref().map(|(label, _)| label.as_str()),
+        Some("conflict")
+    );
+}
+
+#[tokio::test]
+async fn only_created_and_running_experiments_take_updates() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::days(7));
+    conflict(world.update(&sampling("a", 10)).await);
+    conflict(
+        world
+            .update(&end_time("a", start + Duration::days(8)))
+            .await,
+    );
+    // Created takes updates, including a new StartTime.
+    let (world, start) = setup();
+    world
+        .request_update(&SimUpdate {
+            name: "later".into(),
+            start_time: Some(start + Duration::hours(2)),
+            end_time: Some(start + Duration::days(2)),
+            sampling: None,
+        })
+        .unwrap();
+    world.set_now(start + Duration::hours(3));
+    assert_eq!(world.status("later"), Some(ExperimentStatus::Running));
+}
+
+#[tokio::test]
+async fn while_running_only_end_time_and_sampling_change() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::hours(1));
+    let result = world.request_update(&SimUpdate {
+        name: "a".into(),
+        start_time: Some(start + Duration::hours(2)),
+        end_time: None,
+        sampling: None,
+    });
+    rejected_with(
+        result,
+        "StartTime can change only while the experiment is Created",
+    );
+    world
+        .update(&end_time("a", start + Duration::days(9)))
+        .await
+        .unwrap();
+    assert_eq!(
+        world.describe("a").await.unwrap().end_time,
+        Some(start + Duration::days(9))
+    );
+}
+
+#[tokio::test]
+async fn end_time_in_the_past_or_past_thirty_days_is_rejected() {
+    let (world, start) = setup();
+    let now = start + Duration::days(2);
+    world.set_now(now);
+    rejected_with(
+        world
+            .update(&end_time("a", now - Duration::minutes(1)))
+            .await,
+        "is in the past",
+    );
+    rejected_with(world.update(&end_time("a", now)).await, "is in the past");
+    rejected_with(
+        world
+            .update(&end_time(
+                "a",
+                start + Duration::days(30) + Duration::seconds(1),
+            ))
+            .await,
+        "more than 30 days after StartTime",
+    );
+    world
+        .update(&end_time("a", start + Duration::days(30)))
+        .await
+        .unwrap();
+    assert_eq!(
+        world.describe("a").await.unwrap().end_time,
+        Some(start + Duration::days(30))
+    );
+}
+
+#[tokio::test]
+async fn end_time_must_come_after_start_time_and_start_time_not_in_the_past() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::hours(1));
+    // `later` is Created and starts on day 1.
+    rejected_with(
+        world
+            .update(&end_time("later", start + Duration::hours(20)))
+            .await,
+        "is not after StartTime",
+    );
+    let result = world.request_update(&SimUpdate {
+        name: "later".into(),
+        start_time: Some(start),
+        end_time: None,
+        sampling: None,
+    });
+    rejected_with(result, "StartTime");
+    let result = world.request_update(&SimUpdate {
+        name: "later".into(),
+        start_time: Some(start + Duration::days(10)),
+        end_time: None,
+        sampling: None,
+    });
+    rejected_with(result, "is not after StartTime");
+    assert_eq!(
+        world.describe("later").await.unwrap().start_time,
+        Some(start + Duration::days(1))
+    );
+}
+
+#[tokio::test]
+async fn sampling_must_name_the_variants_and_stay_within_one_to_hundred() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::hours(1));
+    rejected_with(
+        world.update(&sampling("a", 0)).await,
+        "SamplingPercentage 0 is outside 1–100",
+    );
+    rejected_with(
+        world.update(&sampling("a", 101)).await,
+        "SamplingPercentage 101",
+    );
+    let mut wrong = sampling("a", 10);
+    if let Some(s) = wrong.sampling.as_mut() {
+        s.source_variant = "green".into();
+    }
+    rejected_with(
+        world.update(&wrong).await,
+        "SourceModelVariantName green is not the production variant blue",
+    );
+    let mut wrong = sampling("a", 10);
+    if let Some(s) = wrong.sampling.as_mut() {
+        s.shadow_variant = "red".into();
+    }
+    rejected_with(world.update(&wrong).await, "ShadowModelVariantName red");
+    rejected_with(
+        world
+            .update(&ExperimentUpdate {
+                name: "a".into(),
+                sampling: None,
+                end_time: None,
+            })
+            .await,
+        "changes nothing",
+    );
+    // Nothing rejected changed anything.
+    let a = world.describe("a").await.unwrap();
+    assert_eq!(
+        (a.sampling_percentage, a.last_modified, a.status),
+        (5, start, ExperimentStatus::Running)
+    );
+    assert_eq!(world.sampling_history("a").unwrap(), [(start, 5)]);
+}

@@ -1,0 +1,327 @@
+//! The shipped scenarios as regression tests of decision quality.
+
+use std::path::Path;
+
+use chrono::Duration;
+use shadowpilot_core::plan::Action;
+use shadowpilot_core::policy::builtin_policies;
+use shadowpilot_core::report::VerdictKind;
+use shadowpilot_sim::{run, ExperimentRun, Scenario, SimulationOutcome};
+
+async fn simulate(file: &str) -> SimulationOutcome {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios")
+        .join(file);
+    let scenario = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    let policies = builtin_policies().expect("built-in policies load");
+    let outcome = run(&scenario, &policies, None)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    // SIM_PRINT=1 prints the tables, SIM_PLOT_DIR=dir draws each run.
+    if std::env::var_os("SIM_PRINT").is_some() {
+        eprintln!("{}\n{}", outcome.timeline_table(), outcome.summary_table());
+    }
+    if let Some(dir) = std::env::var_os("SIM_PLOT_DIR") {
+        let svg = Path::new(&dir).join(file.replace(".yaml", ".svg"));
+        shadowpilot_sim::write_svg(&outcome, &svg).unwrap_or_else(|error| panic!("{error}"));
+    }
+    outcome
+}
+
+fn experiment<'a>(outcome: &'a SimulationOutcome, name: &str) -> &'a ExperimentRun {
+    outcome
+        .experiment(name)
+        .unwrap_or_else(|| panic!("no experiment {name}"))
+}
+
+#[tokio::test]
+async fn healthy_shadow_reaches_100_and_is_never_extended() {
+    let outcome = simulate("healthy.yaml").await;
+    let summary = &outcome.summaries()[0];
+    assert!(summary.time_to_100.is_some(), "{}", outcome.summary_table());
+    assert_eq!(summary.ramps_down, 0, "{}", outcome.summary_table());
+    assert_eq!(summary.extensions, 0);
+    assert_eq!(summary.verdicts.fail, 0);
+    assert_eq!(summary.final_status, "Completed");
+    assert!(
+        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        "{:?}",
+        outcome.writes
+    );
+}
+
+fn first_fail_after(
+    run: &ExperimentRun,
+    from: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    run.ticks
+        .iter()
+        .find(|t| t.at >= from && t.verdict == VerdictKind::Fail)
+        .map(|t| t.at)
+        .unwrap_or_else(|| panic!("{} never failed after {from}", run.name))
+}
+
+#[tokio::test]
+async fn a_regressed_shadow_never_climbs_once_the_regression_is_visible() {
+    let outcome = simulate("latency-regression.yaml").await;
+    for (name, regression) in [
+        ("search-v2", Duration::days(2)),
+        ("search-v3", Duration::hours(5)),
+    ] {
+        let run = experiment(&outcome, name);
+        let starts = outcome.start + regression;
+        let seen = first_fail_after(run, starts);
+        assert!(
+            seen - starts <= Duration::hours(2),
+            "{name}: regression seen only at {seen}"
+        );
+        // From the first failing tick on, no sampling write goes up...
+        for tick in run.ticks.iter().filter(|t| t.at >= seen) {
+            for action in &tick.actions {
+                if let Action::SetSampling { from, to, .. } = action {
+                    assert!(to < from, "{name} climbed {from} → {to} at {}", tick.at);
+                }
+            }
+        }
+        // ...so the percentage in force never exceeds what it was then.
+        let at_seen = run.max_sampling_from(seen);
+        assert!(run
+            .sampling_history
+            .iter()
+            .filter(|(at, _)| *at > seen)
+            .all(|(_, p)| *p <= at_seen));
+        // And it was taken down to the floor.
+        let summary = run.summary(outcome.stop, &outcome.writes);
+        assert_eq!(summary.final_sampling, 1, "{}", outcome.summary_table());
+        assert!(summary.ramps_down >= 1);
+    }
+    // search-v2 had reached 100 % before its regression.
+    assert!(experiment(&outcome, "search-v2")
+        .summary(outcome.stop, &outcome.writes)
+        .time_to_100
+        .is_some());
+}
+
+#[tokio::test]
+async fn an_error_spike_steps_down_and_the_shadow_recovers_after() {
+    let outcome = simulate("error-spike.yaml").await;
+    let run = experiment(&outcome, "fraud-scorer-v4");
+    let spike = (
+        outcome.start + Duration::hours(36),
+        outcome.start + Duration::hours(40),
+    );
+    let seen = first_fail_after(run, spike.0);
+    assert!(seen < spike.1, "spike seen only at {seen}");
+    // No climb while the spike is in the evidence (spike end + one lookback).
+    for tick in run
+        .ticks
+        .iter()
+        .filter(|t| t.at >= seen && t.at < spike.1 + Duration::hours(1))
+    {
+        for action in &tick.actions {
+            if let Action::SetSampling { from, to, .. } = action {
+                assert!(
+                    to < from,
+                    "climbed {from} → {to} at {} during the spike",
+                    tick.at
+                );
+            }
+        }
+    }
+    let summary = run.summary(outcome.stop, &outcome.writes);
+    assert!(summary.ramps_down >= 1, "{}", outcome.summary_table());
+    assert_eq!(
+        summary.final_sampling,
+        100,
+        "recovered after the spike: {}",
+        outcome.summary_table()
+    );
+}
+
+#[tokio::test]
+async fn low_traffic_is_extended_and_never_past_thirty_days() {
+    let outcome = simulate("low-traffic.yaml").await;
+    for run in &outcome.experiments {
+        let summary = run.summary(outcome.stop, &outcome.writes);
+        assert!(
+            summary.extensions >= 1,
+            "{}: {}",
+            run.name,
+            outcome.summary_table()
+        );
+        assert!(
+            summary.final_end_time - run.start_time <= Duration::days(30),
+            "{}",
+            run.name
+        );
+        for (_, end) in &run.end_time_history {
+            assert!(
+                *end - run.start_time <= Duration::days(30),
+                "{}: EndTime {end}",
+                run.name
+            );
+        }
+        assert_eq!(summary.final_status, "Completed");
+        // Thin evidence never ramps.
+        for tick in &run.ticks {
+            if tick.verdict == VerdictKind::Inconclusive {
+                assert!(
+                    !tick
+                        .actions
+                        .iter()
+                        .any(|a| matches!(a, Action::SetSampling { from, to, .. } if to > from)),
+                    "{} ramped on thin evidence at {}",
+                    run.name,
+                    tick.at
+                );
+            }
+        }
+    }
+    let nightly = experiment(&outcome, "nightly-batch").summary(outcome.stop, &outcome.writes);
+    assert_eq!(
+        nightly.final_end_time - outcome.start,
+        Duration::days(30),
+        "{}",
+        outcome.summary_table()
+    );
+    let lull = experiment(&outcome, "weekend-lull").summary(outcome.stop, &outcome.writes);
+    assert!(
+        lull.final_end_time - outcome.start < Duration::days(30),
+        "{}",
+        outcome.summary_table()
+    );
+    assert!(
+        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        "SageMaker rejected a write: {:?}",
+        outcome.writes
+    );
+}
+
+#[tokio::test]
+async fn mixed_fleet_each_kind_ends_as_it_should() {
+    let outcome = simulate("mixed-fleet.yaml").await;
+    assert_eq!(outcome.experiments.len(), 20);
+    let summaries = outcome.summaries();
+    let table = outcome.summary_table();
+    for summary in &summaries {
+        let name = summary.name.as_str();
+        assert_eq!(summary.final_status, "Completed", "{name}: {table}");
+        assert!(summary.final_end_time - summary.start_time <= Duration::days(30));
+        if name.starts_with("healthy") || name.starts_with("canary-fast") {
+            assert!(
+                summary.time_to_100.is_some(),
+                "{name} never reached 100 %: {table}"
+            );
+        }
+        if name.starts_with("regressed") {
+            assert_eq!(summary.final_sampling, 1, "{name}: {table}");
+            let run = experiment(&outcome, name);
+            let seen = first_fail_after(run, outcome.start + Duration::hours(30));
+            assert!(run
+                .sampling_history
+                .iter()
+                .filter(|(at, _)| *at > seen)
+                .all(|(_, p)| *p <= run.max_sampling_from(seen)));
+            assert!(run.ticks.iter().filter(|t| t.at >= seen).all(|t| !t
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::SetSampling { from, to, .. } if to > from))));
+        }
+        if name.starts_with("spiky") {
+            assert!(summary.ramps_down >= 1, "{name}: {table}");
+        }
+        if name.starts_with("quiet") {
+            assert!(summary.extensions >= 1, "{name}: {table}");
+        }
+        if name == "careful-payments" {
+            assert!(
+                summary.max_sampling <= 20,
+                "the conservative policy tops out at 20 %: {table}"
+            );
+        }
+    }
+    // Held: judged every tick, never written.
+    assert!(outcome.writes.iter().all(|w| w.request.name != "frozen"));
+    assert_eq!(experiment(&outcome, "frozen").sampling_history.len(), 1);
+    // The conservative policy writes only on weekdays 08:00–17:00 UTC.
+    for write in outcome
+        .writes
+        .iter()
+        .filter(|w| w.request.name == "careful-payments")
+    {
+        use chrono::{Datelike, Timelike};
+        let at = write.at;
+        assert!(
+            at.weekday().num_days_from_monday() < 5 && (8..17).contains(&at.hour()),
+            "written at {at}"
+        );
+    }
+    assert!(
+        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        "SageMaker rejected a write"
+    );
+}
+
+#[tokio::test]
+async fn a_run_is_reproducible() {
+    let first = simulate("error-spike.yaml").await;
+    let second = simulate("error-spike.yaml").await;
+    assert_eq!(first.writes, second.writes);
+    assert_eq!(first.timeline_table(), second.timeline_table());
+}
+
+async fn simulate_text(text: &str, until: Option<std::time::Duration>) -> SimulationOutcome {
+    let scenario = Scenario::parse("inline.yaml", text).unwrap_or_else(|error| panic!("{error}"));
+    let policies = builtin_policies().expect("built-in policies load");
+    run(&scenario, &policies, until)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test]
+async fn updates_slower_than_a_tick_are_waited_out_not_fought() {
+    // Each update keeps the experiment Updating for 25 minutes: the next two
+    // ticks see Updating, and a write then would be a ConflictException.
+    let text = "
+name: slow-updates
+seed: 9
+schedule: rate(10 minutes)
+sagemaker:
+  update_takes: 25m
+defaults:
+  traffic: {per_minute: 400}
+experiments:
+  - name: slow
+    sampling: 5
+    duration: 2d
+";
+    let outcome = simulate_text(text, None).await;
+    let run = experiment(&outcome, "slow");
+    assert!(
+        run.ticks.iter().any(|t| t.status == "Updating"),
+        "the controller should have met Updating"
+    );
+    assert!(
+        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        "{:?}",
+        outcome.writes
+    );
+    let summary = run.summary(outcome.stop, &outcome.writes);
+    assert!(summary.time_to_100.is_some(), "{}", outcome.summary_table());
+}
+
+#[tokio::test]
+async fn a_cron_schedule_ticks_when_it_fires() {
+    let text = "
+name: cron
+schedule: cron(0/15 * * * ? *)
+experiments:
+  - name: a
+    sampling: 5
+    duration: 3d
+";
+    let outcome = simulate_text(text, Some(std::time::Duration::from_secs(86_400))).await;
+    assert_eq!(outcome.ticks, 96);
+    let run = experiment(&outcome, "a");
+    assert!(run.ticks.iter().all(|t| t.at.timestamp() % 900 == 0));
+}

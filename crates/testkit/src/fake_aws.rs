@@ -1,0 +1,1099 @@
+//! End-to-end support: a stateful local stand-in for the AWS APIs the
+//! binaries call (SageMaker over awsJson1.1, CloudWatch GetMetricData over
+//! Smithy RPC v2 CBOR), a fake Lambda Runtime API, and child processes that
+//! are always killed and whose every wait is bounded.
+//!
+//! The test binary must declare `mod aws_support;` next to `mod e2e_support;`:
+//! the HTTP server and the CBOR codec come from there.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::http::{cbor_to_json, Cbor, Recorded, Reply, Server};
+
+pub const REGION: &str = "eu-west-1";
+pub const ACCOUNT: &str = "123456789012";
+pub const GET_METRIC_DATA_PATH: &str =
+    "/service/GraniteServiceVersion20100801/operation/GetMetricData";
+/// How long any single wait on a child process or a fake may take before
+/// the test fails instead of hanging CI.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// Seconds since the epoch, as the fakes and AWS count time.
+pub fn epoch_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+pub const HOUR: f64 = 3600.0;
+pub const DAY: f64 = 86_400.0;
+
+// ------------------------------------------------------------- the world
+
+/// What CloudWatch reports for one variant over any window: one datapoint
+/// per series, at the window's start. Latencies in microseconds, as
+/// SageMaker publishes ModelLatency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// Invocations Sum. Zero means "no traffic": every series of the variant
+    /// comes back without datapoints, as CloudWatch does.
+    pub invocations: f64,
+    pub errors_4xx: f64,
+    pub errors_5xx: f64,
+    pub model_errors: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl Profile {
+    pub fn production() -> Self {
+        Self {
+            invocations: 60_000.0,
+            errors_4xx: 0.0,
+            errors_5xx: 6.0,
+            model_errors: 0.0,
+            p50_us: 20_000.0,
+            p99_us: 80_000.0,
+        }
+    }
+
+    /// A shadow as good as production, with plenty of evidence.
+    pub fn healthy_shadow() -> Self {
+        Self {
+            invocations: 3_000.0,
+            errors_5xx: 0.0,
+            p50_us: 21_000.0,
+            p99_us: 85_000.0,
+            ..Self::production()
+        }
+    }
+
+    /// p99 three times production's.
+    pub fn slow_shadow() -> Self {
+        Self {
+            p99_us: 3.0 * Self::production().p99_us,
+            ..Self::healthy_shadow()
+        }
+    }
+
+    pub fn silent() -> Self {
+        Self {
+            invocations: 0.0,
+            ..Self::healthy_shadow()
+        }
+    }
+
+    /// The value of one series, or `None` for "no datapoint".
+    fn value(&self, metric: &str, stat: &str) -> Option<f64> {
+        if self.invocations <= 0.0 {
+            return None;
+        }
+        let latency = |stat: &str| match stat {
+            "p50" | "Average" | "Minimum" => Some(self.p50_us),
+            "Maximum" => Some(self.p99_us * 1.5),
+            "SampleCount" => Some(self.invocations),
+            p if p.starts_with('p') => Some(self.p99_us),
+            _ => None,
+        };
+        let count = |n: f64| match stat {
+            "Sum" | "SampleCount" => Some(n),
+            _ => None,
+        };
+        match metric {
+            "Invocations" => count(self.invocations),
+            "Invocation4XXErrors" => count(self.errors_4xx),
+            "Invocation5XXErrors" => count(self.errors_5xx),
+            "InvocationModelErrors" => count(self.model_errors),
+            "ModelLatency" => latency(stat),
+            "OverheadLatency" => latency(stat).map(|us| us / 20.0),
+            _ => None,
+        }
+    }
+}
+
+/// One inference experiment as the fake SageMaker keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeExperiment {
+    pub name: String,
+    pub status: String,
+    pub endpoint: String,
+    pub production_variant: String,
+    pub shadow_variant: String,
+    pub sampling: i64,
+    pub start_time: f64,
+    pub end_time: f64,
+    pub creation_time: f64,
+    pub last_modified: f64,
+    pub tags: Vec<(String, String)>,
+    pub production: Profile,
+    pub shadow: Profile,
+}
+
+impl FakeExperiment {
+    /// Running at 5 %, opted in with `shadowpilot:policy=default`, last
+    /// changed three hours ago (longer than the default policy's 2 h bake),
+    /// five days left, healthy metrics.
+    pub fn new(name: &str) -> Self {
+        // Whole seconds, so limits such as StartTime + 30 d are exact.
+        let now = epoch_now().floor();
+        Self {
+            name: name.to_string(),
+            status: "Running".into(),
+            endpoint: format!("{name}-endpoint"),
+            production_variant: "production".into(),
+            shadow_variant: "shadow".into(),
+            sampling: 5,
+            start_time: now - DAY,
+            end_time: now + 5.0 * DAY,
+            creation_time: now - DAY - HOUR,
+            last_modified: now - 3.0 * HOUR,
+            tags: vec![
+                ("shadowpilot:policy".into(), "default".into()),
+                ("team".into(), "e2e".into()),
+            ],
+            production: Profile::production(),
+            shadow: Profile::healthy_shadow(),
+        }
+    }
+
+    pub fn untagged(mut self) -> Self {
+        self.tags
+            .retain(|(key, _)| !key.starts_with("shadowpilot:"));
+        self
+    }
+
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.tags.retain(|(k, _)| k != key);
+        self.tags.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn sampling(mut self, percentage: i64) -> Self {
+        self.sampling = percentage;
+        self
+    }
+
+    pub fn status(mut self, status: &str) -> Self {
+        self.status = status.into();
+        self
+    }
+
+    pub fn shadow(mut self, profile: Profile) -> Self {
+        self.shadow = profile;
+        self
+    }
+
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:sagemaker:{REGION}:{ACCOUNT}:inference-experiment/{}",
+            self.name
+        )
+    }
+
+    fn schedule(&self) -> Value {
+        json!({"StartTime": self.start_time, "EndTime": self.end_time})
+    }
+
+    fn summary(&self) -> Value {
+        json!({
+            "Name": self.name,
+            "Type": "ShadowMode",
+            "Schedule": self.schedule(),
+            "Status": self.status,
+            "Description": format!("{} shadow test", self.name),
+            "CreationTime": self.creation_time,
+            "LastModifiedTime": self.last_modified,
+            "RoleArn": format!("arn:aws:iam::{ACCOUNT}:role/SageMakerInferenceExperiments"),
+        })
+    }
+
+    fn described(&self) -> Value {
+        let variant = |name: &str, count: u32| {
+            json!({
+                "ModelName": format!("{}-{name}", self.name),
+                "VariantName": name,
+                "InfrastructureConfig": {
+                    "InfrastructureType": "RealTimeInference",
+                    "RealTimeInferenceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": count}
+                },
+                "Status": "InService"
+            })
+        };
+        json!({
+            "Arn": self.arn(),
+            "Name": self.name,
+            "Type": "ShadowMode",
+            "Schedule": self.schedule(),
+            "Status": self.status,
+            "Description": format!("{} shadow test", self.name),
+            "CreationTime": self.creation_time,
+            "LastModifiedTime": self.last_modified,
+            "RoleArn": format!("arn:aws:iam::{ACCOUNT}:role/SageMakerInferenceExperiments"),
+            "EndpointMetadata": {
+                "EndpointName": self.endpoint,
+                "EndpointConfigName": format!("{}-config", self.endpoint),
+                "EndpointStatus": "InService"
+            },
+            "ModelVariants": [variant(&self.production_variant, 2), variant(&self.shadow_variant, 1)],
+            "DataStorageConfig": {
+                "Destination": format!("s3://captures/{}/", self.name),
+                "ContentType": {"JsonContentTypes": ["application/json"]}
+            },
+            "ShadowModeConfig": {
+                "SourceModelVariantName": self.production_variant,
+                "ShadowModelVariants": [
+                    {"ShadowModelVariantName": self.shadow_variant, "SamplingPercentage": self.sampling}
+                ]
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// ListInferenceExperiments pages hold at most this many rows (the
+    /// smaller of this and the request's MaxResults).
+    pub list_page_size: usize,
+    /// Added to every answer, to model the network and AWS.
+    pub latency: Duration,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        Self {
+            list_page_size: 100,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// A change someone makes to the experiments while a tick runs.
+pub type Mutation = Box<dyn FnOnce(&mut Vec<FakeExperiment>) + Send>;
+
+struct World {
+    /// In list order.
+    experiments: Vec<FakeExperiment>,
+    /// Applied right after the first GetMetricData is answered: between a
+    /// tick's reads and its writes.
+    after_metrics: Option<Mutation>,
+    options: FakeOptions,
+    /// Requests the fake refused as invalid, in words: AWS would have
+    /// refused them too. Tests assert this stays empty.
+    violations: Vec<String>,
+}
+
+/// SageMaker and CloudWatch behind one local endpoint, as
+/// `AWS_ENDPOINT_URL` sends both services to it.
+pub struct FakeAws {
+    server: Server,
+    world: Arc<Mutex<World>>,
+}
+
+impl FakeAws {
+    pub fn start(experiments: Vec<FakeExperiment>) -> Self {
+        Self::with_options(experiments, FakeOptions::default())
+    }
+
+    pub fn with_options(experiments: Vec<FakeExperiment>, options: FakeOptions) -> Self {
+        let world = Arc::new(Mutex::new(World {
+            experiments,
+            after_metrics: None,
+            options,
+            violations: Vec::new(),
+        }));
+        let shared = world.clone();
+        let server = Server::start(move |request| {
+            let latency = shared.lock().expect("not poisoned").options.latency;
+            if !latency.is_zero() {
+                thread::sleep(latency);
+            }
+            answer(&shared, request)
+        });
+        Self { server, world }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// Every call so far as `SageMaker.<Op>` or `CloudWatch.GetMetricData`.
+    pub fn operations(&self) -> Vec<String> {
+        self.requests().iter().map(operation).collect()
+    }
+
+    pub fn count(&self, operation_name: &str) -> usize {
+        self.operations()
+            .iter()
+            .filter(|op| *op == operation_name)
+            .count()
+    }
+
+    /// The bodies of every UpdateInferenceExperiment, in order.
+    pub fn updates(&self) -> Vec<Value> {
+        self.requests()
+            .iter()
+            .filter(|r| operation(r) == "SageMaker.UpdateInferenceExperiment")
+            .map(Recorded::json)
+            .collect()
+    }
+
+    /// Every GetMetricData request body, decoded from CBOR.
+    pub fn metric_calls(&self) -> Vec<Value> {
+        self.requests()
+            .iter()
+            .filter(|r| operation(r) == "CloudWatch.GetMetricData")
+            .map(|r| cbor_to_json(&r.body))
+            .collect()
+    }
+
+    /// The endpoint names any GetMetricData query asked about.
+    pub fn measured_endpoints(&self) -> Vec<String> {
+        let mut endpoints: Vec<String> = self
+            .metric_calls()
+            .iter()
+            .flat_map(|call| {
+                call["MetricDataQueries"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|query| dimension(&query, "EndpointName"))
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints
+    }
+
+    pub fn experiment(&self, name: &str) -> FakeExperiment {
+        self.world
+            .lock()
+            .expect("not poisoned")
+            .experiments
+            .iter()
+            .find(|e| e.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no fake experiment {name}"))
+    }
+
+    /// Changes the experiments once, right after the first GetMetricData
+    /// call is answered, as a person or another tool might between a tick's
+    /// reads and its writes.
+    pub fn after_first_metrics(
+        &self,
+        mutation: impl FnOnce(&mut Vec<FakeExperiment>) + Send + 'static,
+    ) {
+        self.world.lock().expect("not poisoned").after_metrics = Some(Box::new(mutation));
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.world.lock().expect("not poisoned").violations.clone()
+    }
+}
+
+/// `SageMaker.<Op>` from the awsJson1.1 target, `CloudWatch.<Op>` from the
+/// RPC v2 path, else the method and path.
+pub fn operation(request: &Recorded) -> String {
+    if let Some(target) = request.header("x-amz-target") {
+        return target.to_string();
+    }
+    match request
+        .path
+        .strip_prefix("/service/GraniteServiceVersion20100801/operation/")
+    {
+        Some(op) => format!("CloudWatch.{op}"),
+        None => format!("{} {}", request.method, request.path),
+    }
+}
+
+fn dimension(query: &Value, name: &str) -> Option<String> {
+    query["MetricStat"]["Metric"]["Dimensions"]
+        .as_array()?
+        .iter()
+        .find(|d| d["Name"] == name)
+        .and_then(|d| d["Value"].as_str())
+        .map(str::to_string)
+}
+
+fn sagemaker_error(kind: &str, message: impl Into<String>) -> Reply {
+    Reply::json(400, &json!({"__type": kind, "message": message.into()}))
+}
+
+fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
+    let mut world = world.lock().expect("not poisoned");
+    let op = operation(request);
+    if op == "CloudWatch.GetMetricData" {
+        return get_metric_data(&mut world, request);
+    }
+    let Some(op) = op.strip_prefix("SageMaker.") else {
+        world.violations.push(format!("unexpected request {op}"));
+        return sagemaker_error("UnknownOperationException", op);
+    };
+    let body: Value = match serde_json::from_slice(&request.body) {
+        Ok(body) => body,
+        Err(err) => {
+            world
+                .violations
+                .push(format!("{op}: body is not JSON: {err}"));
+            return sagemaker_error("SerializationException", err.to_string());
+        }
+    };
+    match op {
+        "ListInferenceExperiments" => list(&mut world, &body),
+        "DescribeInferenceExperiment" => {
+            let name = body["Name"].as_str().unwrap_or_default();
+            match world.experiments.iter().find(|e| e.name == name) {
+                Some(experiment) => Reply::json(200, &experiment.described()),
+                None => sagemaker_error("ResourceNotFound", format!("{name} not found")),
+            }
+        }
+        "ListTags" => {
+            let arn = body["ResourceArn"].as_str().unwrap_or_default();
+            match world.experiments.iter().find(|e| e.arn() == arn) {
+                Some(experiment) => {
+                    let tags: Vec<Value> = experiment
+                        .tags
+                        .iter()
+                        .map(|(k, v)| json!({"Key": k, "Value": v}))
+                        .collect();
+                    Reply::json(200, &json!({ "Tags": tags }))
+                }
+                None => {
+                    world.violations.push(format!("ListTags for unknown {arn}"));
+                    sagemaker_error("ValidationException", format!("{arn} not found"))
+                }
+            }
+        }
+        "UpdateInferenceExperiment" => update(&mut world, &body),
+        other => {
+            world
+                .violations
+                .push(format!("unexpected operation {other}"));
+            sagemaker_error("UnknownOperationException", other)
+        }
+    }
+}
+
+fn list(world: &mut World, body: &Value) -> Reply {
+    if body["Type"] != "ShadowMode" {
+        world
+            .violations
+            .push(format!("List without Type=ShadowMode: {body}"));
+    }
+    let asked = body["MaxResults"].as_u64().unwrap_or(10) as usize;
+    let page_size = asked.min(world.options.list_page_size).max(1);
+    let from: usize = match body.get("NextToken").and_then(Value::as_str) {
+        None => 0,
+        Some(token) => match token.strip_prefix("page-").and_then(|n| n.parse().ok()) {
+            Some(from) => from,
+            None => {
+                world.violations.push(format!("bad NextToken {token}"));
+                return sagemaker_error("ValidationException", "bad NextToken");
+            }
+        },
+    };
+    let rows: Vec<Value> = world
+        .experiments
+        .iter()
+        .skip(from)
+        .take(page_size)
+        .map(FakeExperiment::summary)
+        .collect();
+    let mut page = json!({ "InferenceExperiments": rows });
+    if from + page_size < world.experiments.len() {
+        page["NextToken"] = json!(format!("page-{}", from + page_size));
+    }
+    Reply::json(200, &page)
+}
+
+/// Applies an update the way SageMaker documents it: Running accepts a new
+/// EndTime and sampling; the whole ShadowModeConfig must come with a
+/// sampling change; EndTime at most 30 days after StartTime.
+fn update(world: &mut World, body: &Value) -> Reply {
+    let name = body["Name"].as_str().unwrap_or_default().to_string();
+    let Some(index) = world.experiments.iter().position(|e| e.name == name) else {
+        return sagemaker_error("ResourceNotFound", format!("{name} not found"));
+    };
+    let refuse = |world: &mut World, kind: &str, message: String| {
+        world.violations.push(format!("{name}: {message}"));
+        sagemaker_error(kind, message)
+    };
+    let experiment = world.experiments[index].clone();
+    if experiment.status != "Running" && experiment.status != "Created" {
+        return refuse(
+            world,
+            "ConflictException",
+            format!("cannot update in status {}", experiment.status),
+        );
+    }
+    for key in body.as_object().map(|o| o.keys()).into_iter().flatten() {
+        if !["Name", "Schedule", "ShadowModeConfig", "Description"].contains(&key.as_str()) {
+            return refuse(
+                world,
+                "ValidationException",
+                format!("{key} may not change while {}", experiment.status),
+            );
+        }
+    }
+    let mut changed = experiment.clone();
+    if let Some(config) = body.get("ShadowModeConfig") {
+        if config["SourceModelVariantName"] != experiment.production_variant.as_str() {
+            return refuse(
+                world,
+                "ValidationException",
+                format!(
+                    "SourceModelVariantName {}",
+                    config["SourceModelVariantName"]
+                ),
+            );
+        }
+        let shadows = config["ShadowModelVariants"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let [shadow] = shadows.as_slice() else {
+            return refuse(
+                world,
+                "ValidationException",
+                format!("{} shadow variants, exactly one allowed", shadows.len()),
+            );
+        };
+        if shadow["ShadowModelVariantName"] != experiment.shadow_variant.as_str() {
+            return refuse(
+                world,
+                "ValidationException",
+                format!(
+                    "ShadowModelVariantName {}",
+                    shadow["ShadowModelVariantName"]
+                ),
+            );
+        }
+        match shadow["SamplingPercentage"].as_i64() {
+            Some(p) if (1..=100).contains(&p) => changed.sampling = p,
+            other => {
+                return refuse(
+                    world,
+                    "ValidationException",
+                    format!("SamplingPercentage {other:?}"),
+                )
+            }
+        }
+    }
+    if let Some(schedule) = body.get("Schedule") {
+        if schedule.get("StartTime").is_some() && experiment.status == "Running" {
+            return refuse(
+                world,
+                "ValidationException",
+                "StartTime of a Running experiment".into(),
+            );
+        }
+        if let Some(end) = schedule.get("EndTime") {
+            let Some(end) = end.as_f64() else {
+                return refuse(world, "ValidationException", format!("EndTime {end}"));
+            };
+            if end > experiment.start_time + 30.0 * DAY || end < epoch_now() {
+                return refuse(
+                    world,
+                    "ValidationException",
+                    format!("EndTime {end} outside now..StartTime + 30 d"),
+                );
+            }
+            changed.end_time = end;
+        }
+    }
+    changed.last_modified = epoch_now();
+    let arn = changed.arn();
+    world.experiments[index] = changed;
+    Reply::json(200, &json!({ "InferenceExperimentArn": arn }))
+}
+
+fn cbor_error(kind: &str, message: &str) -> Reply {
+    let mut body = Cbor::default();
+    body.map(2)
+        .text("__type")
+        .text(kind)
+        .text("message")
+        .text(message);
+    Reply::cbor(400, body.0)
+}
+
+fn get_metric_data(world: &mut World, request: &Recorded) -> Reply {
+    let call = cbor_to_json(&request.body);
+    let refuse = |world: &mut World, message: String| {
+        world.violations.push(format!("GetMetricData: {message}"));
+        cbor_error("InvalidParameterValueException", &message)
+    };
+    let queries = call["MetricDataQueries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if queries.is_empty() || queries.len() > 500 {
+        return refuse(world, format!("{} queries in one call", queries.len()));
+    }
+    let (Some(start), Some(end)) = (
+        call["StartTime"]["$epoch"].as_f64(),
+        call["EndTime"]["$epoch"].as_f64(),
+    ) else {
+        return refuse(world, format!("StartTime/EndTime missing: {call}"));
+    };
+    if start >= end {
+        return refuse(world, format!("StartTime {start} not before EndTime {end}"));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut results = Vec::new();
+    for query in &queries {
+        let id = query["Id"].as_str().unwrap_or_default().to_string();
+        let valid_id = id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_id || !ids.insert(id.clone()) {
+            return refuse(world, format!("query id {id:?} invalid or repeated"));
+        }
+        let stat = &query["MetricStat"];
+        let period = stat["Period"].as_i64().unwrap_or(0);
+        if period <= 0 || period % 60 != 0 {
+            return refuse(world, format!("{id}: Period {period}"));
+        }
+        if stat["Metric"]["Namespace"] != "AWS/SageMaker" {
+            return refuse(
+                world,
+                format!("{id}: Namespace {}", stat["Metric"]["Namespace"]),
+            );
+        }
+        let metric = stat["Metric"]["MetricName"].as_str().unwrap_or_default();
+        let statistic = stat["Stat"].as_str().unwrap_or_default();
+        let endpoint = dimension(query, "EndpointName").unwrap_or_default();
+        let variant = dimension(query, "VariantName").unwrap_or_default();
+        let profile = world
+            .experiments
+            .iter()
+            .find(|e| e.endpoint == endpoint)
+            .and_then(|e| {
+                if variant == e.production_variant {
+                    Some(e.production)
+                } else if variant == e.shadow_variant {
+                    Some(e.shadow)
+                } else {
+                    None
+                }
+            });
+        let value = profile.and_then(|p| p.value(metric, statistic));
+        results.push((id, value));
+    }
+
+    let mut body = Cbor::default();
+    body.map(1).text("MetricDataResults").array(results.len());
+    for (id, value) in results {
+        body.map(5)
+            .text("Id")
+            .text(&id)
+            .text("Label")
+            .text(&id)
+            .text("StatusCode")
+            .text("Complete");
+        match value {
+            Some(value) => {
+                body.text("Timestamps")
+                    .array(1)
+                    .epoch(start as u64)
+                    .text("Values")
+                    .array(1)
+                    .f64(value);
+            }
+            None => {
+                body.text("Timestamps").array(0).text("Values").array(0);
+            }
+        }
+    }
+    if let Some(mutation) = world.after_metrics.take() {
+        mutation(&mut world.experiments);
+    }
+    Reply::cbor(200, body.0)
+}
+
+// ------------------------------------------------- the Lambda Runtime API
+
+/// What the function answered for one invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Response(Value),
+    Error(Value),
+}
+
+#[derive(Default)]
+struct RuntimeState {
+    queue: VecDeque<(String, Value)>,
+    outcomes: HashMap<String, Outcome>,
+    init_errors: Vec<Value>,
+    /// When each invocation was handed out, to time it.
+    handed_out: HashMap<String, Instant>,
+    answered_at: HashMap<String, Instant>,
+    next_polls: usize,
+    closed: bool,
+}
+
+/// The Lambda Runtime API (`/2018-06-01/runtime/...`) as the Lambda service
+/// offers it to a custom runtime.
+pub struct FakeRuntime {
+    server: Server,
+    state: Arc<(Mutex<RuntimeState>, Condvar)>,
+    counter: Mutex<u32>,
+}
+
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:shadowpilot";
+
+impl FakeRuntime {
+    pub fn start() -> Self {
+        let state = Arc::new((Mutex::new(RuntimeState::default()), Condvar::new()));
+        let shared = state.clone();
+        let server = Server::start(move |request| runtime_answer(&shared, request));
+        Self {
+            server,
+            state,
+            counter: Mutex::new(0),
+        }
+    }
+
+    /// `host:port`, the form AWS_LAMBDA_RUNTIME_API takes.
+    pub fn address(&self) -> &str {
+        self.server
+            .url
+            .strip_prefix("http://")
+            .expect("an http URL")
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.server.requests()
+    }
+
+    /// Queues one invocation; returns its request id.
+    pub fn invoke(&self, event: Value) -> String {
+        let id = {
+            let mut counter = self.counter.lock().expect("not poisoned");
+            *counter += 1;
+            format!("e2e-request-{:04}", *counter)
+        };
+        let (lock, ready) = &*self.state;
+        lock.lock()
+            .expect("not poisoned")
+            .queue
+            .push_back((id.clone(), event));
+        ready.notify_all();
+        id
+    }
+
+    /// Waits for the function's answer to `id`.
+    pub fn outcome(&self, id: &str, timeout: Duration) -> Option<Outcome> {
+        let (lock, changed) = &*self.state;
+        let deadline = Instant::now() + timeout;
+        let mut state = lock.lock().expect("not poisoned");
+        loop {
+            if let Some(outcome) = state.outcomes.get(id) {
+                return Some(outcome.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = changed.wait_timeout(state, left).expect("not poisoned").0;
+        }
+    }
+
+    /// From the moment the function took the invocation to its answer.
+    pub fn duration(&self, id: &str) -> Option<Duration> {
+        let state = self.state.0.lock().expect("not poisoned");
+        Some(*state.answered_at.get(id)? - *state.handed_out.get(id)?)
+    }
+
+    /// How many times the function asked for its next invocation.
+    pub fn next_polls(&self) -> usize {
+        self.state.0.lock().expect("not poisoned").next_polls
+    }
+
+    /// Waits until the function polls for work at least `n` times.
+    pub fn wait_for_polls(&self, n: usize, timeout: Duration) -> bool {
+        let (lock, changed) = &*self.state;
+        let deadline = Instant::now() + timeout;
+        let mut state = lock.lock().expect("not poisoned");
+        while state.next_polls < n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            state = changed.wait_timeout(state, left).expect("not poisoned").0;
+        }
+        true
+    }
+
+    pub fn init_errors(&self) -> Vec<Value> {
+        self.state
+            .0
+            .lock()
+            .expect("not poisoned")
+            .init_errors
+            .clone()
+    }
+}
+
+impl Drop for FakeRuntime {
+    fn drop(&mut self) {
+        let (lock, changed) = &*self.state;
+        if let Ok(mut state) = lock.lock() {
+            state.closed = true;
+        }
+        changed.notify_all();
+    }
+}
+
+fn runtime_answer(shared: &(Mutex<RuntimeState>, Condvar), request: &Recorded) -> Reply {
+    let (lock, changed) = shared;
+    let accepted = || Reply::json(202, &json!({"status": "OK"}));
+    let path = request.path.as_str();
+    if request.method == "GET" && path == "/2018-06-01/runtime/invocation/next" {
+        let mut state = lock.lock().expect("not poisoned");
+        state.next_polls += 1;
+        changed.notify_all();
+        // Long poll, as Lambda does: the answer comes when there is work.
+        loop {
+            if let Some((id, event)) = state.queue.pop_front() {
+                state.handed_out.insert(id.clone(), Instant::now());
+                let deadline_ms = (epoch_now() * 1000.0) as u64 + 900_000;
+                return Reply {
+                    status: 200,
+                    headers: vec![
+                        ("content-type", "application/json".into()),
+                        ("lambda-runtime-aws-request-id", id),
+                        ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
+                        ("lambda-runtime-invoked-function-arn", FUNCTION_ARN.into()),
+                        (
+                            "lambda-runtime-trace-id",
+                            "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".into(),
+                        ),
+                    ],
+                    body: event.to_string().into_bytes(),
+                };
+            }
+            if state.closed {
+                return Reply {
+                    status: 410,
+                    headers: vec![],
+                    body: vec![],
+                };
+            }
+            state = changed
+                .wait_timeout(state, Duration::from_millis(200))
+                .expect("not poisoned")
+                .0;
+        }
+    }
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    if request.method == "POST" && path == "/2018-06-01/runtime/init/error" {
+        let mut state = lock.lock().expect("not poisoned");
+        state.init_errors.push(body);
+        changed.notify_all();
+        return accepted();
+    }
+    if let Some(rest) = path.strip_prefix("/2018-06-01/runtime/invocation/") {
+        if let Some((id, kind)) = rest.split_once('/') {
+            let outcome = match kind {
+                "response" => Some(Outcome::Response(body)),
+                "error" => Some(Outcome::Error(body)),
+                _ => None,
+            };
+            if let (Some(outcome), "POST") = (outcome, request.method.as_str()) {
+                let mut state = lock.lock().expect("not poisoned");
+                state.answered_at.insert(id.to_string(), Instant::now());
+                state.outcomes.insert(id.to_string(), outcome);
+                changed.notify_all();
+                return accepted();
+            }
+        }
+    }
+    Reply::json(
+        404,
+        &json!({"errorType": "NotFound", "errorMessage": format!("{} {path}", request.method)}),
+    )
+}
+
+// ------------------------------------------------------- child processes
+
+/// A command with nothing from the test's own environment: no profile, no
+/// credentials file, no instance metadata; every AWS call goes to `aws_url`.
+pub fn hermetic_command(program: impl AsRef<Path>, aws_url: &str) -> Command {
+    let mut command = Command::new(program.as_ref());
+    command
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", aws_url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "AKIDE2ETEST")
+        .env("AWS_SECRET_ACCESS_KEY", "e2e-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/e2e/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/e2e/aws-credentials",
+        )
+        .env("SHADOWPILOT_SCHEDULE", "rate(10 minutes)")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A running child whose output is collected line by line; killed when
+/// dropped, so a failing test never leaves it polling.
+pub struct Running {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+fn collect(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(line) => into.lock().expect("not poisoned").push(line),
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+impl Running {
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("the binary starts");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("piped"), stdout.clone()),
+            collect(child.stderr.take().expect("piped"), stderr.clone()),
+        ];
+        Self {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().expect("not poisoned").clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("not poisoned").clone()
+    }
+
+    /// Waits for the exit; `None` if it is still running after `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The pipes close with the process: drain what is left.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the child (if still running) and collects its output.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.wait_timeout(Duration::from_secs(10));
+    }
+
+    /// `VmHWM` (peak resident set) and `VmRSS` of the running child, in kB.
+    pub fn memory_kb(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Some((field("VmHWM:")?, field("VmRSS:")?))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished CLI run printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not one JSON document ({err}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs a command to completion within [`WAIT`]; a hang fails the test.
+pub fn run_to_end(command: Command) -> Finished {
+    let mut running = Running::spawn(command);
+    let status = running.wait_timeout(WAIT).unwrap_or_else(|| {
+        running.kill();
+        panic!(
+            "still running after {WAIT:?}; stdout: {:?}; stderr: {:?}",
+            running.stdout(),
+            running.stderr()
+        )
+    });
+    Finished {
+        status,
+        stdout: running.stdout().join("\n"),
+        stderr: running.stderr().join("\n"),
+    }
+}
+
+/// The report's entry for one experiment.
+pub fn entry<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["experiments"]
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("no entry for {name} in {report:#}"))
+}
+
+/// Sorted map of operation → count, for readable assertion failures.
+pub fn tally(operations: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for op in operations {
+        *counts.entry(op.clone()).or_default() += 1;
+    }
+    counts
+}
