@@ -199,7 +199,7 @@ fn tick(args: TickArgs, apply: bool, output: Output) -> anyhow::Result<ExitCode>
         Output::Table => println!("{}", report.table()),
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    let failed = report.summary.error > 0;
+    let failed = report.summary.verdicts.error > 0;
     Ok(if failed {
         ExitCode::from(2)
     } else {

@@ -42,7 +42,7 @@ fn tick_over_500_experiments(c: &mut Criterion) {
 
 fn judge_and_plan(c: &mut Criterion) {
     let policies = builtin_policies().unwrap();
-    let policy = &policies.get("conservative").unwrap().policy;
+    let policy = policies.get("conservative").unwrap();
     let mut variant = VariantMeasurements::default();
     variant.set(INVOCATIONS, 10_000.0);
     for check in &policy.checks {

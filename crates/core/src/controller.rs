@@ -1,18 +1,23 @@
 //! One tick over the ports: discover, describe, select, measure, judge, plan,
-//! and, as a separate step that a dry run skips, apply.
+//! and, as a separate step that a dry run skips, apply. Every experiment
+//! seen ends as one [`ExperimentReport`] whose disposition is a typed value.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
-use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate, HOLD_TAG, POLICY_TAG};
-use crate::judge::{evidence_window, judge, Verdict};
+use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
+use crate::judge::{evidence_window, judge, Finding, Verdict};
 use crate::metrics::{queries_for, Measurements, MetricSeries, VariantRole, Window};
 use crate::plan::{next_write_opportunity, plan, write_blocked};
-use crate::policy::{select_policy, LoadedPolicy, PolicySet, Selection};
+use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{ExperimentStore, MetricSource, StoreError};
-use crate::report::{ErrorInfo, ExperimentReport, Report, VerdictKind};
+use crate::report::{
+    error_chain, Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered,
+    WriteOutcome,
+};
 
 /// What one run is asked to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,12 +79,13 @@ impl TickPlan {
         let entries = self
             .entries
             .into_iter()
-            .map(|mut entry| {
+            .map(|entry| {
+                let mut report = entry.report;
                 if entry.write.is_some() {
-                    entry.report.reason = format!("dry run, not written: {}", entry.report.reason);
+                    set_write(&mut report, WriteOutcome::DryRun);
                 }
-                log_decision(&entry.report, self.dry_run);
-                entry.report
+                report.log(self.dry_run);
+                report
             })
             .collect();
         Report::new(self.dry_run, self.started_at, self.next_tick, entries)
@@ -94,11 +100,17 @@ impl TickPlan {
     }
 }
 
+fn set_write(report: &mut ExperimentReport, outcome: WriteOutcome) {
+    if let Disposition::Steered(steered) = &mut report.disposition {
+        steered.write = outcome;
+    }
+}
+
 /// An experiment that reached judging.
 struct Judgeable<'p> {
     experiment: Experiment,
-    policy: &'p LoadedPolicy,
-    window: Result<Window, String>,
+    policy: &'p Policy,
+    window: Result<Window, Finding>,
 }
 
 impl<'a> Controller<'a> {
@@ -162,28 +174,20 @@ impl<'a> Controller<'a> {
         for name in names {
             match statuses.get(&name) {
                 None => {
-                    let mut entry = ExperimentReport::new(
+                    let entry = ExperimentReport::new(
                         &name,
-                        "unknown",
-                        VerdictKind::Error,
-                        "no inference experiment of this name was listed",
+                        None,
+                        Disposition::Failed(EntryError::NotListed),
                     );
-                    entry.error = Some(ErrorInfo {
-                        kind: "not_found".into(),
-                        message: format!("inference experiment {name} was not found"),
-                    });
                     done.insert(name, entry);
                 }
                 Some(status) if !status.is_active() => {
-                    done.insert(
-                        name.clone(),
-                        ExperimentReport::new(
-                            &name,
-                            status.as_str(),
-                            VerdictKind::Skipped,
-                            format!("status {status}: nothing to steer"),
-                        ),
+                    let entry = ExperimentReport::new(
+                        &name,
+                        Some(status.clone()),
+                        Disposition::Skipped(SkipReason::Inactive(status.clone())),
                     );
+                    done.insert(name, entry);
                 }
                 Some(_) => to_describe.push(name),
             }
@@ -203,7 +207,12 @@ impl<'a> Controller<'a> {
         for (name, result) in described {
             match result {
                 Err(error) => {
-                    done.insert(name.clone(), error_entry(&name, "unknown", &error));
+                    let entry = ExperimentReport::new(
+                        &name,
+                        None,
+                        Disposition::Failed(EntryError::Store(Arc::new(error))),
+                    );
+                    done.insert(name, entry);
                 }
                 Ok(experiment) => match self.admit(experiment, explicit, now) {
                     Ok(candidate) => judgeable.push(candidate),
@@ -242,77 +251,51 @@ impl<'a> Controller<'a> {
         explicit: bool,
         now: DateTime<Utc>,
     ) -> Result<Judgeable<'a>, Box<ExperimentReport>> {
-        let status = experiment.status.as_str().to_string();
-        let mut entry = ExperimentReport::new(&experiment.name, &status, VerdictKind::Skipped, "");
-        entry.endpoint = Some(experiment.endpoint_name.clone());
-        entry.sampling_percentage = Some(experiment.sampling_percentage);
-        entry.end_time = experiment.end_time;
-        entry.held = experiment.is_held();
+        let entry = |disposition: Disposition, policy: Option<&Policy>| {
+            let mut entry = described_entry(&experiment, disposition);
+            entry.policy = policy.map(|p| p.name.clone());
+            Box::new(entry)
+        };
         let policy = match select_policy(self.policies, &experiment) {
             Selection::Selected { policy, .. } => policy,
             Selection::NotSelected if explicit => {
-                entry.verdict = VerdictKind::Error;
-                entry.reason = format!(
-                    "no policy selects it: tag it {POLICY_TAG}=<policy> or match a policy's globs"
-                );
-                entry.error = Some(ErrorInfo {
-                    kind: "not_selected".into(),
-                    message: entry.reason.clone(),
-                });
-                return Err(Box::new(entry));
+                return Err(entry(Disposition::Failed(EntryError::NotSelected), None))
             }
             Selection::NotSelected => {
-                entry.reason = "no policy selects it".into();
-                return Err(Box::new(entry));
+                return Err(entry(Disposition::Skipped(SkipReason::NotSelected), None))
             }
             Selection::Ambiguous { policies } => {
-                entry.verdict = VerdictKind::Error;
-                entry.reason = format!(
-                    "selected by {} policies ({}): never written until exactly one selects it",
-                    policies.len(),
-                    policies.join(", ")
-                );
-                entry.error = Some(ErrorInfo {
-                    kind: "ambiguous_policy".into(),
-                    message: entry.reason.clone(),
-                });
-                return Err(Box::new(entry));
+                return Err(entry(
+                    Disposition::Failed(EntryError::AmbiguousPolicy { policies }),
+                    None,
+                ))
             }
             Selection::UnknownPolicy { name } => {
-                entry.verdict = VerdictKind::Error;
-                entry.reason = format!("tag {POLICY_TAG}={name} names no loaded policy");
-                entry.error = Some(ErrorInfo {
-                    kind: "unknown_policy".into(),
-                    message: entry.reason.clone(),
-                });
-                return Err(Box::new(entry));
+                return Err(entry(
+                    Disposition::Failed(EntryError::UnknownPolicy { name }),
+                    None,
+                ))
             }
         };
-        entry.policy = Some(policy.name().to_string());
         match experiment.status {
             ExperimentStatus::Running => {
-                let window = evidence_window(experiment.last_modified, &policy.policy.window, now)
-                    .map_err(|no| no.message);
+                let window = evidence_window(experiment.last_modified, &policy.window, now);
                 Ok(Judgeable {
                     experiment,
                     policy,
                     window,
                 })
             }
-            ExperimentStatus::Created => {
-                entry.reason = match experiment.start_time {
-                    Some(start) => format!(
-                        "Created, starts {}: no traffic to judge yet",
-                        start.format("%Y-%m-%d %H:%M UTC")
-                    ),
-                    None => "Created: no traffic to judge yet".into(),
-                };
-                Err(Box::new(entry))
-            }
-            other => {
-                entry.reason = format!("status {other}: not judged this tick");
-                Err(Box::new(entry))
-            }
+            ExperimentStatus::Created => Err(entry(
+                Disposition::Skipped(SkipReason::Created {
+                    start: experiment.start_time,
+                }),
+                Some(policy),
+            )),
+            ref other => Err(entry(
+                Disposition::Skipped(SkipReason::NotJudged(other.clone())),
+                Some(policy),
+            )),
         }
     }
 
@@ -372,9 +355,9 @@ impl<'a> Controller<'a> {
             .map(|entry| async move {
                 let mut report = entry.report;
                 if let Some(write) = entry.write {
-                    self.apply_one(&write, &mut report).await;
+                    set_write(&mut report, self.apply_one(&write).await);
                 }
-                log_decision(&report, dry_run);
+                report.log(dry_run);
                 report
             })
             .buffered(APPLY_CONCURRENCY)
@@ -383,68 +366,67 @@ impl<'a> Controller<'a> {
         Report::new(plan.dry_run, plan.started_at, plan.next_tick, reports)
     }
 
-    async fn apply_one(&self, write: &PendingWrite, report: &mut ExperimentReport) {
+    async fn apply_one(&self, write: &PendingWrite) -> WriteOutcome {
         let before = &write.planned_against;
         match self.store.describe(&before.name).await {
-            Err(error) => {
-                record_write_error(report, &error);
-                return;
-            }
+            Err(error) => return WriteOutcome::from_store_error(error),
             Ok(now) => {
-                if let Some(change) = changed_since(before, &now) {
-                    report.reason = format!(
-                        "not written: {change} since it was read; the next tick plans again ({})",
-                        report.reason
-                    );
-                    return;
+                if let Some(staleness) = changed_since(before, &now) {
+                    return WriteOutcome::ChangedSinceRead(staleness);
                 }
             }
         }
         match self.store.update(&write.update).await {
-            Ok(()) => report.applied = true,
-            Err(error) => record_write_error(report, &error),
+            Ok(()) => WriteOutcome::Applied,
+            Err(error) => WriteOutcome::from_store_error(error),
         }
     }
 }
 
-fn record_write_error(report: &mut ExperimentReport, error: &StoreError) {
-    report.error = Some(ErrorInfo {
-        kind: error.label().into(),
-        message: error_chain(error),
-    });
-    report.reason = format!("not written: {}", error_chain(error));
-}
-
 /// What makes a planned write stale: the status, the sampling or the end
 /// time moved, or someone else touched it (LastModifiedTime).
-fn changed_since(before: &Experiment, now: &Experiment) -> Option<String> {
+fn changed_since(before: &Experiment, now: &Experiment) -> Option<Staleness> {
     if now.status != ExperimentStatus::Running {
-        return Some(format!("status is now {}", now.status));
+        return Some(Staleness::Status(now.status.clone()));
     }
     if now.sampling_percentage != before.sampling_percentage {
-        return Some(format!(
-            "sampling changed {} → {} %",
-            before.sampling_percentage, now.sampling_percentage
-        ));
+        return Some(Staleness::Sampling {
+            from: before.sampling_percentage,
+            to: now.sampling_percentage,
+        });
     }
     if now.end_time != before.end_time {
-        return Some("EndTime changed".into());
+        return Some(Staleness::EndTime);
     }
     if now.last_modified != before.last_modified {
-        return Some("LastModifiedTime changed".into());
+        return Some(Staleness::LastModifiedTime);
     }
     // Tags are not part of LastModifiedTime: a person may hold the
     // experiment or hand it to another policy at any moment.
     if now.is_held() {
-        return Some(format!("it was held ({HOLD_TAG}=true)"));
+        return Some(Staleness::Held);
     }
     if now.policy_tag() != before.policy_tag() {
-        return Some(format!("its {POLICY_TAG} tag changed"));
+        return Some(Staleness::PolicyTag);
     }
     None
 }
 
-/// Judge, plan and gate one experiment: pure apart from building the report.
+/// An entry with what the describe answer says about the experiment.
+fn described_entry(experiment: &Experiment, disposition: Disposition) -> ExperimentReport {
+    let mut entry = ExperimentReport::new(
+        &experiment.name,
+        Some(experiment.status.clone()),
+        disposition,
+    );
+    entry.endpoint = Some(experiment.endpoint_name.clone());
+    entry.sampling_percentage = Some(experiment.sampling_percentage);
+    entry.end_time = experiment.end_time;
+    entry.held = experiment.is_held();
+    entry
+}
+
+/// Judge, plan and gate one experiment: pure.
 fn decide(
     candidate: Judgeable<'_>,
     measured: Result<Measurements, String>,
@@ -456,98 +438,41 @@ fn decide(
         policy,
         window,
     } = candidate;
-    let mut report = ExperimentReport::new(
-        &experiment.name,
-        experiment.status.as_str(),
-        VerdictKind::Inconclusive,
-        "",
-    );
-    report.policy = Some(policy.name().to_string());
-    report.endpoint = Some(experiment.endpoint_name.clone());
-    report.sampling_percentage = Some(experiment.sampling_percentage);
-    report.end_time = experiment.end_time;
-    report.held = experiment.is_held();
-    report.window = window.as_ref().ok().copied();
-
     // Without measurements nothing can be judged, but an extension needs
     // none: the experiment is planned as inconclusive, which never ramps.
-    let verdict = match (&window, measured) {
-        (_, Err(message)) => {
-            report.error = Some(ErrorInfo {
-                kind: "metrics".into(),
-                message: message.clone(),
-            });
-            Verdict::without_evidence(format!("no measurements: {message}"))
-        }
-        (Ok(_), Ok(measurements)) => judge(&policy.policy, &measurements),
-        (Err(message), Ok(_)) => Verdict::without_evidence(message.clone()),
+    let (verdict, metrics_error) = match (&window, measured) {
+        (_, Err(message)) => (
+            Verdict::without_evidence(Finding::NoMeasurements {
+                error: message.clone(),
+            }),
+            Some(message),
+        ),
+        (Ok(_), Ok(measurements)) => (judge(policy, &measurements), None),
+        (Err(finding), Ok(_)) => (Verdict::without_evidence(finding.clone()), None),
     };
     let write_deadline = next_write_opportunity(policy, now, next_tick);
-    let planned = plan(&experiment, &verdict, &policy.policy, now, write_deadline);
-    report.verdict = verdict.outcome.into();
-    report.decisive = verdict.decisive_check().map(|c| c.message.clone());
-    report.decisive_check = verdict.decisive_check().map(|c| c.metric.clone());
-    report.checks = verdict.checks;
-    report.attention = planned.attention.clone();
-    report.actions = planned.actions.clone();
-
-    let mut reasons: Vec<String> = planned
-        .actions
-        .iter()
-        .map(|action| match action {
-            crate::plan::Action::SetSampling { reason, .. }
-            | crate::plan::Action::ExtendEndTime { reason, .. } => reason.clone(),
-        })
-        .collect();
-    reasons.extend(planned.notes.iter().cloned());
+    let planned = plan(&experiment, &verdict, policy, now, write_deadline);
     let mut write = planned.update_for(&experiment).map(|update| PendingWrite {
         planned_against: experiment.clone(),
         update,
     });
+    let mut outcome = WriteOutcome::Nothing;
     if write.is_some() {
         if let Some(blocked) = write_blocked(&experiment, policy, now) {
-            reasons.push(format!("not written: {blocked}"));
+            outcome = WriteOutcome::Blocked(blocked);
             write = None;
         }
     }
-    report.reason = reasons.join("; ");
-    PlannedEntry { report, write }
-}
-
-fn error_entry(name: &str, status: &str, error: &StoreError) -> ExperimentReport {
-    let mut entry = ExperimentReport::new(name, status, VerdictKind::Error, error_chain(error));
-    entry.error = Some(ErrorInfo {
-        kind: error.label().into(),
-        message: error_chain(error),
-    });
-    entry
-}
-
-/// The error and its causes on one line, for reports.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-fn log_decision(report: &ExperimentReport, dry_run: bool) {
-    let actions = serde_json::to_string(&report.actions).unwrap_or_default();
-    tracing::info!(
-        experiment = %report.name,
-        status = %report.status,
-        policy = report.policy.as_deref().unwrap_or("-"),
-        verdict = report.verdict.as_str(),
-        decisive = report.decisive.as_deref().unwrap_or("-"),
-        actions = %actions,
-        applied = report.applied,
-        dry_run,
-        error = report.error.as_ref().map(|e| e.kind.as_str()).unwrap_or("-"),
-        reason = %report.reason,
-        "decision"
+    let mut report = described_entry(
+        &experiment,
+        Disposition::Steered(Box::new(Steered {
+            verdict,
+            plan: planned,
+            write: outcome,
+            metrics_error,
+        })),
     );
+    report.policy = Some(policy.name.clone());
+    report.window = window.ok();
+    PlannedEntry { report, write }
 }

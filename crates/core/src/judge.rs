@@ -1,8 +1,8 @@
 //! Pure verdicts: (policy, window, measurements) → Pass, Fail or
-//! Inconclusive, with one result per check that carries value, limit and unit.
+//! Inconclusive, with one result per check that carries value, limit, unit
+//! and what was found, as data. The report renders the words.
 
 use chrono::{DateTime, DurationRound, Utc};
-use serde::Serialize;
 
 use crate::metrics::{Measurements, SageMakerMetric, SeriesKey, Statistic, VariantRole, Window};
 use crate::policy::{Check, CheckMetric, Limit, Policy, Unit, WindowSpec};
@@ -10,26 +10,109 @@ use crate::schedule::chrono_duration;
 
 pub const INVOCATIONS: SeriesKey = SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Pass,
     Fail,
     Inconclusive,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// Which check a result belongs to; reports name it with [`CheckId::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckId {
+    /// No evidence window could be formed, or nothing could be measured.
+    Window,
+    /// Enough shadow invocations to conclude anything.
+    ShadowInvocations,
+    Metric(CheckMetric),
+}
+
+impl CheckId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::ShadowInvocations => "shadow_invocations",
+            Self::Metric(metric) => metric.id(),
+        }
+    }
+}
+
+/// What the shadow's value was compared with, with the production value it
+/// was derived from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Against {
+    Absolute,
+    Ratio { ratio: f64, production: f64 },
+    Above { above: f64, production: f64 },
+}
+
+/// What a check found, in numbers; [`crate::report`] words it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// No complete minute since the last change.
+    NoWindow {
+        last_modified: DateTime<Utc>,
+        window_end: DateTime<Utc>,
+    },
+    /// The metric source failed; the message is its error chain.
+    NoMeasurements {
+        error: String,
+    },
+    /// Shadow invocations against the policy's minimum; `None` when
+    /// CloudWatch had no datapoint at all.
+    Evidence {
+        invocations: Option<f64>,
+        minimum: f64,
+    },
+    NoInvocations {
+        role: VariantRole,
+    },
+    NoDatapoints {
+        role: VariantRole,
+    },
+    /// Too little production traffic for a limit relative to production.
+    ProductionTooThin {
+        invocations: f64,
+        minimum: f64,
+    },
+    /// The shadow's value against the limit.
+    Compared {
+        shadow: f64,
+        against: Against,
+        limit: f64,
+    },
+    /// Over the limit, but the 95 % lower bound of the rate is not.
+    TooFewErrorsToTell {
+        shadow: f64,
+        against: Against,
+        limit: f64,
+        errors: f64,
+        invocations: f64,
+        lower_bound: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckResult {
-    /// `shadow_invocations`, or the policy metric such as `latency_p99`.
-    pub metric: String,
+    pub id: CheckId,
     pub value: Option<f64>,
     pub limit: Option<f64>,
     pub unit: Unit,
     pub outcome: Outcome,
-    pub message: String,
+    pub finding: Finding,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub outcome: Outcome,
     pub checks: Vec<CheckResult>,
@@ -59,37 +142,32 @@ impl Verdict {
         self.checks.iter().find(|c| c.outcome == Outcome::Fail)
     }
 
-    /// No window could be formed, so nothing was measured.
-    pub fn without_evidence(message: String) -> Self {
+    /// Nothing could be judged: no window, or no measurements.
+    pub fn without_evidence(finding: Finding) -> Self {
         Self {
             outcome: Outcome::Inconclusive,
             checks: vec![CheckResult {
-                metric: "window".into(),
+                id: CheckId::Window,
                 value: None,
                 limit: None,
                 unit: Unit::Invocations,
                 outcome: Outcome::Inconclusive,
-                message,
+                finding,
             }],
             decisive: Some(0),
         }
     }
 }
 
-/// Why there is no window to judge yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoWindow {
-    pub message: String,
-}
-
 /// The evidence window: from the later of (now − lookback) and the last
 /// change, to `publish_delay` before now, on whole minutes. Starting at the
 /// last change means every datapoint belongs to the sampling in force now.
+/// `Err` is the finding that explains why there is none yet.
 pub fn evidence_window(
     last_modified: DateTime<Utc>,
     spec: &WindowSpec,
     now: DateTime<Utc>,
-) -> Result<Window, NoWindow> {
+) -> Result<Window, Finding> {
     let minute = chrono::Duration::minutes(1);
     let end = floor_to(now - chrono_duration(spec.publish_delay), minute);
     let lookback_start = end - chrono_duration(spec.lookback);
@@ -97,12 +175,9 @@ pub fn evidence_window(
     let change_start = ceil_to(last_modified, minute);
     let start = lookback_start.max(change_start);
     if start >= end {
-        return Err(NoWindow {
-            message: format!(
-                "no complete minute of evidence since the last change at {} (window would end at {})",
-                last_modified.format("%Y-%m-%d %H:%M:%S UTC"),
-                end.format("%H:%M UTC")
-            ),
+        return Err(Finding::NoWindow {
+            last_modified,
+            window_end: end,
         });
     }
     Ok(Window { start, end })
@@ -121,163 +196,135 @@ fn ceil_to(time: DateTime<Utc>, unit: chrono::Duration) -> DateTime<Utc> {
     }
 }
 
-/// A metric's value for one variant in the unit of its checks, or why there
-/// is none.
+/// A metric's value for one variant in the unit of its checks, or the
+/// finding that says why there is none.
 fn metric_value(
     metric: CheckMetric,
     measurements: &Measurements,
     role: VariantRole,
-) -> Result<f64, String> {
+) -> Result<f64, Finding> {
     let variant = measurements.variant(role);
     let series = metric.series();
-    let missing = || format!("{role} {}: no datapoints in the window", metric.label());
     match metric.unit() {
         Unit::Percent => {
             let invocations = variant
                 .get(INVOCATIONS)
                 .filter(|n| *n > 0.0)
-                .ok_or_else(|| {
-                    format!("{role} {}: no invocations in the window", metric.label())
-                })?;
+                .ok_or(Finding::NoInvocations { role })?;
             // SageMaker publishes 0 or 1 per request for the error metrics,
             // so a missing error series with traffic is a gap, not zero.
-            let errors = variant.get(series).ok_or_else(missing)?;
+            let errors = variant.get(series).ok_or(Finding::NoDatapoints { role })?;
             // Multiplying first keeps exact boundaries exact (5 of 500 is 1 %).
             Ok(errors * 100.0 / invocations)
         }
         _ => variant
             .get(series)
             .map(|us| us / 1000.0)
-            .ok_or_else(missing),
+            .ok_or(Finding::NoDatapoints { role }),
     }
 }
 
 fn evidence_check(policy: &Policy, measurements: &Measurements) -> CheckResult {
     let minimum = policy.evidence.min_shadow_invocations as f64;
-    let value = measurements.shadow.get(INVOCATIONS);
-    let shown = value.unwrap_or(0.0);
-    let (outcome, message) = if shown >= minimum {
-        (
-            Outcome::Pass,
-            format!("shadow invocations {shown:.0} ≥ minimum {minimum:.0}"),
-        )
+    let invocations = measurements.shadow.get(INVOCATIONS);
+    let outcome = if invocations.unwrap_or(0.0) >= minimum {
+        Outcome::Pass
     } else {
-        (
-            Outcome::Inconclusive,
-            format!(
-                "shadow invocations {shown:.0} < minimum {minimum:.0}{}",
-                if value.is_none() {
-                    " (no datapoints)"
-                } else {
-                    ""
-                }
-            ),
-        )
+        Outcome::Inconclusive
     };
     CheckResult {
-        metric: "shadow_invocations".into(),
-        value,
+        id: CheckId::ShadowInvocations,
+        value: invocations,
         limit: Some(minimum),
         unit: Unit::Invocations,
         outcome,
-        message,
+        finding: Finding::Evidence {
+            invocations,
+            minimum,
+        },
     }
 }
 
 fn evaluate_check(check: &Check, policy: &Policy, measurements: &Measurements) -> CheckResult {
     let metric = check.metric;
     let unit = metric.unit();
-    let label = metric.label();
-    let inconclusive = |value: Option<f64>, limit: Option<f64>, message: String| CheckResult {
-        metric: metric_name(metric),
+    let inconclusive = |value: Option<f64>, finding: Finding| CheckResult {
+        id: CheckId::Metric(metric),
         value,
-        limit,
+        limit: None,
         unit,
         outcome: Outcome::Inconclusive,
-        message,
+        finding,
     };
     let shadow = match metric_value(metric, measurements, VariantRole::Shadow) {
         Ok(value) => value,
-        Err(message) => return inconclusive(None, None, message),
+        Err(finding) => return inconclusive(None, finding),
     };
-    let Some(limit) = check.limit() else {
-        return inconclusive(Some(shadow), None, format!("check on {label} has no limit"));
+    let limit_and_basis = match check.limit {
+        Limit::Absolute(max) => Ok((max, Against::Absolute)),
+        Limit::RatioToProduction(ratio) => production_value(metric, policy, measurements)
+            .map(|production| (ratio * production, Against::Ratio { ratio, production })),
+        Limit::AboveProduction(above) => production_value(metric, policy, measurements)
+            .map(|production| (production + above, Against::Above { above, production })),
     };
-
-    let (limit_value, description) = match limit {
-        Limit::Absolute(max) => (max, unit.format(max)),
-        Limit::RatioToProduction(_) | Limit::AboveProduction(_) => {
-            let production_invocations = measurements.production.get(INVOCATIONS).unwrap_or(0.0);
-            let needed = policy.evidence.min_production_invocations as f64;
-            if production_invocations < needed {
-                return inconclusive(
-                    Some(shadow),
-                    None,
-                    format!(
-                        "production invocations {production_invocations:.0} < minimum {needed:.0} for a check relative to production"
-                    ),
-                );
-            }
-            let production = match metric_value(metric, measurements, VariantRole::Production) {
-                Ok(value) => value,
-                Err(message) => return inconclusive(Some(shadow), None, message),
-            };
-            match limit {
-                Limit::RatioToProduction(ratio) => (
-                    ratio * production,
-                    format!("{ratio:.2} × production {}", unit.format(production)),
-                ),
-                _ => {
-                    let above = match limit {
-                        Limit::AboveProduction(above) => above,
-                        _ => 0.0,
-                    };
-                    (
-                        production + above,
-                        format!(
-                            "production {} + {}",
-                            unit.format(production),
-                            unit.format_delta(above)
-                        ),
-                    )
-                }
-            }
-        }
+    let (limit, against) = match limit_and_basis {
+        Ok(found) => found,
+        Err(finding) => return inconclusive(Some(shadow), finding),
     };
-    let passed = shadow <= limit_value;
-    let relation = if passed { "≤" } else { ">" };
-    let suffix = match limit {
-        Limit::Absolute(_) => String::new(),
-        _ => format!(" (limit {})", unit.format(limit_value)),
+    let mut outcome = if shadow <= limit {
+        Outcome::Pass
+    } else {
+        Outcome::Fail
     };
-    let message = format!(
-        "shadow {label} {} {relation} {description}{suffix}",
-        unit.format(shadow)
-    );
-    let mut outcome = if passed { Outcome::Pass } else { Outcome::Fail };
+    let mut finding = Finding::Compared {
+        shadow,
+        against,
+        limit,
+    };
     // A handful of errors can put a rate over its limit by chance: a rate
     // fails only when even its 95 % lower bound is over the limit.
-    let mut message = message;
-    if !passed && unit == Unit::Percent {
+    if outcome == Outcome::Fail && unit == Unit::Percent {
         let invocations = measurements.shadow.get(INVOCATIONS).unwrap_or(0.0);
         let errors = shadow * invocations / 100.0;
-        let lower = wilson_lower_bound(errors, invocations) * 100.0;
-        if lower <= limit_value {
+        let lower_bound = wilson_lower_bound(errors, invocations) * 100.0;
+        if lower_bound <= limit {
             outcome = Outcome::Inconclusive;
-            message = format!(
-                "{message}, but {errors:.0} errors in {invocations:.0} invocations are too few to tell (95 % lower bound {})",
-                unit.format(lower)
-            );
+            finding = Finding::TooFewErrorsToTell {
+                shadow,
+                against,
+                limit,
+                errors,
+                invocations,
+                lower_bound,
+            };
         }
     }
     CheckResult {
-        metric: metric_name(metric),
+        id: CheckId::Metric(metric),
         value: Some(shadow),
-        limit: Some(limit_value),
+        limit: Some(limit),
         unit,
         outcome,
-        message,
+        finding,
     }
+}
+
+/// Production's value of a metric, for a limit relative to it; only with
+/// enough production traffic to trust it.
+fn production_value(
+    metric: CheckMetric,
+    policy: &Policy,
+    measurements: &Measurements,
+) -> Result<f64, Finding> {
+    let invocations = measurements.production.get(INVOCATIONS).unwrap_or(0.0);
+    let minimum = policy.evidence.min_production_invocations as f64;
+    if invocations < minimum {
+        return Err(Finding::ProductionTooThin {
+            invocations,
+            minimum,
+        });
+    }
+    metric_value(metric, measurements, VariantRole::Production)
 }
 
 /// One-sided 95 % Wilson score lower bound of a proportion.
@@ -291,13 +338,6 @@ fn wilson_lower_bound(successes: f64, trials: f64) -> f64 {
     let centre = p + z2 / (2.0 * trials);
     let spread = Z * (p * (1.0 - p) / trials + z2 / (4.0 * trials * trials)).sqrt();
     ((centre - spread) / (1.0 + z2 / trials)).max(0.0)
-}
-
-fn metric_name(metric: CheckMetric) -> String {
-    serde_json::to_value(metric)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Judges the shadow. Too little evidence makes the verdict Inconclusive

@@ -1,28 +1,82 @@
 //! Pure planning: (experiment, verdict, policy, now, next tick) → actions.
 //! Stateless by design: everything it needs comes from what AWS reports now,
-//! so a repeated tick finds nothing new to do.
+//! so a repeated tick finds nothing new to do. Reasons are data; the report
+//! words them.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::experiment::{Experiment, ExperimentUpdate, SamplingUpdate};
-use crate::judge::{Outcome, Verdict};
-use crate::policy::{duration, LoadedPolicy, OnFail, Policy};
+use crate::judge::{CheckResult, Outcome, Verdict};
+use crate::policy::{OnFail, Policy};
 use crate::schedule::chrono_duration;
 use crate::MAX_EXPERIMENT_DURATION;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     SetSampling {
         from: u8,
         to: u8,
-        reason: String,
+        why: SamplingChange,
     },
     ExtendEndTime {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        reason: String,
+        why: Extension,
+    },
+}
+
+/// Why the sampling percentage moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingChange {
+    /// Failing: down one step, or to the floor.
+    Failing,
+    /// Set above what the policy ever allows.
+    AboveMaximum { ceiling: u8 },
+    /// Passing for at least the bake time.
+    Passing {
+        baked: Duration,
+        bake_time: Duration,
+    },
+}
+
+/// Why and how far the end time moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extension {
+    /// Pass (still climbing) or Inconclusive.
+    pub verdict: Outcome,
+    pub margin: Duration,
+    /// The cap that shortened it: StartTime + this.
+    pub capped_at: Option<Duration>,
+}
+
+/// Why nothing (more) is done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    FailingAtFloor {
+        floor: u8,
+    },
+    ReadyToPromote {
+        ceiling: u8,
+    },
+    Baking {
+        baked: Duration,
+        bake_time: Duration,
+        at: u8,
+    },
+    Holding {
+        at: u8,
+    },
+    /// Thin evidence already shows this check over its limit.
+    NotExtendedWhileFailing {
+        check: Box<CheckResult>,
+    },
+    NoStartTime,
+    AtCap {
+        end: DateTime<Utc>,
+        max_duration: Duration,
     },
 }
 
@@ -38,12 +92,12 @@ pub enum Attention {
     CannotExtend,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub attention: Vec<Attention>,
-    /// Why nothing (more) is done, in words: baking, at the top, ...
-    pub notes: Vec<String>,
+    /// Why nothing (more) is done: baking, at the top, ...
+    pub notes: Vec<Note>,
 }
 
 impl Plan {
@@ -95,18 +149,17 @@ fn plan_sampling(
     let current = experiment.sampling_percentage;
     let ceiling = ramp.ceiling();
     let floor = ramp.effective_floor();
-    let mut set = |to: u8, reason: String| {
+    let mut set = |to: u8, why: SamplingChange| {
         plan.actions.push(Action::SetSampling {
             from: current,
             to,
-            reason,
+            why,
         })
     };
     match outcome {
         Outcome::Fail if current <= floor => {
             plan.attention.push(Attention::FailingAtFloor);
-            plan.notes
-                .push(format!("failing at the floor {floor} %: cannot go lower"));
+            plan.notes.push(Note::FailingAtFloor { floor });
         }
         Outcome::Fail => {
             let to = match ramp.on_fail {
@@ -121,27 +174,23 @@ fn plan_sampling(
                     .max(floor),
             }
             .min(ceiling);
-            set(to, format!("failing: down from {current} % to {to} %"));
+            set(to, SamplingChange::Failing);
         }
-        _ if current > ceiling => set(
-            ceiling,
-            format!("{current} % is above the policy maximum {ceiling} %"),
-        ),
+        _ if current > ceiling => set(ceiling, SamplingChange::AboveMaximum { ceiling }),
         Outcome::Pass if current == ceiling => {
             plan.attention.push(Attention::ReadyToPromote);
-            plan.notes.push(format!(
-                "passing at the top step {ceiling} %: ready to promote"
-            ));
+            plan.notes.push(Note::ReadyToPromote { ceiling });
         }
         Outcome::Pass => {
             let baked = now - experiment.last_modified;
             let needed = chrono_duration(ramp.bake_time);
+            let baked_for = baked.to_std().unwrap_or_default();
             if baked < needed {
-                plan.notes.push(format!(
-                    "baking: {} of {} at {current} %",
-                    duration::format(baked.to_std().unwrap_or_default()),
-                    duration::format(ramp.bake_time)
-                ));
+                plan.notes.push(Note::Baking {
+                    baked: baked_for,
+                    bake_time: ramp.bake_time,
+                    at: current,
+                });
                 return;
             }
             let to = ramp
@@ -153,16 +202,13 @@ fn plan_sampling(
                 .min(ceiling);
             set(
                 to,
-                format!(
-                    "passing for {} at {current} % (bake {}): up to {to} %",
-                    duration::format(baked.to_std().unwrap_or_default()),
-                    duration::format(ramp.bake_time)
-                ),
+                SamplingChange::Passing {
+                    baked: baked_for,
+                    bake_time: ramp.bake_time,
+                },
             );
         }
-        Outcome::Inconclusive => plan
-            .notes
-            .push(format!("inconclusive: holding at {current} %")),
+        Outcome::Inconclusive => plan.notes.push(Note::Holding { at: current }),
     }
 }
 
@@ -195,16 +241,14 @@ fn plan_extension(
     // Thin evidence that still shows a check over its limit is a failing
     // shadow in a quiet hour: more time would only prolong it.
     if let Some(failed) = verdict.first_failed_check() {
-        plan.notes.push(format!(
-            "not extended: the evidence is thin but {}",
-            failed.message
-        ));
+        plan.notes.push(Note::NotExtendedWhileFailing {
+            check: Box::new(failed.clone()),
+        });
         return;
     }
     let Some(start) = experiment.start_time else {
         plan.attention.push(Attention::CannotExtend);
-        plan.notes
-            .push("cannot extend: the experiment reports no StartTime".into());
+        plan.notes.push(Note::NoStartTime);
         return;
     };
     let max_duration = extend.max_duration.min(MAX_EXPERIMENT_DURATION);
@@ -213,31 +257,17 @@ fn plan_extension(
     let to = wanted.min(cap);
     if to <= end || to <= now {
         plan.attention.push(Attention::CannotExtend);
-        plan.notes.push(format!(
-            "cannot extend: EndTime {} is already at the cap StartTime + {}",
-            end.format("%Y-%m-%d %H:%M UTC"),
-            duration::format(max_duration)
-        ));
+        plan.notes.push(Note::AtCap { end, max_duration });
         return;
     }
-    let capped = if to < wanted {
-        format!(", capped at StartTime + {}", duration::format(max_duration))
-    } else {
-        String::new()
-    };
     plan.actions.push(Action::ExtendEndTime {
         from: end,
         to,
-        reason: format!(
-            "{} and ends {}, before the next chance to write + margin {}: extended by {}{capped}",
-            match outcome {
-                Outcome::Pass => "passing below the top step",
-                _ => "inconclusive",
-            },
-            end.format("%Y-%m-%d %H:%M UTC"),
-            duration::format(extend.margin),
-            duration::format((to - end).to_std().unwrap_or_default()),
-        ),
+        why: Extension {
+            verdict: outcome,
+            margin: extend.margin,
+            capped_at: (to < wanted).then_some(max_duration),
+        },
     });
 }
 
@@ -246,7 +276,7 @@ fn plan_extension(
 /// opening. Extensions are planned against it, so an experiment does not
 /// run out over a weekend of closed windows.
 pub fn next_write_opportunity(
-    policy: &LoadedPolicy,
+    policy: &Policy,
     now: DateTime<Utc>,
     next_tick: DateTime<Utc>,
 ) -> DateTime<Utc> {
@@ -262,27 +292,37 @@ pub fn next_write_opportunity(
         .map_or(next_tick, |opening| opening + tick_interval)
 }
 
-/// Why writes are not allowed for this experiment now, if they are not:
-/// held by tag, or outside every change window of the policy.
+/// Why a planned write may not be sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteBlock {
+    /// The tag `shadowpilot:hold=true`.
+    Held,
+    /// Every change window of the policy is shut.
+    OutsideChangeWindows {
+        policy: String,
+        /// (cron expression, how long it stays open)
+        windows: Vec<(String, Duration)>,
+    },
+}
+
+/// Whether writes are allowed for this experiment now.
 pub fn write_blocked(
     experiment: &Experiment,
-    policy: &LoadedPolicy,
+    policy: &Policy,
     now: DateTime<Utc>,
-) -> Option<String> {
+) -> Option<WriteBlock> {
     if experiment.is_held() {
-        return Some(format!("held by tag {}=true", crate::experiment::HOLD_TAG));
+        return Some(WriteBlock::Held);
     }
     if policy.change_windows.is_empty() || policy.change_windows.iter().any(|w| w.is_open(now)) {
         return None;
     }
-    Some(format!(
-        "outside the change windows of policy {} ({})",
-        policy.name(),
-        policy
+    Some(WriteBlock::OutsideChangeWindows {
+        policy: policy.name.clone(),
+        windows: policy
             .change_windows
             .iter()
-            .map(|w| format!("{} for {}", w.expression, duration::format(w.duration)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+            .map(|w| (w.expression.clone(), w.duration))
+            .collect(),
+    })
 }

@@ -9,7 +9,7 @@ use shadowpilot_core::controller::{Controller, RunOptions};
 use shadowpilot_core::experiment::{ExperimentStatus, HOLD_TAG, POLICY_TAG};
 use shadowpilot_core::plan::{Action, Attention};
 use shadowpilot_core::policy::{builtin_policies, parse_policy, PolicySet};
-use shadowpilot_core::report::{Report, VerdictKind};
+use shadowpilot_core::report::{Disposition, ErrorKind, Report, SkipReason, VerdictKind};
 
 const TICK: i64 = 10;
 
@@ -69,7 +69,10 @@ async fn healthy_shadow_climbs_one_step_per_bake_period() {
     // At the top and passing: ready to promote, and nothing more is written.
     now += Duration::hours(3);
     let report = tick_at(&store, &metrics, &policies, &live(), now).await;
-    assert_eq!(report.experiments[0].attention, [Attention::ReadyToPromote]);
+    assert_eq!(
+        report.experiments[0].attention(),
+        [Attention::ReadyToPromote]
+    );
     assert_eq!(store.updates().len(), 4);
 }
 
@@ -95,9 +98,9 @@ async fn regression_ramps_down_to_the_floor_and_never_up() {
         "never up: {percentages:?}"
     );
     let last = &reports.last().unwrap().experiments[0];
-    assert_eq!(last.verdict, VerdictKind::Fail);
-    assert_eq!(last.attention, [Attention::FailingAtFloor]);
-    let decisive = last.decisive.as_deref().unwrap();
+    assert_eq!(last.verdict(), VerdictKind::Fail);
+    assert_eq!(last.attention(), [Attention::FailingAtFloor]);
+    let decisive = last.decisive().map(|c| c.to_string()).unwrap();
     assert!(
         decisive.contains("shadow p99 900 ms > 1.20 × production 300 ms (limit 360 ms)"),
         "{decisive}"
@@ -131,8 +134,13 @@ async fn thin_traffic_near_the_end_is_extended_once_per_need_and_never_past_the_
         }
         let report = tick_at(&store, &metrics, &policies, &live(), now).await;
         let entry = &report.experiments[0];
-        assert_eq!(entry.verdict, VerdictKind::Inconclusive, "{}", entry.reason);
-        cannot_extend_seen |= entry.attention.contains(&Attention::CannotExtend);
+        assert_eq!(
+            entry.verdict(),
+            VerdictKind::Inconclusive,
+            "{}",
+            entry.reason()
+        );
+        cannot_extend_seen |= entry.attention().contains(&Attention::CannotExtend);
     }
     let ends: Vec<DateTime<Utc>> = store
         .updates()
@@ -160,11 +168,11 @@ async fn a_duplicated_tick_writes_nothing_new() {
     let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
     let now = t0() + Duration::hours(3);
     let first = tick_at(&store, &metrics, &policies, &live(), now).await;
-    assert!(first.experiments[0].applied);
+    assert!(first.experiments[0].applied());
     let second = tick_at(&store, &metrics, &policies, &live(), now).await;
     assert_eq!(store.updates().len(), 1);
     assert!(
-        second.experiments[0].actions.is_empty(),
+        second.experiments[0].actions().is_empty(),
         "{:?}",
         second.experiments[0]
     );
@@ -184,23 +192,23 @@ async fn dry_run_writes_nothing_and_reports_what_a_live_run_would_do() {
     assert!(store.updates().is_empty());
     assert!(report.dry_run);
     assert!(matches!(
-        report.experiments[0].actions[..],
+        report.experiments[0].actions()[..],
         [Action::SetSampling {
             from: 5,
             to: 10,
             ..
         }]
     ));
-    assert!(!report.experiments[0].applied);
+    assert!(!report.experiments[0].applied());
     // The live run right after does exactly what the dry run said.
     let live_report = tick_at(&store, &metrics, &policies, &live(), now).await;
     assert_eq!(
-        live_report.experiments[0].actions,
-        report.experiments[0].actions
+        live_report.experiments[0].actions(),
+        report.experiments[0].actions()
     );
     assert_eq!(
-        live_report.experiments[1].actions,
-        report.experiments[1].actions
+        live_report.experiments[1].actions(),
+        report.experiments[1].actions()
     );
 }
 
@@ -233,13 +241,13 @@ async fn held_and_doubly_selected_experiments_are_never_written() {
                 .clone()
         };
         let held = by_name("held");
-        assert!(held.held && !held.applied);
+        assert!(held.held && !held.applied());
         let double = by_name("double-claimed");
-        assert_eq!(double.verdict, VerdictKind::Error);
+        assert_eq!(double.verdict(), VerdictKind::Error);
         assert!(
-            double.reason.contains("default, by-glob"),
+            double.reason().contains("default, by-glob"),
             "{}",
-            double.reason
+            double.reason()
         );
     }
     let written: Vec<String> = store
@@ -268,12 +276,15 @@ async fn an_updating_or_conflicting_experiment_does_not_stop_the_others() {
     )
     .await;
     let by_name = |name: &str| report.experiments.iter().find(|e| e.name == name).unwrap();
-    assert_eq!(by_name("busy").verdict, VerdictKind::Skipped);
-    assert_eq!(by_name("busy").reason, "status Updating: nothing to steer");
+    assert_eq!(by_name("busy").verdict(), VerdictKind::Skipped);
+    assert_eq!(
+        by_name("busy").reason(),
+        "status Updating: nothing to steer"
+    );
     let conflicted = by_name("conflicted");
-    assert!(!conflicted.applied);
-    assert_eq!(conflicted.error.as_ref().unwrap().kind, "conflict");
-    assert!(by_name("fine").applied);
+    assert!(!conflicted.applied());
+    assert_eq!(conflicted.error_kind(), Some(ErrorKind::Conflict));
+    assert!(by_name("fine").applied());
     assert_eq!(report.summary.updates_applied, 1);
 }
 
@@ -299,14 +310,14 @@ async fn named_experiments_are_evaluated_exactly_and_unknown_names_are_errors() 
     let names: Vec<&str> = report.experiments.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "missing", "untagged"]);
     assert_eq!(
-        report.experiments[1].error.as_ref().unwrap().kind,
-        "not_found"
+        report.experiments[1].error_kind(),
+        Some(ErrorKind::NotFound)
     );
     assert_eq!(
-        report.experiments[2].error.as_ref().unwrap().kind,
-        "not_selected"
+        report.experiments[2].error_kind(),
+        Some(ErrorKind::NotSelected)
     );
-    assert_eq!(report.summary.error, 2);
+    assert_eq!(report.summary.verdicts.error, 2);
 }
 
 #[tokio::test]
@@ -328,25 +339,32 @@ async fn untagged_and_created_experiments_are_skipped_with_the_reason() {
         t0() + Duration::hours(3),
     )
     .await;
-    let reasons: Vec<(&str, VerdictKind, &str)> = report
+    let skipped: Vec<(&str, Option<&SkipReason>)> = report
         .experiments
         .iter()
-        .map(|e| (e.name.as_str(), e.verdict, e.reason.as_str()))
+        .map(|e| match &e.disposition {
+            Disposition::Skipped(reason) => (e.name.as_str(), Some(reason)),
+            _ => (e.name.as_str(), None),
+        })
         .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("later", Some(&SkipReason::Created { start: Some(t0()) })),
+            (
+                "old",
+                Some(&SkipReason::Inactive(ExperimentStatus::Completed))
+            ),
+            ("untagged", Some(&SkipReason::NotSelected)),
+        ]
+    );
+    let reasons: Vec<String> = report.experiments.iter().map(|e| e.reason()).collect();
     assert_eq!(
         reasons,
         [
-            (
-                "later",
-                VerdictKind::Skipped,
-                "Created, starts 2026-11-02 00:00 UTC: no traffic to judge yet"
-            ),
-            (
-                "old",
-                VerdictKind::Skipped,
-                "status Completed: nothing to steer"
-            ),
-            ("untagged", VerdictKind::Skipped, "no policy selects it"),
+            "Created, starts 2026-11-02 00:00 UTC: no traffic to judge yet",
+            "status Completed: nothing to steer",
+            "no policy selects it",
         ]
     );
     assert!(store.updates().is_empty());
@@ -376,10 +394,10 @@ async fn outside_a_change_window_the_plan_is_reported_but_not_applied() {
         t0() + Duration::hours(3),
     )
     .await;
-    assert_eq!(night.experiments[0].actions.len(), 1);
-    assert!(!night.experiments[0].applied);
+    assert_eq!(night.experiments[0].actions().len(), 1);
+    assert!(!night.experiments[0].applied());
     assert!(night.experiments[0]
-        .reason
+        .reason()
         .contains("outside the change windows"));
     assert!(store.updates().is_empty());
     let day = tick_at(
@@ -390,7 +408,7 @@ async fn outside_a_change_window_the_plan_is_reported_but_not_applied() {
         t0() + Duration::hours(10),
     )
     .await;
-    assert!(day.experiments[0].applied);
+    assert!(day.experiments[0].applied());
 }
 
 #[tokio::test]
@@ -435,8 +453,12 @@ async fn changed_between_plan_and_apply(
     store.modify("fraud", |e| change(e, now));
     let report = controller.apply(plan).await;
     let entry = &report.experiments[0];
-    assert!(!entry.applied);
-    assert!(entry.reason.contains(expected_reason), "{}", entry.reason);
+    assert!(!entry.applied());
+    assert!(
+        entry.reason().contains(expected_reason),
+        "{}",
+        entry.reason()
+    );
     assert!(store.updates().is_empty());
 }
 
@@ -504,9 +526,9 @@ async fn closed_change_windows_are_planned_around_so_a_weekend_does_not_end_the_
     )
     .await;
     assert!(
-        report.experiments[0].applied,
+        report.experiments[0].applied(),
         "{}",
-        report.experiments[0].reason
+        report.experiments[0].reason()
     );
     let ends: Vec<_> = store
         .updates()
@@ -545,8 +567,8 @@ async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ram
         .await
         .unwrap();
     for entry in &report.experiments {
-        assert_eq!(entry.verdict, VerdictKind::Inconclusive);
-        assert_eq!(entry.error.as_ref().unwrap().kind, "metrics");
+        assert_eq!(entry.verdict(), VerdictKind::Inconclusive);
+        assert_eq!(entry.error_kind(), Some(ErrorKind::Metrics));
     }
     let updates = store.updates();
     assert_eq!(updates.len(), 1);

@@ -8,14 +8,14 @@ use shadowpilot_core::judge::{evidence_window, judge, Outcome, Verdict, INVOCATI
 use shadowpilot_core::metrics::{
     Measurements, SageMakerMetric, SeriesKey, Statistic, VariantMeasurements, Window,
 };
-use shadowpilot_core::plan::{plan, Action, Attention};
+use shadowpilot_core::plan::{plan, Action, Attention, Note, SamplingChange};
 use shadowpilot_core::policy::{parse_policy, Policy};
 
 fn policy(yaml_tail: &str) -> Policy {
     let text = format!(
         "name: t\nevidence:\n  min_shadow_invocations: 100\n  min_production_invocations: 100\nramp:\n  steps: [5, 10, 25, 50, 100]\n  bake_time: 2h\n{yaml_tail}"
     );
-    parse_policy("t.yaml", &text).unwrap().policy
+    parse_policy("t.yaml", &text).unwrap()
 }
 
 const P99: SeriesKey = SeriesKey::new(
@@ -109,7 +109,7 @@ fn judge_table() {
             prod(),
             variant(Some(100.0), Some(0.0), Some(300.0)),
             Outcome::Pass,
-            "",
+            "shadow p99 300 ms ≤ 1.20 × production 300 ms (limit 360 ms)",
         ),
         (
             "thin shadow traffic",
@@ -171,12 +171,12 @@ fn judge_table() {
     for (case, production, shadow, expected, fragment) in cases {
         let verdict = judge(&p, &Measurements { production, shadow });
         assert_eq!(verdict.outcome, expected, "{case}: {:#?}", verdict.checks);
-        let decisive = verdict.decisive_check().unwrap().message.clone();
+        let decisive = verdict.decisive_check().unwrap().to_string();
         assert!(
             decisive.contains(fragment),
             "{case}: decisive {decisive:?} lacks {fragment:?}"
         );
-        assert!(verdict.checks.iter().all(|c| !c.message.is_empty()));
+        assert!(verdict.checks.iter().all(|c| !c.to_string().is_empty()));
     }
 }
 
@@ -235,6 +235,13 @@ fn evidence_window_table() {
     }
 }
 
+/// An action without its reason, for comparing plans.
+#[derive(Debug, PartialEq)]
+enum Planned {
+    Set(u8, u8),
+    Extend(chrono::DateTime<Utc>, chrono::DateTime<Utc>),
+}
+
 struct PlanCase {
     name: &'static str,
     sampling: u8,
@@ -242,7 +249,7 @@ struct PlanCase {
     since_change: Duration,
     ends_in: Duration,
     started_ago: Duration,
-    actions: Vec<Action>,
+    actions: Vec<Planned>,
     attention: Vec<Attention>,
 }
 
@@ -252,21 +259,12 @@ fn plan_table() {
         "t.yaml",
         "name: t\nramp:\n  steps: [5, 10, 25, 50, 100]\n  max: 50\n  bake_time: 2h\n  on_fail: step_down\n  floor: 2\nextend:\n  enabled: true\n  margin: 6h\n  by: 2d\n  max_duration: 30d\n",
     )
-    .unwrap()
-    .policy;
+    .unwrap();
     let now = t0() + Duration::days(10);
     let next_tick = now + Duration::minutes(10);
     let far = Duration::days(5);
-    let set = |from, to| Action::SetSampling {
-        from,
-        to,
-        reason: String::new(),
-    };
-    let extend = |from: chrono::DateTime<Utc>, to| Action::ExtendEndTime {
-        from,
-        to,
-        reason: String::new(),
-    };
+    let set = |from, to| Planned::Set(from, to);
+    let extend = |from: chrono::DateTime<Utc>, to| Planned::Extend(from, to);
     let soon = now + Duration::hours(3);
     let cases = vec![
         PlanCase {
@@ -456,7 +454,7 @@ fn plan_table() {
         e.end_time = Some(now + case.ends_in);
         e.start_time = Some(now - case.started_ago);
         let planned = plan(&e, &Verdict::from_outcome(case.outcome), &p, now, next_tick);
-        let strip = |actions: &[Action]| -> Vec<Action> {
+        let strip = |actions: &[Action]| -> Vec<Planned> {
             actions
                 .iter()
                 .map(|a| match a {
@@ -468,9 +466,17 @@ fn plan_table() {
         assert_eq!(strip(&planned.actions), case.actions, "{}", case.name);
         assert_eq!(planned.attention, case.attention, "{}", case.name);
         for action in &planned.actions {
-            let (Action::SetSampling { reason, .. } | Action::ExtendEndTime { reason, .. }) =
-                action;
-            assert!(!reason.is_empty(), "{}: every action says why", case.name);
+            // The reason given must be the one the outcome explains.
+            if let Action::SetSampling { from, to, why } = action {
+                let explained = match why {
+                    SamplingChange::Passing { baked, bake_time } => {
+                        to > from && case.outcome == Outcome::Pass && baked >= bake_time
+                    }
+                    SamplingChange::Failing => to < from && case.outcome == Outcome::Fail,
+                    SamplingChange::AboveMaximum { ceiling } => to == ceiling && from > ceiling,
+                };
+                assert!(explained, "{}: {action:?}", case.name);
+            }
             if let Action::ExtendEndTime { to, .. } = action {
                 assert!(
                     *to <= e.start_time.unwrap() + Duration::days(30),
@@ -530,7 +536,8 @@ fn thin_evidence_that_already_fails_a_check_is_not_extended() {
                 planned
                     .notes
                     .iter()
-                    .any(|n| n.contains("shadow p99 900 ms > 800 ms")),
+                    .any(|n| matches!(n, Note::NotExtendedWhileFailing { check }
+                        if check.to_string().contains("shadow p99 900 ms > 800 ms"))),
                 "{:?}",
                 planned.notes
             );

@@ -38,7 +38,7 @@ proptest! {
         let text = format!(
             "name: p\nramp:\n  steps: [{steps_yaml}]\n  bake_time: {bake_minutes}m\n  floor: 1\n"
         );
-        let mut policy = parse_policy("p.yaml", &text).unwrap().policy;
+        let mut policy = parse_policy("p.yaml", &text).unwrap();
         policy.ramp.max = max;
         policy.ramp.floor = floor.min(policy.ramp.ceiling());
         policy.ramp.on_fail = if on_fail_floor { OnFail::Floor } else { OnFail::StepDown };

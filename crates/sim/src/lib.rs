@@ -15,14 +15,14 @@
 
 pub mod histogram;
 pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
 pub mod world;
 
 pub use plot::{write_svg, PlotError};
-pub use runner::{
-    run, Decision, ExperimentRun, ExperimentSummary, SimError, SimulationOutcome, Stop, TickRecord,
-};
+pub use report::Decision;
+pub use runner::{run, ExperimentRun, RunSummary, SimError, SimulationOutcome, Stop, TickRecord};
 pub use scenario::{Scenario, ScenarioError, ScenarioProblem};
 pub use world::{Observation, SimUpdate, SimWorld, VariantObservation, WriteRecord};

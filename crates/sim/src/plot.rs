@@ -210,7 +210,7 @@ fn sampling_panel(
         let points: Vec<(f64, f64)> = run
             .ticks
             .iter()
-            .filter(|t| t.verdict == verdict)
+            .filter(|t| t.verdict() == verdict)
             .map(|t| (days_between(start, t.at), f64::from(sampling_before(t))))
             .collect();
         chart.draw_series(
@@ -224,10 +224,10 @@ fn sampling_panel(
 
 /// The percentage the tick judged (before its own write).
 fn sampling_before(tick: &TickRecord) -> u8 {
-    tick.actions
+    tick.actions()
         .iter()
         .find_map(|a| match a {
-            Action::SetSampling { from, .. } if tick.applied => Some(*from),
+            Action::SetSampling { from, .. } if tick.applied() => Some(*from),
             _ => None,
         })
         .unwrap_or(tick.sampling)

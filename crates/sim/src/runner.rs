@@ -1,6 +1,6 @@
 //! Runs the controller at every tick of a scenario's schedule over the
-//! simulated world and keeps what it decided, for the timeline, the summary
-//! and the plot.
+//! simulated world and keeps what it decided, as the controller's own typed
+//! entries, for the timeline, the summary and the plot (see `report`).
 
 use std::time::Duration;
 
@@ -11,9 +11,10 @@ use super::scenario::Scenario;
 use super::world::{Observation, SimWorld, WriteRecord};
 use shadowpilot_core::controller::{Controller, RunOptions, TickError};
 use shadowpilot_core::experiment::ExperimentStatus;
+use shadowpilot_core::judge::CheckResult;
 use shadowpilot_core::plan::{Action, Attention};
 use shadowpilot_core::policy::PolicySet;
-use shadowpilot_core::report::VerdictKind;
+use shadowpilot_core::report::{ErrorKind, ExperimentReport, VerdictCounts, VerdictKind};
 use shadowpilot_core::schedule::chrono_duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,30 +47,52 @@ pub enum Stop {
 
 /// One experiment at one tick: what the controller decided and what the
 /// world looked like.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TickRecord {
     pub at: DateTime<Utc>,
-    pub status: String,
-    pub verdict: VerdictKind,
-    pub decisive: Option<String>,
-    pub decisive_check: Option<String>,
-    pub actions: Vec<Action>,
-    pub applied: bool,
-    pub reason: String,
-    pub attention: Vec<Attention>,
-    /// The error label when the tick failed for this experiment.
-    pub error: Option<String>,
+    /// The controller's entry for the experiment, as the report has it.
+    pub entry: ExperimentReport,
     /// Sampling percentage and EndTime after the tick.
     pub sampling: u8,
     pub end_time: DateTime<Utc>,
     /// What really happened in the hour before the tick.
-    #[serde(skip)]
     pub observed: Observation,
+}
+
+impl TickRecord {
+    /// `None` when the experiment was not listed.
+    pub fn status(&self) -> Option<&ExperimentStatus> {
+        self.entry.status.as_ref()
+    }
+
+    pub fn verdict(&self) -> VerdictKind {
+        self.entry.verdict()
+    }
+
+    pub fn decisive(&self) -> Option<&CheckResult> {
+        self.entry.decisive()
+    }
+
+    pub fn actions(&self) -> &[Action] {
+        self.entry.actions()
+    }
+
+    pub fn applied(&self) -> bool {
+        self.entry.applied()
+    }
+
+    pub fn attention(&self) -> &[Attention] {
+        self.entry.attention()
+    }
+
+    pub fn error(&self) -> Option<ErrorKind> {
+        self.entry.error_kind()
+    }
 }
 
 /// Counts and outcome of one experiment over the run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExperimentSummary {
+pub struct RunSummary {
     pub name: String,
     pub policy: String,
     pub held: bool,
@@ -88,19 +111,19 @@ pub struct ExperimentSummary {
     pub rejected_writes: usize,
     pub first_fail_at: Option<DateTime<Utc>>,
     pub verdicts: VerdictCounts,
-    pub final_status: String,
+    /// `None` when no tick saw it.
+    #[serde(serialize_with = "serialize_status")]
+    pub final_status: Option<ExperimentStatus>,
     pub last_attention: Vec<Attention>,
     /// In words: `completed at 100 % after 7d`, `still running at --until`.
     pub ended: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct VerdictCounts {
-    pub pass: usize,
-    pub fail: usize,
-    pub inconclusive: usize,
-    pub skipped: usize,
-    pub error: usize,
+fn serialize_status<S: serde::Serializer>(
+    value: &Option<ExperimentStatus>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value.as_ref().map_or("not seen", ExperimentStatus::as_str))
 }
 
 fn serialize_opt_duration<S: serde::Serializer>(
@@ -108,13 +131,13 @@ fn serialize_opt_duration<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match value {
-        Some(duration) => serializer.serialize_str(&show(*duration)),
+        Some(duration) => serializer.serialize_str(&crate::report::show(*duration)),
         None => serializer.serialize_none(),
     }
 }
 
 /// Everything one experiment went through.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ExperimentRun {
     pub name: String,
     pub policy: String,
@@ -233,15 +256,7 @@ pub async fn run(
             };
             run.ticks.push(TickRecord {
                 at,
-                status: entry.status,
-                verdict: entry.verdict,
-                decisive: entry.decisive,
-                decisive_check: entry.decisive_check,
-                actions: entry.actions,
-                applied: entry.applied,
-                reason: entry.reason,
-                attention: entry.attention,
-                error: entry.error.map(|e| e.kind),
+                entry,
                 sampling,
                 end_time,
                 observed,
@@ -270,70 +285,20 @@ pub async fn run(
     })
 }
 
-/// `2d 4h`, `35m`: how long, as people say it.
-pub fn show(duration: chrono::Duration) -> String {
-    let minutes = duration.num_minutes().max(0);
-    let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
-    let mut parts = Vec::new();
-    if days > 0 {
-        parts.push(format!("{days}d"));
-    }
-    if hours > 0 {
-        parts.push(format!("{hours}h"));
-    }
-    if mins > 0 || parts.is_empty() {
-        parts.push(format!("{mins}m"));
-    }
-    parts.join(" ")
-}
-
-fn describe_action(action: &Action) -> String {
-    match action {
-        Action::SetSampling { from, to, .. } => format!("sampling {from} → {to} %"),
-        Action::ExtendEndTime { from, to, .. } => {
-            format!(
-                "end {} → {}",
-                from.format("%m-%d %H:%M"),
-                to.format("%m-%d %H:%M")
-            )
-        }
-    }
-}
-
-/// One row of the timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Decision {
-    pub at: DateTime<Utc>,
-    pub experiment: String,
-    pub status: String,
-    pub sampling: u8,
-    pub verdict: VerdictKind,
-    pub decisive: Option<String>,
-    pub actions: Vec<String>,
-    pub applied: bool,
-    pub reason: String,
-}
-
 impl ExperimentRun {
-    pub fn summary(&self, stop: Stop, writes: &[WriteRecord]) -> ExperimentSummary {
+    pub fn summary(&self, stop: Stop, writes: &[WriteRecord]) -> RunSummary {
         let mut verdicts = VerdictCounts::default();
         let (mut ramps_up, mut ramps_down, mut extensions) = (0, 0, 0);
         let mut first_fail_at = None;
         for tick in &self.ticks {
-            match tick.verdict {
-                VerdictKind::Pass => verdicts.pass += 1,
-                VerdictKind::Fail => {
-                    verdicts.fail += 1;
-                    first_fail_at.get_or_insert(tick.at);
-                }
-                VerdictKind::Inconclusive => verdicts.inconclusive += 1,
-                VerdictKind::Skipped => verdicts.skipped += 1,
-                VerdictKind::Error => verdicts.error += 1,
+            verdicts.add(tick.verdict());
+            if tick.verdict() == VerdictKind::Fail {
+                first_fail_at.get_or_insert(tick.at);
             }
-            if !tick.applied {
+            if !tick.applied() {
                 continue;
             }
-            for action in &tick.actions {
+            for action in tick.actions() {
                 match action {
                     Action::SetSampling { from, to, .. } if to > from => ramps_up += 1,
                     Action::SetSampling { .. } => ramps_down += 1,
@@ -355,17 +320,17 @@ impl ExperimentRun {
         let last = self.ticks.last();
         let final_sampling = last.map_or(self.starting_sampling, |t| t.sampling);
         let final_end_time = last.map_or(self.first_end_time, |t| t.end_time);
-        let final_status = last.map_or("not seen".to_string(), |t| t.status.clone());
+        let final_status = last.and_then(|t| t.status().cloned());
         // The last tick that was judged says what state it was left in.
         let last_attention = self
             .ticks
             .iter()
             .rev()
-            .find(|t| !matches!(t.verdict, VerdictKind::Skipped))
-            .map(|t| t.attention.clone())
+            .find(|t| t.verdict() != VerdictKind::Skipped)
+            .map(|t| t.attention().to_vec())
             .unwrap_or_default();
-        let ran_for = show(final_end_time - self.start_time);
-        let ended = if final_status == "Completed" {
+        let ran_for = crate::report::show(final_end_time - self.start_time);
+        let ended = if final_status == Some(ExperimentStatus::Completed) {
             let capped = final_end_time - self.start_time >= chrono::Duration::days(30);
             format!(
                 "completed at {final_sampling} % after {ran_for}{}{}",
@@ -384,10 +349,12 @@ impl ExperimentRun {
             };
             format!(
                 "{} at {final_sampling} % when the run stopped ({why})",
-                final_status.to_lowercase()
+                final_status
+                    .as_ref()
+                    .map_or("not seen".to_string(), |s| s.as_str().to_lowercase())
             )
         };
-        ExperimentSummary {
+        RunSummary {
             name: self.name.clone(),
             policy: self.policy.clone(),
             held: self.held,
@@ -434,236 +401,10 @@ impl SimulationOutcome {
         self.experiments.iter().find(|run| run.name == name)
     }
 
-    pub fn summaries(&self) -> Vec<ExperimentSummary> {
+    pub fn summaries(&self) -> Vec<RunSummary> {
         self.experiments
             .iter()
             .map(|run| run.summary(self.stop, &self.writes))
             .collect()
     }
-
-    /// The decisions worth reading: each experiment's first tick, every tick
-    /// with an action or an error, and every change of status, verdict or
-    /// decisive check. Quiet repeats are left out (they are counted).
-    pub fn timeline(&self) -> (Vec<Decision>, usize) {
-        let mut rows = Vec::new();
-        let mut omitted = 0;
-        for run in &self.experiments {
-            let mut previous: Option<&TickRecord> = None;
-            for tick in &run.ticks {
-                let changed = previous.is_none_or(|p| {
-                    p.status != tick.status
-                        || p.verdict != tick.verdict
-                        || decisive_kind(p) != decisive_kind(tick)
-                });
-                if changed || !tick.actions.is_empty() || tick.error.is_some() {
-                    rows.push(Decision {
-                        at: tick.at,
-                        experiment: run.name.clone(),
-                        status: tick.status.clone(),
-                        sampling: tick.sampling,
-                        verdict: tick.verdict,
-                        decisive: tick.decisive.clone(),
-                        actions: tick.actions.iter().map(describe_action).collect(),
-                        applied: tick.applied,
-                        reason: tick.reason.clone(),
-                    });
-                } else {
-                    omitted += 1;
-                }
-                previous = Some(tick);
-            }
-        }
-        rows.sort_by(|a, b| {
-            a.at.cmp(&b.at)
-                .then_with(|| a.experiment.cmp(&b.experiment))
-        });
-        (rows, omitted)
-    }
-
-    /// The timeline as a table for a terminal.
-    pub fn timeline_table(&self) -> String {
-        let (rows, omitted) = self.timeline();
-        let header = [
-            "TIME",
-            "EXPERIMENT",
-            "STATUS",
-            "SAMPLING",
-            "VERDICT",
-            "DECISIVE CHECK / REASON",
-            "ACTION",
-        ];
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|row| {
-                let action = if row.actions.is_empty() {
-                    "-".to_string()
-                } else if row.applied {
-                    row.actions.join("; ")
-                } else {
-                    format!("{} (not applied: {})", row.actions.join("; "), row.reason)
-                };
-                vec![
-                    row.at.format("%m-%d %H:%M").to_string(),
-                    row.experiment.clone(),
-                    row.status.clone(),
-                    format!("{} %", row.sampling),
-                    row.verdict.as_str().to_string(),
-                    truncate(row.decisive.as_deref().unwrap_or(&row.reason), 80),
-                    action,
-                ]
-            })
-            .collect();
-        let mut out = format!(
-            "{} ({}), seed {}, {} on {}: {} ticks from {} to {}\n",
-            self.scenario,
-            self.source,
-            self.seed,
-            self.experiments.len(),
-            self.schedule,
-            self.ticks,
-            self.start.format("%Y-%m-%d %H:%M"),
-            self.finished_at.format("%Y-%m-%d %H:%M"),
-        );
-        out.push_str(&table(&header, &cells));
-        out.push_str(&format!(
-            "{omitted} quiet tick(s) left out: same status, verdict and decisive check, no action\n"
-        ));
-        out
-    }
-
-    /// One row per experiment.
-    pub fn summary_table(&self) -> String {
-        let header = [
-            "EXPERIMENT",
-            "POLICY",
-            "TO 100 %",
-            "MAX",
-            "UP",
-            "DOWN",
-            "EXTENDED",
-            "REJECTED",
-            "PASS/FAIL/INCONCL",
-            "ENDED",
-        ];
-        let cells: Vec<Vec<String>> = self
-            .summaries()
-            .iter()
-            .map(|s| {
-                vec![
-                    format!("{}{}", s.name, if s.held { " (hold)" } else { "" }),
-                    s.policy.clone(),
-                    s.time_to_100.map_or("never".into(), show),
-                    format!("{} %", s.max_sampling),
-                    s.ramps_up.to_string(),
-                    s.ramps_down.to_string(),
-                    s.extensions.to_string(),
-                    s.rejected_writes.to_string(),
-                    format!(
-                        "{}/{}/{}",
-                        s.verdicts.pass, s.verdicts.fail, s.verdicts.inconclusive
-                    ),
-                    s.ended.clone(),
-                ]
-            })
-            .collect();
-        let stop = match self.stop {
-            Stop::AllCompleted => "every experiment completed",
-            Stop::Until => "stopped at --until",
-            Stop::Horizon => "stopped 30 days after the last start",
-        };
-        format!("{}{} ticks, {stop}\n", table(&header, &cells), self.ticks)
-    }
-
-    /// The run for `--output json`: the summary per experiment, the timeline
-    /// rows, the sampling and EndTime histories and every write.
-    pub fn to_json(&self) -> serde_json::Value {
-        let (timeline, omitted) = self.timeline();
-        let experiments: Vec<serde_json::Value> = self
-            .experiments
-            .iter()
-            .zip(self.summaries())
-            .map(|(run, summary)| {
-                serde_json::json!({
-                    "summary": summary,
-                    "sampling_history": run.sampling_history.iter().map(|(at, p)| serde_json::json!({"from": at, "percentage": p})).collect::<Vec<_>>(),
-                    "end_time_history": run.end_time_history.iter().map(|(at, end)| serde_json::json!({"at": at, "end_time": end})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let writes: Vec<serde_json::Value> = self
-            .writes
-            .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "at": w.at,
-                    "experiment": w.request.name,
-                    "sampling": w.request.sampling.as_ref().map(|s| s.percentage),
-                    "end_time": w.request.end_time,
-                    "rejected": w.rejected.as_ref().map(|(label, message)| serde_json::json!({"kind": label, "message": message})),
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "scenario": self.scenario,
-            "source": self.source,
-            "seed": self.seed,
-            "schedule": self.schedule,
-            "start": self.start,
-            "finished_at": self.finished_at,
-            "ticks": self.ticks,
-            "stop": self.stop,
-            "experiments": experiments,
-            "timeline": timeline,
-            "quiet_ticks_omitted": omitted,
-            "writes": writes,
-        })
-    }
-}
-
-fn decisive_kind(tick: &TickRecord) -> Option<&str> {
-    // A passing shadow's decisive check is merely the one closest to its
-    // limit and flips between checks from tick to tick: not news.
-    if tick.verdict == VerdictKind::Pass {
-        return None;
-    }
-    // Messages carry numbers that change every tick; compare the check, the
-    // part before the first digit.
-    tick.decisive
-        .as_deref()
-        .map(|m| m.split(|c: char| c.is_ascii_digit()).next().unwrap_or(m))
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(max - 1).collect();
-        format!("{cut}…")
-    }
-}
-
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                text.push_str(&" ".repeat(width - cell.chars().count() + 2));
-            }
-        }
-        text.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
 }

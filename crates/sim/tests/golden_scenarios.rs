@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use shadowpilot_core::plan::Action;
 use shadowpilot_core::policy::builtin_policies;
+use shadowpilot_core::report::WriteOutcome;
 use shadowpilot_sim::{run, Scenario, TickRecord};
 
 fn repo_root() -> PathBuf {
@@ -19,41 +20,6 @@ fn repo_root() -> PathBuf {
 
 fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The write outcome of a tick, as the report's `outcome` field names it.
-fn outcome(tick: &TickRecord) -> &'static str {
-    if tick.actions.is_empty() {
-        return "none";
-    }
-    if tick.applied {
-        return "applied";
-    }
-    match tick.error.as_deref() {
-        Some("conflict") => return "conflict",
-        Some("not_found") => return "not_found",
-        Some("rejected") => return "rejected",
-        Some("metrics") | None => {}
-        Some(_) => return "failed",
-    }
-    if tick.reason.contains("not written: held by tag") {
-        "held"
-    } else if tick
-        .reason
-        .contains("not written: outside the change windows")
-    {
-        "outside_change_window"
-    } else if tick.reason.contains("since it was read") {
-        "changed_since_read"
-    } else {
-        "unexplained"
-    }
-}
-
-fn decisive_check(tick: &TickRecord) -> Value {
-    tick.decisive_check
-        .as_ref()
-        .map_or(Value::Null, |id| json!(id))
 }
 
 fn action(action: &Action) -> Value {
@@ -69,13 +35,13 @@ fn action(action: &Action) -> Value {
 
 fn decision(tick: &TickRecord) -> Value {
     json!({
-        "status": tick.status,
-        "verdict": tick.verdict,
-        "decisive_check": decisive_check(tick),
-        "actions": tick.actions.iter().map(action).collect::<Vec<_>>(),
-        "outcome": outcome(tick),
-        "attention": tick.attention,
-        "error": tick.error,
+        "status": tick.status().map_or("unknown", |s| s.as_str()),
+        "verdict": tick.verdict(),
+        "decisive_check": tick.decisive().map(|check| check.id.as_str()),
+        "actions": tick.actions().iter().map(action).collect::<Vec<_>>(),
+        "outcome": tick.entry.write().map_or("none", WriteOutcome::as_str),
+        "attention": tick.attention(),
+        "error": tick.error(),
         "sampling": tick.sampling,
         "end_time": tick.end_time,
     })
@@ -134,10 +100,6 @@ fn shipped_scenarios_decide_as_recorded() {
         let golden = crate_root().join(format!("tests/golden/scenario-{stem}.jsonl"));
         let lines = golden_lines(&path);
         assert!(!lines.is_empty(), "{stem}: no decisions");
-        assert!(
-            lines.iter().all(|l| !l.contains("\"unexplained\"")),
-            "{stem}: a write outcome nothing explains"
-        );
         let text = lines.join("\n") + "\n";
         if bless {
             std::fs::write(&golden, &text).expect("write golden file");
@@ -146,11 +108,16 @@ fn shipped_scenarios_decide_as_recorded() {
         let recorded = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
             panic!("{}: {e}; bless with SHADOWPILOT_BLESS=1", golden.display())
         });
+        // Compared as values: the order of keys depends on serde_json's
+        // features, which differ between the crates that share a build.
+        let parse = |line: &str| -> Value { serde_json::from_str(line).expect("a JSON line") };
         let recorded: Vec<&str> = recorded.lines().collect();
-        if recorded != lines.iter().map(String::as_str).collect::<Vec<_>>() {
-            let first = recorded
+        let recorded_values: Vec<Value> = recorded.iter().map(|l| parse(l)).collect();
+        let now_values: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
+        if recorded_values != now_values {
+            let first = recorded_values
                 .iter()
-                .zip(&lines)
+                .zip(&now_values)
                 .position(|(a, b)| a != b)
                 .unwrap_or(recorded.len().min(lines.len()));
             differences.push(format!(

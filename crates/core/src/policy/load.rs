@@ -1,7 +1,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{LoadedPolicy, Policy};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use super::model::{Check, CheckDoc, Limit, Policy, PolicyDoc, Selector, Unit};
 use super::select::PolicySet;
 use crate::schedule::CronWindow;
 use crate::validation::{self, Problem, Problems};
@@ -92,47 +94,33 @@ pub fn load_path(path: &Path) -> Result<PolicySet, PolicyError> {
 
 fn parse_all(texts: impl IntoIterator<Item = (String, String)>) -> Result<PolicySet, PolicyError> {
     let mut problems = Vec::new();
-    let mut loaded: Vec<LoadedPolicy> = Vec::new();
+    let mut loaded = Vec::new();
     for (source, text) in texts {
         match parse_policy(&source, &text) {
-            Ok(policy) => {
-                if let Some(first) = loaded.iter().find(|p| p.name() == policy.name()) {
-                    problems.push(PolicyProblem {
-                        source: source.clone(),
-                        field: "name".into(),
-                        message: format!(
-                            "{:?} is already the name of the policy in {}",
-                            policy.name(),
-                            first.source
-                        ),
-                    });
-                } else {
-                    loaded.push(policy);
-                }
-            }
+            Ok(policy) => loaded.push(policy),
             Err(PolicyError::Invalid { problems: found }) => problems.extend(found),
             Err(other) => return Err(other),
         }
     }
-    if !problems.is_empty() {
-        return Err(PolicyError::from_problems(problems));
+    match PolicySet::new(loaded) {
+        Ok(set) if problems.is_empty() => Ok(set),
+        Ok(_) => Err(PolicyError::from_problems(problems)),
+        Err(duplicates) => {
+            problems.extend(duplicates);
+            Err(PolicyError::from_problems(problems))
+        }
     }
-    PolicySet::new(loaded).map_err(PolicyError::from_problems)
 }
 
-/// Parses and validates one policy document; every problem is reported, not
-/// just the first.
-pub fn parse_policy(source: &str, text: &str) -> Result<LoadedPolicy, PolicyError> {
-    let policy: Policy = validation::parse_yaml(source, text)
+/// Parses, validates and compiles one policy document; every problem is
+/// reported, not just the first.
+pub fn parse_policy(source: &str, text: &str) -> Result<Policy, PolicyError> {
+    let doc: PolicyDoc = validation::parse_yaml(source, text)
         .map_err(|problem| PolicyError::from_problems(vec![problem]))?;
     let mut problems = Problems::new(source);
-    let change_windows = validate(&policy, &mut problems);
+    let policy = compile(source, doc, &mut problems);
     if problems.is_empty() {
-        Ok(LoadedPolicy {
-            policy,
-            source: source.to_string(),
-            change_windows,
-        })
+        Ok(policy)
     } else {
         Err(PolicyError::from_problems(problems.into_vec()))
     }
@@ -142,107 +130,184 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// CloudWatch keeps one-minute data for 15 days.
 const MAX_LOOKBACK: Duration = Duration::from_secs(15 * 86_400);
 
-fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
-    let name_ok = !policy.name.is_empty()
-        && policy.name.len() <= 64
-        && policy
-            .name
+/// Checks every field and builds the policy the judge and planner use. The
+/// result is only returned to callers when `problems` stayed empty.
+fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy {
+    check_name(&doc.name, problems);
+    let select = Selector {
+        experiments: compile_globs("select.experiments", &doc.select.experiments, problems),
+        endpoints: compile_globs("select.endpoints", &doc.select.endpoints, problems),
+    };
+    check_window_and_evidence(&doc, problems);
+    let checks = doc
+        .checks
+        .iter()
+        .enumerate()
+        .filter_map(|(index, check)| compile_check(&format!("checks[{index}]"), check, problems))
+        .collect();
+    check_ramp_and_extend(&doc, problems);
+    let mut change_windows = Vec::new();
+    for (index, window) in doc.change_windows.iter().enumerate() {
+        let field = format!("change_windows[{index}]");
+        match CronWindow::parse(&window.cron, window.duration) {
+            Ok(parsed) => change_windows.push(parsed),
+            Err(error) => problems.add(format!("{field}.cron"), error.to_string()),
+        }
+        problems.duration(
+            &format!("{field}.duration"),
+            window.duration,
+            MINUTE,
+            Duration::from_secs(7 * 86_400),
+        );
+    }
+    Policy {
+        name: doc.name,
+        description: doc.description,
+        source: source.to_string(),
+        select,
+        window: doc.window,
+        evidence: doc.evidence,
+        checks,
+        ramp: doc.ramp,
+        extend: doc.extend,
+        change_windows,
+    }
+}
+
+fn check_name(name: &str, problems: &mut Problems<'_>) {
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !name_ok {
         problems.add(
             "name",
-            format!("{:?} must be 1–64 letters, digits, - or _", policy.name),
+            format!("{name:?} must be 1–64 letters, digits, - or _"),
         );
     }
-    for (index, glob) in policy.select.experiments.iter().enumerate() {
-        if let Err(error) = globset::Glob::new(glob) {
-            problems.add(
-                format!("select.experiments[{index}]"),
-                format!("{glob:?} is not a valid glob: {error}"),
-            );
-        }
-    }
-    for (index, glob) in policy.select.endpoints.iter().enumerate() {
-        if let Err(error) = globset::Glob::new(glob) {
-            problems.add(
-                format!("select.endpoints[{index}]"),
-                format!("{glob:?} is not a valid glob: {error}"),
-            );
-        }
-    }
+}
 
-    problems.duration(
-        "window.lookback",
-        policy.window.lookback,
-        MINUTE,
-        MAX_LOOKBACK,
-    );
+/// Each glob is parsed once; the set is what selection matches against.
+fn compile_globs(field: &str, globs: &[String], problems: &mut Problems<'_>) -> Option<GlobSet> {
+    if globs.is_empty() {
+        return None;
+    }
+    let mut builder = GlobSetBuilder::new();
+    let mut valid = true;
+    for (index, glob) in globs.iter().enumerate() {
+        match Glob::new(glob) {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(error) => {
+                valid = false;
+                problems.add(
+                    format!("{field}[{index}]"),
+                    format!("{glob:?} is not a valid glob: {error}"),
+                );
+            }
+        }
+    }
+    if !valid {
+        return None;
+    }
+    match builder.build() {
+        Ok(set) => Some(set),
+        Err(error) => {
+            problems.add(field, format!("the globs cannot be combined: {error}"));
+            None
+        }
+    }
+}
+
+fn check_window_and_evidence(doc: &PolicyDoc, problems: &mut Problems<'_>) {
+    problems.duration("window.lookback", doc.window.lookback, MINUTE, MAX_LOOKBACK);
     problems.duration(
         "window.publish_delay",
-        policy.window.publish_delay,
+        doc.window.publish_delay,
         Duration::ZERO,
         Duration::from_secs(3600),
     );
-    if policy.window.publish_delay >= policy.window.lookback {
+    if doc.window.publish_delay >= doc.window.lookback {
         problems.add(
             "window.publish_delay",
             "must be shorter than window.lookback",
         );
     }
-    if policy.evidence.min_shadow_invocations == 0 {
+    if doc.evidence.min_shadow_invocations == 0 {
         problems.add(
             "evidence.min_shadow_invocations",
             "0 would let a shadow with no traffic pass; use at least 1",
         );
     }
+}
 
-    for (index, check) in policy.checks.iter().enumerate() {
-        let field = format!("checks[{index}]");
-        let limits = [
-            ("max", check.max),
-            ("max_ratio_to_production", check.max_ratio_to_production),
-            ("max_above_production", check.max_above_production),
-        ];
-        let set: Vec<_> = limits.iter().filter(|(_, v)| v.is_some()).collect();
-        if set.len() != 1 {
-            problems.add(
-                field.clone(),
-                format!(
-                    "set exactly one of max, max_ratio_to_production, max_above_production (found {})",
-                    if set.is_empty() { "none".to_string() } else { set.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ") }
-                ),
-            );
-        }
-        if check.max_ratio_to_production.is_some()
-            && check.metric.unit() == crate::policy::Unit::Percent
-        {
-            problems.add(
-                format!("{field}.max_ratio_to_production"),
-                format!(
-                    "a ratio to production's {} fails on one error whenever production has none; use max_above_production",
-                    check.metric.label()
-                ),
-            );
-        }
-        for (name, value) in limits {
-            let Some(value) = value else { continue };
-            let bad = !value.is_finite()
-                || value < 0.0
-                || (name == "max_ratio_to_production" && value <= 0.0)
-                || (name == "max"
-                    && check.metric.unit() == crate::policy::Unit::Percent
-                    && value > 100.0);
-            if bad {
-                problems.add(
-                    format!("{field}.{name}"),
-                    format!("{value} is not a usable limit for {}", check.metric.label()),
-                );
-            }
-        }
+/// Exactly one limit, usable for the metric's unit; `None` when it is not.
+fn compile_check(field: &str, check: &CheckDoc, problems: &mut Problems<'_>) -> Option<Check> {
+    let limits = [
+        ("max", check.max.map(Limit::Absolute)),
+        (
+            "max_ratio_to_production",
+            check.max_ratio_to_production.map(Limit::RatioToProduction),
+        ),
+        (
+            "max_above_production",
+            check.max_above_production.map(Limit::AboveProduction),
+        ),
+    ];
+    let set: Vec<(&str, Limit)> = limits
+        .iter()
+        .filter_map(|(name, limit)| limit.map(|limit| (*name, limit)))
+        .collect();
+    let [(name, limit)] = set.as_slice() else {
+        problems.add(
+            field,
+            format!(
+                "set exactly one of max, max_ratio_to_production, max_above_production (found {})",
+                if set.is_empty() {
+                    "none".to_string()
+                } else {
+                    set.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                }
+            ),
+        );
+        return None;
+    };
+    let percent = check.metric.unit() == Unit::Percent;
+    let (value, usable) = match *limit {
+        Limit::Absolute(max) => (
+            max,
+            max.is_finite() && max >= 0.0 && (!percent || max <= 100.0),
+        ),
+        Limit::RatioToProduction(ratio) => (ratio, ratio.is_finite() && ratio > 0.0),
+        Limit::AboveProduction(above) => (above, above.is_finite() && above >= 0.0),
+    };
+    if let (Limit::RatioToProduction(_), true) = (limit, percent) {
+        problems.add(
+            format!("{field}.max_ratio_to_production"),
+            format!(
+                "a ratio to production's {} fails on one error whenever production has none; use max_above_production",
+                check.metric.label()
+            ),
+        );
+        return None;
     }
+    if !usable {
+        problems.add(
+            format!("{field}.{name}"),
+            format!("{value} is not a usable limit for {}", check.metric.label()),
+        );
+        return None;
+    }
+    Some(Check {
+        metric: check.metric,
+        limit: *limit,
+    })
+}
 
-    let ramp = &policy.ramp;
+fn check_ramp_and_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
+    let ramp = &doc.ramp;
     if ramp.steps.is_empty() {
         problems.add("ramp.steps", "needs at least one sampling percentage");
     }
@@ -272,7 +337,7 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
         MAX_EXPERIMENT_DURATION,
     );
 
-    let extend = &policy.extend;
+    let extend = &doc.extend;
     problems.duration(
         "extend.margin",
         extend.margin,
@@ -286,22 +351,6 @@ fn validate(policy: &Policy, problems: &mut Problems<'_>) -> Vec<CronWindow> {
         MINUTE,
         MAX_EXPERIMENT_DURATION,
     );
-
-    let mut windows = Vec::new();
-    for (index, window) in policy.change_windows.iter().enumerate() {
-        let field = format!("change_windows[{index}]");
-        match CronWindow::parse(&window.cron, window.duration) {
-            Ok(parsed) => windows.push(parsed),
-            Err(error) => problems.add(format!("{field}.cron"), error.to_string()),
-        }
-        problems.duration(
-            &format!("{field}.duration"),
-            window.duration,
-            MINUTE,
-            Duration::from_secs(7 * 86_400),
-        );
-    }
-    windows
 }
 
 #[cfg(test)]
@@ -353,7 +402,7 @@ mod tests {
     #[test]
     fn a_section_may_set_only_some_fields() {
         let text = "name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nwindow:\n  lookback: 3h\nevidence:\n  min_production_invocations: 50\nextend:\n  by: 2d\n";
-        let policy = parse_policy("p.yaml", text).unwrap().policy;
+        let policy = parse_policy("p.yaml", text).unwrap();
         assert_eq!(policy.window.lookback, Duration::from_secs(3 * 3600));
         assert_eq!(policy.window.publish_delay, Duration::from_secs(300));
         assert_eq!(policy.evidence.min_shadow_invocations, 200);

@@ -2,39 +2,41 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use globset::GlobSet;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{SageMakerMetric, SeriesKey, Statistic};
 use crate::schedule::CronWindow;
 
 /// A policy as written in YAML. Unknown fields are errors so that a typo
-/// never silently turns a check off.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// never silently turns a check off. It is only ever read to be validated
+/// and compiled into a [`Policy`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Policy {
+pub(crate) struct PolicyDoc {
     pub name: String,
     #[serde(default)]
     pub description: String,
     /// Besides the `shadowpilot:policy` tag, which always selects.
     #[serde(default)]
-    pub select: Selector,
+    pub select: SelectorDoc,
     #[serde(default)]
     pub window: WindowSpec,
     #[serde(default)]
     pub evidence: Evidence,
     #[serde(default)]
-    pub checks: Vec<Check>,
+    pub checks: Vec<CheckDoc>,
     pub ramp: Ramp,
     #[serde(default)]
     pub extend: Extend,
     /// When empty, writes may happen at any tick.
     #[serde(default)]
-    pub change_windows: Vec<ChangeWindow>,
+    pub change_windows: Vec<ChangeWindowDoc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Selector {
+pub(crate) struct SelectorDoc {
     /// Glob patterns on the experiment name.
     #[serde(default)]
     pub experiments: Vec<String>,
@@ -43,10 +45,106 @@ pub struct Selector {
     pub endpoints: Vec<String>,
 }
 
+/// One limit on the shadow as written: exactly one of the three is allowed,
+/// which validation checks before it becomes a [`Check`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckDoc {
+    pub metric: CheckMetric,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub max_ratio_to_production: Option<f64>,
+    #[serde(default)]
+    pub max_above_production: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangeWindowDoc {
+    /// An EventBridge-style `cron(...)` (6 fields, UTC) marking each opening.
+    pub cron: String,
+    #[serde(with = "super::duration")]
+    pub duration: Duration,
+}
+
+/// A validated policy with everything compiled: limits as one variant each,
+/// globs as matchers, change windows as schedules. Only [`parse_policy`]
+/// and the loaders make one, so every value here has been checked.
+///
+/// [`parse_policy`]: super::parse_policy
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub description: String,
+    /// Where it came from, for messages (`policies/default.yaml`).
+    pub source: String,
+    pub select: Selector,
+    pub window: WindowSpec,
+    pub evidence: Evidence,
+    pub checks: Vec<Check>,
+    pub ramp: Ramp,
+    pub extend: Extend,
+    /// When empty, writes may happen at any tick.
+    pub change_windows: Vec<CronWindow>,
+}
+
+impl Policy {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every series the judge of this policy reads, per variant.
+    pub fn needed_series(&self) -> BTreeSet<SeriesKey> {
+        let mut keys = BTreeSet::from([crate::judge::INVOCATIONS]);
+        keys.extend(self.checks.iter().map(|check| check.metric.series()));
+        keys
+    }
+}
+
+/// Name and endpoint globs, compiled once at load.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    pub(crate) experiments: Option<GlobSet>,
+    pub(crate) endpoints: Option<GlobSet>,
+}
+
 impl Selector {
     pub fn is_empty(&self) -> bool {
-        self.experiments.is_empty() && self.endpoints.is_empty()
+        self.experiments.is_none() && self.endpoints.is_none()
     }
+
+    /// Every kind of glob the policy gives must match (name and endpoint);
+    /// a policy without globs selects nothing by name.
+    pub fn matches(&self, experiment_name: &str, endpoint_name: &str) -> bool {
+        !self.is_empty()
+            && self
+                .experiments
+                .as_ref()
+                .is_none_or(|globs| globs.is_match(experiment_name))
+            && self
+                .endpoints
+                .as_ref()
+                .is_none_or(|globs| globs.is_match(endpoint_name))
+    }
+}
+
+/// One limit on one metric of the shadow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Check {
+    pub metric: CheckMetric,
+    pub limit: Limit,
+}
+
+/// What the shadow's value is compared with, in the metric's unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// At most this (percent or ms).
+    Absolute(f64),
+    /// At most this many times production's value; never on rates.
+    RatioToProduction(f64),
+    /// At most production's value plus this (points for rates, ms for latency).
+    AboveProduction(f64),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -123,6 +221,21 @@ impl CheckMetric {
         }
     }
 
+    /// The name policies and reports use: `error_rate_5xx`, `latency_p99`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::ErrorRate5xx => "error_rate_5xx",
+            Self::ErrorRate4xx => "error_rate_4xx",
+            Self::ModelErrorRate => "model_error_rate",
+            Self::LatencyP50 => "latency_p50",
+            Self::LatencyP90 => "latency_p90",
+            Self::LatencyP99 => "latency_p99",
+            Self::LatencyAverage => "latency_average",
+            Self::OverheadLatencyP99 => "overhead_latency_p99",
+            Self::OverheadLatencyAverage => "overhead_latency_average",
+        }
+    }
+
     /// A short label for messages: `5xx rate`, `p99`, `overhead p99`.
     pub fn label(self) -> &'static str {
         match self {
@@ -168,25 +281,6 @@ pub enum Unit {
     Invocations,
 }
 
-impl Unit {
-    pub fn format(self, value: f64) -> String {
-        match self {
-            Self::Percent => format!("{value:.2} %"),
-            Self::Milliseconds if value >= 100.0 => format!("{value:.0} ms"),
-            Self::Milliseconds => format!("{value:.1} ms"),
-            Self::Invocations => format!("{value:.0} invocations"),
-        }
-    }
-
-    /// How a difference is spoken of: points for rates, ms for latency.
-    pub fn format_delta(self, value: f64) -> String {
-        match self {
-            Self::Percent => format!("{value:.2} points"),
-            other => other.format(value),
-        }
-    }
-}
-
 impl fmt::Display for Unit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -194,46 +288,6 @@ impl fmt::Display for Unit {
             Self::Milliseconds => "ms",
             Self::Invocations => "invocations",
         })
-    }
-}
-
-/// One limit on the shadow. Exactly one of the three limits is set.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Check {
-    pub metric: CheckMetric,
-    /// Absolute limit in the metric's unit (percent or ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    /// Shadow may be at most this many times production.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_ratio_to_production: Option<f64>,
-    /// Shadow may exceed production by at most this much (points for rates,
-    /// ms for latency).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_above_production: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Limit {
-    Absolute(f64),
-    RatioToProduction(f64),
-    AboveProduction(f64),
-}
-
-impl Check {
-    /// The one limit this check sets; validation guarantees there is one.
-    pub fn limit(&self) -> Option<Limit> {
-        match (
-            self.max,
-            self.max_ratio_to_production,
-            self.max_above_production,
-        ) {
-            (Some(v), None, None) => Some(Limit::Absolute(v)),
-            (None, Some(v), None) => Some(Limit::RatioToProduction(v)),
-            (None, None, Some(v)) => Some(Limit::AboveProduction(v)),
-            _ => None,
-        }
     }
 }
 
@@ -310,36 +364,5 @@ impl Default for Extend {
             by: Duration::from_secs(24 * 3600),
             max_duration: crate::MAX_EXPERIMENT_DURATION,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeWindow {
-    /// An EventBridge-style `cron(...)` (6 fields, UTC) marking each opening.
-    pub cron: String,
-    #[serde(with = "super::duration")]
-    pub duration: Duration,
-}
-
-/// A policy after validation, with its change windows parsed.
-#[derive(Debug, Clone)]
-pub struct LoadedPolicy {
-    pub policy: Policy,
-    /// Where it came from, for messages (`policies/default.yaml`, `built-in`).
-    pub source: String,
-    pub change_windows: Vec<CronWindow>,
-}
-
-impl LoadedPolicy {
-    pub fn name(&self) -> &str {
-        &self.policy.name
-    }
-
-    /// Every series the judge of this policy reads, per variant.
-    pub fn needed_series(&self) -> BTreeSet<SeriesKey> {
-        let mut keys = BTreeSet::from([crate::judge::INVOCATIONS]);
-        keys.extend(self.policy.checks.iter().map(|check| check.metric.series()));
-        keys
     }
 }

@@ -1,73 +1,61 @@
-use globset::{Glob, GlobSet, GlobSetBuilder};
+//! Which policy steers an experiment: its `shadowpilot:policy` tag, or the
+//! name and endpoint globs of a policy.
 
-use super::load::PolicyProblem;
-use super::model::LoadedPolicy;
-use crate::experiment::{Experiment, POLICY_TAG};
+use super::model::Policy;
+use crate::experiment::Experiment;
+use crate::validation::Problem;
 
-/// Loaded policies with their selectors compiled.
+/// The loaded policies, names unique.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    policies: Vec<LoadedPolicy>,
-    matchers: Vec<Matcher>,
-}
-
-#[derive(Debug, Clone)]
-struct Matcher {
-    experiments: Option<GlobSet>,
-    endpoints: Option<GlobSet>,
-}
-
-fn compile(globs: &[String]) -> Result<Option<GlobSet>, globset::Error> {
-    if globs.is_empty() {
-        return Ok(None);
-    }
-    let mut builder = GlobSetBuilder::new();
-    for glob in globs {
-        builder.add(Glob::new(glob)?);
-    }
-    builder.build().map(Some)
+    policies: Vec<Policy>,
 }
 
 impl PolicySet {
-    pub fn new(policies: Vec<LoadedPolicy>) -> Result<Self, Vec<PolicyProblem>> {
-        let mut matchers = Vec::new();
+    /// Refuses two policies of one name: the tag could not tell them apart.
+    pub fn new(policies: Vec<Policy>) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
-        for policy in &policies {
-            let select = &policy.policy.select;
-            match (compile(&select.experiments), compile(&select.endpoints)) {
-                (Ok(experiments), Ok(endpoints)) => matchers.push(Matcher {
-                    experiments,
-                    endpoints,
-                }),
-                (Err(error), _) | (_, Err(error)) => problems.push(PolicyProblem {
+        for (index, policy) in policies.iter().enumerate() {
+            if let Some(first) = policies[..index].iter().find(|p| p.name == policy.name) {
+                problems.push(Problem {
                     source: policy.source.clone(),
-                    field: "select".into(),
-                    message: error.to_string(),
-                }),
+                    field: "name".into(),
+                    message: format!(
+                        "{:?} is already the name of the policy in {}",
+                        policy.name, first.source
+                    ),
+                });
             }
         }
         if problems.is_empty() {
-            Ok(Self { policies, matchers })
+            Ok(Self { policies })
         } else {
             Err(problems)
         }
     }
 
-    pub fn policies(&self) -> &[LoadedPolicy] {
+    pub fn policies(&self) -> &[Policy] {
         &self.policies
     }
 
-    pub fn get(&self, name: &str) -> Option<&LoadedPolicy> {
-        self.policies.iter().find(|p| p.name() == name)
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
     }
+}
+
+/// How a policy came to select an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Tag,
+    Globs,
 }
 
 /// Why an experiment is, or is not, steered by a policy.
 #[derive(Debug, Clone)]
 pub enum Selection<'a> {
     Selected {
-        policy: &'a LoadedPolicy,
-        via: String,
+        policy: &'a Policy,
+        via: Via,
     },
     NotSelected,
     /// Two or more policies claim it: never written.
@@ -83,10 +71,10 @@ pub enum Selection<'a> {
 /// The tag `shadowpilot:policy` selects its policy; a policy's globs select
 /// when every kind of glob it gives matches (name and endpoint).
 pub fn select_policy<'a>(set: &'a PolicySet, experiment: &Experiment) -> Selection<'a> {
-    let mut matched: Vec<(&LoadedPolicy, String)> = Vec::new();
+    let mut matched: Vec<(&Policy, Via)> = Vec::new();
     if let Some(tagged) = experiment.policy_tag() {
         match set.get(tagged) {
-            Some(policy) => matched.push((policy, format!("tag {POLICY_TAG}={tagged}"))),
+            Some(policy) => matched.push((policy, Via::Tag)),
             None => {
                 return Selection::UnknownPolicy {
                     name: tagged.to_string(),
@@ -94,30 +82,20 @@ pub fn select_policy<'a>(set: &'a PolicySet, experiment: &Experiment) -> Selecti
             }
         }
     }
-    for (policy, matcher) in set.policies.iter().zip(&set.matchers) {
-        if matcher.experiments.is_none() && matcher.endpoints.is_none() {
-            continue;
-        }
-        let name_ok = matcher
-            .experiments
-            .as_ref()
-            .is_none_or(|globs| globs.is_match(&experiment.name));
-        let endpoint_ok = matcher
-            .endpoints
-            .as_ref()
-            .is_none_or(|globs| globs.is_match(&experiment.endpoint_name));
-        if name_ok && endpoint_ok && !matched.iter().any(|(p, _)| p.name() == policy.name()) {
-            matched.push((policy, "name/endpoint globs".to_string()));
+    for policy in &set.policies {
+        if policy
+            .select
+            .matches(&experiment.name, &experiment.endpoint_name)
+            && !matched.iter().any(|(p, _)| p.name == policy.name)
+        {
+            matched.push((policy, Via::Globs));
         }
     }
-    match matched.len() {
-        0 => Selection::NotSelected,
-        1 => {
-            let (policy, via) = matched.remove(0);
-            Selection::Selected { policy, via }
-        }
+    match matched.as_slice() {
+        [] => Selection::NotSelected,
+        [(policy, via)] => Selection::Selected { policy, via: *via },
         _ => Selection::Ambiguous {
-            policies: matched.iter().map(|(p, _)| p.name().to_string()).collect(),
+            policies: matched.iter().map(|(p, _)| p.name.clone()).collect(),
         },
     }
 }

@@ -1,0 +1,387 @@
+//! What a tick did, as typed values until the very end: one
+//! [`ExperimentReport`] per experiment seen, whose [`Disposition`] says
+//! whether it was steered (with its verdict, plan and write outcome),
+//! skipped (and why) or failed (and how). [`render`] is the one place that
+//! turns them into words: the Lambda's JSON answer, `--output json`, logs
+//! and the table an operator reads.
+
+pub mod render;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::experiment::ExperimentStatus;
+use crate::judge::{CheckResult, Outcome, Verdict};
+use crate::metrics::Window;
+use crate::plan::{Action, Attention, Plan, WriteBlock};
+use crate::ports::StoreError;
+
+pub use render::error_chain;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    Inconclusive,
+    Skipped,
+    Error,
+}
+
+impl From<Outcome> for VerdictKind {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Pass => Self::Pass,
+            Outcome::Fail => Self::Fail,
+            Outcome::Inconclusive => Self::Inconclusive,
+        }
+    }
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Inconclusive => "inconclusive",
+            Self::Skipped => "skipped",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A stable label for what went wrong, for reports, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    NotSelected,
+    AmbiguousPolicy,
+    UnknownPolicy,
+    Conflict,
+    Rejected,
+    Throttled,
+    AccessDenied,
+    InvalidResponse,
+    Service,
+    /// The metric source failed; the experiment was judged without data.
+    Metrics,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::NotSelected => "not_selected",
+            Self::AmbiguousPolicy => "ambiguous_policy",
+            Self::UnknownPolicy => "unknown_policy",
+            Self::Conflict => "conflict",
+            Self::Rejected => "rejected",
+            Self::Throttled => "throttled",
+            Self::AccessDenied => "access_denied",
+            Self::InvalidResponse => "invalid_response",
+            Self::Service => "service",
+            Self::Metrics => "metrics",
+        }
+    }
+
+    pub fn of_store_error(error: &StoreError) -> Self {
+        match error {
+            StoreError::NotFound { .. } => Self::NotFound,
+            StoreError::Conflict { .. } => Self::Conflict,
+            StoreError::Rejected { .. } => Self::Rejected,
+            StoreError::InvalidResponse { .. } => Self::InvalidResponse,
+            StoreError::Service { .. } => Self::Service,
+        }
+    }
+}
+
+/// Why an experiment could not be steered at all.
+#[derive(Debug, Clone)]
+pub enum EntryError {
+    /// Asked for by name, but not in the list.
+    NotListed,
+    /// Asked for by name, but no policy selects it.
+    NotSelected,
+    AmbiguousPolicy {
+        policies: Vec<String>,
+    },
+    UnknownPolicy {
+        name: String,
+    },
+    /// Describing it failed; the store's error is kept as the source.
+    Store(Arc<StoreError>),
+}
+
+impl EntryError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotListed => ErrorKind::NotFound,
+            Self::NotSelected => ErrorKind::NotSelected,
+            Self::AmbiguousPolicy { .. } => ErrorKind::AmbiguousPolicy,
+            Self::UnknownPolicy { .. } => ErrorKind::UnknownPolicy,
+            Self::Store(error) => ErrorKind::of_store_error(error),
+        }
+    }
+}
+
+/// Why an experiment was looked at but not judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Listed with a status that nothing can be done in (Completed, ...).
+    Inactive(ExperimentStatus),
+    /// No policy selects it (and it was not asked for by name).
+    NotSelected,
+    /// Created: no traffic until it starts.
+    Created { start: Option<DateTime<Utc>> },
+    /// Described in a status that is not judged (it changed since the list).
+    NotJudged(ExperimentStatus),
+}
+
+/// What made a planned write stale between reading and writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Staleness {
+    Status(ExperimentStatus),
+    Sampling { from: u8, to: u8 },
+    EndTime,
+    LastModifiedTime,
+    Held,
+    PolicyTag,
+}
+
+/// What happened to the write a steered experiment's plan asked for.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// The plan needs no write.
+    Nothing,
+    Applied,
+    DryRun,
+    /// Planned, not sent: held by tag, or outside the change windows.
+    Blocked(WriteBlock),
+    ChangedSinceRead(Staleness),
+    /// SageMaker refused the request (ValidationException).
+    Rejected(Arc<StoreError>),
+    Conflict(Arc<StoreError>),
+    NotFound(Arc<StoreError>),
+    /// Any other failure of the re-read or the update: throttled, denied, ...
+    Failed(Arc<StoreError>),
+}
+
+impl WriteOutcome {
+    pub fn from_store_error(error: StoreError) -> Self {
+        let kind = ErrorKind::of_store_error(&error);
+        let error = Arc::new(error);
+        match kind {
+            ErrorKind::Rejected => Self::Rejected(error),
+            ErrorKind::Conflict => Self::Conflict(error),
+            ErrorKind::NotFound => Self::NotFound(error),
+            _ => Self::Failed(error),
+        }
+    }
+
+    /// The label the report's `outcome` field carries.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Nothing => "none",
+            Self::Applied => "applied",
+            Self::DryRun => "dry_run",
+            Self::Blocked(WriteBlock::Held) => "held",
+            Self::Blocked(WriteBlock::OutsideChangeWindows { .. }) => "outside_change_window",
+            Self::ChangedSinceRead(_) => "changed_since_read",
+            Self::Rejected(_) => "rejected",
+            Self::Conflict(_) => "conflict",
+            Self::NotFound(_) => "not_found",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// The store's error behind a failed write, if that is what happened.
+    pub fn error(&self) -> Option<&StoreError> {
+        match self {
+            Self::Rejected(error)
+            | Self::Conflict(error)
+            | Self::NotFound(error)
+            | Self::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A judged and planned experiment.
+#[derive(Debug, Clone)]
+pub struct Steered {
+    pub verdict: Verdict,
+    pub plan: Plan,
+    pub write: WriteOutcome,
+    /// The metric source failed: judged without measurements (never ramps;
+    /// an extension may still be planned).
+    pub metrics_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Disposition {
+    Steered(Box<Steered>),
+    Skipped(SkipReason),
+    Failed(EntryError),
+}
+
+/// One experiment's entry in the report.
+#[derive(Debug, Clone)]
+pub struct ExperimentReport {
+    pub name: String,
+    /// `None` when it was asked for by name and not listed.
+    pub status: Option<ExperimentStatus>,
+    pub policy: Option<String>,
+    pub endpoint: Option<String>,
+    pub sampling_percentage: Option<u8>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub window: Option<Window>,
+    pub held: bool,
+    pub disposition: Disposition,
+}
+
+impl ExperimentReport {
+    pub fn new(name: &str, status: Option<ExperimentStatus>, disposition: Disposition) -> Self {
+        Self {
+            name: name.to_string(),
+            status,
+            policy: None,
+            endpoint: None,
+            sampling_percentage: None,
+            end_time: None,
+            window: None,
+            held: false,
+            disposition,
+        }
+    }
+
+    pub fn steered(&self) -> Option<&Steered> {
+        match &self.disposition {
+            Disposition::Steered(steered) => Some(steered),
+            _ => None,
+        }
+    }
+
+    pub fn verdict(&self) -> VerdictKind {
+        match &self.disposition {
+            Disposition::Steered(steered) => steered.verdict.outcome.into(),
+            Disposition::Skipped(_) => VerdictKind::Skipped,
+            Disposition::Failed(_) => VerdictKind::Error,
+        }
+    }
+
+    pub fn checks(&self) -> &[CheckResult] {
+        self.steered().map_or(&[], |s| s.verdict.checks.as_slice())
+    }
+
+    pub fn decisive(&self) -> Option<&CheckResult> {
+        self.steered().and_then(|s| s.verdict.decisive_check())
+    }
+
+    pub fn actions(&self) -> &[Action] {
+        self.steered().map_or(&[], |s| s.plan.actions.as_slice())
+    }
+
+    pub fn attention(&self) -> &[Attention] {
+        self.steered().map_or(&[], |s| s.plan.attention.as_slice())
+    }
+
+    /// `None` for an experiment that was not steered.
+    pub fn write(&self) -> Option<&WriteOutcome> {
+        self.steered().map(|s| &s.write)
+    }
+
+    pub fn applied(&self) -> bool {
+        matches!(self.write(), Some(WriteOutcome::Applied))
+    }
+
+    /// What went wrong for this experiment, if anything did.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        match &self.disposition {
+            Disposition::Failed(error) => Some(error.kind()),
+            Disposition::Skipped(_) => None,
+            Disposition::Steered(steered) => match steered.write.error() {
+                Some(error) => Some(ErrorKind::of_store_error(error)),
+                None => steered.metrics_error.as_ref().map(|_| ErrorKind::Metrics),
+            },
+        }
+    }
+}
+
+/// Verdicts counted, for the report's summary and the simulator's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VerdictCounts {
+    pub pass: usize,
+    pub fail: usize,
+    pub inconclusive: usize,
+    pub skipped: usize,
+    pub error: usize,
+}
+
+impl VerdictCounts {
+    pub fn add(&mut self, verdict: VerdictKind) {
+        match verdict {
+            VerdictKind::Pass => self.pass += 1,
+            VerdictKind::Fail => self.fail += 1,
+            VerdictKind::Inconclusive => self.inconclusive += 1,
+            VerdictKind::Skipped => self.skipped += 1,
+            VerdictKind::Error => self.error += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub experiments: usize,
+    #[serde(flatten)]
+    pub verdicts: VerdictCounts,
+    pub actions_planned: usize,
+    pub updates_applied: usize,
+    pub ready_to_promote: usize,
+    pub failing_at_floor: usize,
+    pub cannot_extend: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub started_at: DateTime<Utc>,
+    pub next_tick: DateTime<Utc>,
+    pub experiments: Vec<ExperimentReport>,
+    pub summary: Summary,
+}
+
+impl Report {
+    pub fn new(
+        dry_run: bool,
+        started_at: DateTime<Utc>,
+        next_tick: DateTime<Utc>,
+        experiments: Vec<ExperimentReport>,
+    ) -> Self {
+        let mut summary = Summary {
+            experiments: experiments.len(),
+            ..Summary::default()
+        };
+        for entry in &experiments {
+            summary.verdicts.add(entry.verdict());
+            summary.actions_planned += entry.actions().len();
+            summary.updates_applied += usize::from(entry.applied());
+            for attention in entry.attention() {
+                match attention {
+                    Attention::ReadyToPromote => summary.ready_to_promote += 1,
+                    Attention::FailingAtFloor => summary.failing_at_floor += 1,
+                    Attention::CannotExtend => summary.cannot_extend += 1,
+                }
+            }
+        }
+        Self {
+            dry_run,
+            started_at,
+            next_tick,
+            experiments,
+            summary,
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! Every word shadowpilot says about a decision comes from here: check
+//! messages, action reasons, notes, skip and error reasons, the JSON shape
+//! of an entry, the operator's table and the per-decision log line.
+
+use std::fmt::{self, Write as _};
+
+use chrono::{DateTime, Utc};
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use super::{
+    Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, Summary,
+    WriteOutcome,
+};
+use crate::experiment::{HOLD_TAG, POLICY_TAG};
+use crate::judge::{Against, CheckResult, Finding, Outcome};
+use crate::plan::{Action, Attention, Extension, Note, SamplingChange, WriteBlock};
+use crate::policy::duration::format as show_duration;
+use crate::policy::Unit;
+
+/// `412 ms`, `1.25 %`, `500 invocations`.
+pub fn show(unit: Unit, value: f64) -> String {
+    match unit {
+        Unit::Percent => format!("{value:.2} %"),
+        Unit::Milliseconds if value >= 100.0 => format!("{value:.0} ms"),
+        Unit::Milliseconds => format!("{value:.1} ms"),
+        Unit::Invocations => format!("{value:.0} invocations"),
+    }
+}
+
+/// How a difference is spoken of: points for rates, ms for latency.
+fn show_delta(unit: Unit, value: f64) -> String {
+    match unit {
+        Unit::Percent => format!("{value:.2} points"),
+        other => show(other, value),
+    }
+}
+
+fn utc_minute(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// `shadow p99 412 ms > 1.20 × production 298 ms (limit 358 ms)`.
+impl fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.id {
+            crate::judge::CheckId::Metric(metric) => metric.label(),
+            _ => "",
+        };
+        let unit = self.unit;
+        let compared = |f: &mut fmt::Formatter<'_>, shadow: f64, against: &Against, limit: f64| {
+            let relation = if shadow <= limit { "≤" } else { ">" };
+            write!(f, "shadow {label} {} {relation} ", show(unit, shadow))?;
+            match against {
+                Against::Absolute => write!(f, "{}", show(unit, limit)),
+                Against::Ratio { ratio, production } => write!(
+                    f,
+                    "{ratio:.2} × production {} (limit {})",
+                    show(unit, *production),
+                    show(unit, limit)
+                ),
+                Against::Above { above, production } => write!(
+                    f,
+                    "production {} + {} (limit {})",
+                    show(unit, *production),
+                    show_delta(unit, *above),
+                    show(unit, limit)
+                ),
+            }
+        };
+        match &self.finding {
+            Finding::NoWindow {
+                last_modified,
+                window_end,
+            } => write!(
+                f,
+                "no complete minute of evidence since the last change at {} (window would end at {})",
+                last_modified.format("%Y-%m-%d %H:%M:%S UTC"),
+                window_end.format("%H:%M UTC")
+            ),
+            Finding::NoMeasurements { error } => write!(f, "no measurements: {error}"),
+            Finding::Evidence {
+                invocations,
+                minimum,
+            } => {
+                let shown = invocations.unwrap_or(0.0);
+                if self.outcome == Outcome::Pass {
+                    write!(f, "shadow invocations {shown:.0} ≥ minimum {minimum:.0}")
+                } else {
+                    write!(
+                        f,
+                        "shadow invocations {shown:.0} < minimum {minimum:.0}{}",
+                        if invocations.is_none() {
+                            " (no datapoints)"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            }
+            Finding::NoInvocations { role } => {
+                write!(f, "{role} {label}: no invocations in the window")
+            }
+            Finding::NoDatapoints { role } => write!(f, "{role} {label}: no datapoints in the window"),
+            Finding::ProductionTooThin {
+                invocations,
+                minimum,
+            } => write!(
+                f,
+                "production invocations {invocations:.0} < minimum {minimum:.0} for a check relative to production"
+            ),
+            Finding::Compared {
+                shadow,
+                against,
+                limit,
+            } => compared(f, *shadow, against, *limit),
+            Finding::TooFewErrorsToTell {
+                shadow,
+                against,
+                limit,
+                errors,
+                invocations,
+                lower_bound,
+            } => {
+                compared(f, *shadow, against, *limit)?;
+                write!(
+                    f,
+                    ", but {errors:.0} errors in {invocations:.0} invocations are too few to tell (95 % lower bound {})",
+                    show(unit, *lower_bound)
+                )
+            }
+        }
+    }
+}
+
+impl Serialize for CheckResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("CheckResult", 6)?;
+        out.serialize_field("metric", self.id.as_str())?;
+        out.serialize_field("value", &self.value)?;
+        out.serialize_field("limit", &self.limit)?;
+        out.serialize_field("unit", &self.unit)?;
+        out.serialize_field("outcome", self.outcome.as_str())?;
+        out.serialize_field("message", &self.to_string())?;
+        out.end()
+    }
+}
+
+/// Why an action is taken, in words.
+pub fn action_reason(action: &Action) -> String {
+    match action {
+        Action::SetSampling { from, to, why } => match why {
+            SamplingChange::Failing => format!("failing: down from {from} % to {to} %"),
+            SamplingChange::AboveMaximum { ceiling } => {
+                format!("{from} % is above the policy maximum {ceiling} %")
+            }
+            SamplingChange::Passing { baked, bake_time } => format!(
+                "passing for {} at {from} % (bake {}): up to {to} %",
+                show_duration(*baked),
+                show_duration(*bake_time)
+            ),
+        },
+        Action::ExtendEndTime {
+            from,
+            to,
+            why:
+                Extension {
+                    verdict,
+                    margin,
+                    capped_at,
+                },
+        } => format!(
+            "{} and ends {}, before the next chance to write + margin {}: extended by {}{}",
+            match verdict {
+                Outcome::Pass => "passing below the top step",
+                _ => "inconclusive",
+            },
+            utc_minute(*from),
+            show_duration(*margin),
+            show_duration((*to - *from).to_std().unwrap_or_default()),
+            capped_at.map_or(String::new(), |cap| format!(
+                ", capped at StartTime + {}",
+                show_duration(cap)
+            )),
+        ),
+    }
+}
+
+/// `sampling 5 → 10 %`, `end 03-09 00:00 → 03-11 00:00`.
+pub fn action_summary(action: &Action) -> String {
+    match action {
+        Action::SetSampling { from, to, .. } => format!("sampling {from} → {to} %"),
+        Action::ExtendEndTime { from, to, .. } => format!(
+            "end {} → {}",
+            from.format("%m-%d %H:%M"),
+            to.format("%m-%d %H:%M")
+        ),
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(Some(4))?;
+        match self {
+            Action::SetSampling { from, to, .. } => {
+                out.serialize_entry("kind", "set_sampling")?;
+                out.serialize_entry("from", from)?;
+                out.serialize_entry("to", to)?;
+            }
+            Action::ExtendEndTime { from, to, .. } => {
+                out.serialize_entry("kind", "extend_end_time")?;
+                out.serialize_entry("from", from)?;
+                out.serialize_entry("to", to)?;
+            }
+        }
+        out.serialize_entry("reason", &action_reason(self))?;
+        out.end()
+    }
+}
+
+pub fn note_text(note: &Note) -> String {
+    match note {
+        Note::FailingAtFloor { floor } => {
+            format!("failing at the floor {floor} %: cannot go lower")
+        }
+        Note::ReadyToPromote { ceiling } => {
+            format!("passing at the top step {ceiling} %: ready to promote")
+        }
+        Note::Baking {
+            baked,
+            bake_time,
+            at,
+        } => format!(
+            "baking: {} of {} at {at} %",
+            show_duration(*baked),
+            show_duration(*bake_time)
+        ),
+        Note::Holding { at } => format!("inconclusive: holding at {at} %"),
+        Note::NotExtendedWhileFailing { check } => {
+            format!("not extended: the evidence is thin but {check}")
+        }
+        Note::NoStartTime => "cannot extend: the experiment reports no StartTime".into(),
+        Note::AtCap { end, max_duration } => format!(
+            "cannot extend: EndTime {} is already at the cap StartTime + {}",
+            utc_minute(*end),
+            show_duration(*max_duration)
+        ),
+    }
+}
+
+pub fn write_block_text(block: &WriteBlock) -> String {
+    match block {
+        WriteBlock::Held => format!("held by tag {HOLD_TAG}=true"),
+        WriteBlock::OutsideChangeWindows { policy, windows } => format!(
+            "outside the change windows of policy {policy} ({})",
+            windows
+                .iter()
+                .map(|(cron, open_for)| format!("{cron} for {}", show_duration(*open_for)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn staleness_text(staleness: &Staleness) -> String {
+    match staleness {
+        Staleness::Status(status) => format!("status is now {status}"),
+        Staleness::Sampling { from, to } => format!("sampling changed {from} → {to} %"),
+        Staleness::EndTime => "EndTime changed".into(),
+        Staleness::LastModifiedTime => "LastModifiedTime changed".into(),
+        Staleness::Held => format!("it was held ({HOLD_TAG}=true)"),
+        Staleness::PolicyTag => format!("its {POLICY_TAG} tag changed"),
+    }
+}
+
+pub fn skip_text(reason: &SkipReason) -> String {
+    match reason {
+        SkipReason::Inactive(status) => format!("status {status}: nothing to steer"),
+        SkipReason::NotSelected => "no policy selects it".into(),
+        SkipReason::Created { start: Some(start) } => format!(
+            "Created, starts {}: no traffic to judge yet",
+            start.format("%Y-%m-%d %H:%M UTC")
+        ),
+        SkipReason::Created { start: None } => "Created: no traffic to judge yet".into(),
+        SkipReason::NotJudged(status) => format!("status {status}: not judged this tick"),
+    }
+}
+
+/// The error's message, and the reason an entry gives for it.
+fn entry_error_text(name: &str, error: &EntryError) -> (String, String) {
+    match error {
+        EntryError::NotListed => (
+            format!("inference experiment {name} was not found"),
+            "no inference experiment of this name was listed".into(),
+        ),
+        EntryError::NotSelected => {
+            let text = format!(
+                "no policy selects it: tag it {POLICY_TAG}=<policy> or match a policy's globs"
+            );
+            (text.clone(), text)
+        }
+        EntryError::AmbiguousPolicy { policies } => {
+            let text = format!(
+                "selected by {} policies ({}): never written until exactly one selects it",
+                policies.len(),
+                policies.join(", ")
+            );
+            (text.clone(), text)
+        }
+        EntryError::UnknownPolicy { name } => {
+            let text = format!("tag {POLICY_TAG}={name} names no loaded policy");
+            (text.clone(), text)
+        }
+        EntryError::Store(error) => {
+            let text = error_chain(error.as_ref());
+            (text.clone(), text)
+        }
+    }
+}
+
+/// What the plan did and did not do, and what happened to its write.
+fn steered_reason(steered: &Steered) -> String {
+    let mut reasons: Vec<String> = steered.plan.actions.iter().map(action_reason).collect();
+    reasons.extend(steered.plan.notes.iter().map(note_text));
+    if let WriteOutcome::Blocked(block) = &steered.write {
+        reasons.push(format!("not written: {}", write_block_text(block)));
+    }
+    let reason = reasons.join("; ");
+    match &steered.write {
+        WriteOutcome::DryRun => format!("dry run, not written: {reason}"),
+        WriteOutcome::ChangedSinceRead(staleness) => format!(
+            "not written: {} since it was read; the next tick plans again ({reason})",
+            staleness_text(staleness)
+        ),
+        outcome => match outcome.error() {
+            Some(error) => format!("not written: {}", error_chain(error)),
+            None => reason,
+        },
+    }
+}
+
+impl ExperimentReport {
+    /// The entry's reason in words.
+    pub fn reason(&self) -> String {
+        match &self.disposition {
+            Disposition::Steered(steered) => steered_reason(steered),
+            Disposition::Skipped(reason) => skip_text(reason),
+            Disposition::Failed(error) => entry_error_text(&self.name, error).1,
+        }
+    }
+
+    /// The error's kind and message, as the report's `error` field shows it.
+    pub fn error_text(&self) -> Option<(&'static str, String)> {
+        let kind = self.error_kind()?.as_str();
+        let message = match &self.disposition {
+            Disposition::Failed(error) => entry_error_text(&self.name, error).0,
+            Disposition::Skipped(_) => return None,
+            Disposition::Steered(steered) => match steered.write.error() {
+                Some(error) => error_chain(error),
+                None => steered.metrics_error.clone()?,
+            },
+        };
+        Some((kind, message))
+    }
+
+    fn status_text(&self) -> &str {
+        self.status.as_ref().map_or("unknown", |s| s.as_str())
+    }
+
+    /// One structured log line per decision.
+    pub fn log(&self, dry_run: bool) {
+        let actions = serde_json::to_string(self.actions()).unwrap_or_default();
+        let decisive = self.decisive().map(CheckResult::to_string);
+        tracing::info!(
+            experiment = %self.name,
+            status = %self.status_text(),
+            policy = self.policy.as_deref().unwrap_or("-"),
+            verdict = self.verdict().as_str(),
+            decisive = decisive.as_deref().unwrap_or("-"),
+            outcome = self.write().map_or("none", WriteOutcome::as_str),
+            actions = %actions,
+            applied = self.applied(),
+            dry_run,
+            error = self.error_kind().map_or("-", |kind| kind.as_str()),
+            reason = %self.reason(),
+            "decision"
+        );
+    }
+}
+
+impl Serialize for ExperimentReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct ErrorView<'a> {
+            kind: &'a str,
+            message: String,
+        }
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("name", &self.name)?;
+        out.serialize_entry("status", self.status_text())?;
+        out.serialize_entry("policy", &self.policy)?;
+        out.serialize_entry("endpoint", &self.endpoint)?;
+        out.serialize_entry("sampling_percentage", &self.sampling_percentage)?;
+        out.serialize_entry("end_time", &self.end_time)?;
+        out.serialize_entry("verdict", &self.verdict())?;
+        out.serialize_entry("window", &self.window)?;
+        out.serialize_entry("checks", self.checks())?;
+        out.serialize_entry("decisive", &self.decisive().map(CheckResult::to_string))?;
+        out.serialize_entry("decisive_check", &self.decisive().map(|c| c.id.as_str()))?;
+        out.serialize_entry("actions", self.actions())?;
+        out.serialize_entry("applied", &self.applied())?;
+        out.serialize_entry("outcome", self.write().map_or("none", WriteOutcome::as_str))?;
+        out.serialize_entry("reason", &self.reason())?;
+        out.serialize_entry("attention", self.attention())?;
+        out.serialize_entry("held", &self.held)?;
+        if let Some((kind, message)) = self.error_text() {
+            out.serialize_entry("error", &ErrorView { kind, message })?;
+        }
+        out.end()
+    }
+}
+
+/// The error and its causes on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+pub fn attention_text(attention: Attention) -> &'static str {
+    match attention {
+        Attention::ReadyToPromote => "READY TO PROMOTE",
+        Attention::FailingAtFloor => "FAILING AT FLOOR",
+        Attention::CannotExtend => "CANNOT EXTEND",
+    }
+}
+
+/// Columns padded to the widest cell, two spaces apart, no trailing blanks.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, width) in cells.zip(&widths) {
+            let _ = write!(text, "{cell:<width$}  ");
+        }
+        text.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+fn action_cell(entry: &ExperimentReport) -> String {
+    let mut parts: Vec<String> = entry.actions().iter().map(action_summary).collect();
+    parts.extend(
+        entry
+            .attention()
+            .iter()
+            .map(|a| attention_text(*a).to_string()),
+    );
+    if parts.is_empty() {
+        return "-".into();
+    }
+    let mut cell = parts.join("; ");
+    if !entry.actions().is_empty() {
+        cell.push_str(match entry.write() {
+            Some(WriteOutcome::Applied) => " (applied)",
+            Some(WriteOutcome::DryRun) => " (dry run)",
+            _ => " (not applied)",
+        });
+    }
+    cell
+}
+
+fn summary_line(dry_run: bool, s: &Summary) -> String {
+    let attention: Vec<String> = [
+        (s.ready_to_promote, "ready to promote"),
+        (s.failing_at_floor, "failing at floor"),
+        (s.cannot_extend, "cannot extend"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, label)| format!("{n} {label}"))
+    .collect();
+    let v = &s.verdicts;
+    format!(
+        "{}{} experiments: {} pass, {} fail, {} inconclusive, {} skipped, {} error; {} actions planned, {} updates applied{}",
+        if dry_run { "DRY RUN (nothing written) — " } else { "" },
+        s.experiments, v.pass, v.fail, v.inconclusive, v.skipped, v.error,
+        s.actions_planned, s.updates_applied,
+        if attention.is_empty() { String::new() } else { format!("; {}", attention.join(", ")) }
+    )
+}
+
+impl Report {
+    /// One row per experiment, for a person at a terminal.
+    pub fn table(&self) -> String {
+        let header = [
+            "EXPERIMENT",
+            "STATUS",
+            "SAMPLING",
+            "ENDS",
+            "VERDICT",
+            "DECISIVE CHECK",
+            "ACTION",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .experiments
+            .iter()
+            .map(|entry| {
+                vec![
+                    entry.name.clone(),
+                    entry.status_text().to_string(),
+                    entry
+                        .sampling_percentage
+                        .map_or("-".into(), |p| format!("{p} %")),
+                    entry
+                        .end_time
+                        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
+                    entry.verdict().as_str().to_string(),
+                    entry
+                        .decisive()
+                        .map_or_else(|| entry.reason(), CheckResult::to_string),
+                    action_cell(entry),
+                ]
+            })
+            .collect();
+        let mut out = table(&header, &rows);
+        out.push('\n');
+        out.push_str(&summary_line(self.dry_run, &self.summary));
+        out
+    }
+}
