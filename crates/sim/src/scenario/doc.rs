@@ -156,21 +156,23 @@ pub(super) struct ChangeDoc {
 
 impl ExperimentDoc {
     pub(super) fn layer(&self) -> LayerDoc {
-        LayerDoc {
-            traffic: self.traffic.clone(),
-            production: self.production.clone(),
-            shadow: self.shadow.clone(),
-        }
+        layer(&self.traffic, &self.production, &self.shadow)
     }
 }
 
 impl ChangeDoc {
     pub(super) fn layer(&self) -> LayerDoc {
-        LayerDoc {
-            traffic: self.traffic.clone(),
-            production: self.production.clone(),
-            shadow: self.shadow.clone(),
-        }
+        layer(&self.traffic, &self.production, &self.shadow)
+    }
+}
+
+/// The settings an experiment or a change gives, as a level to merge; serde
+/// cannot flatten them into those structs and still deny unknown fields.
+fn layer(traffic: &TrafficDoc, production: &VariantDoc, shadow: &VariantDoc) -> LayerDoc {
+    LayerDoc {
+        traffic: traffic.clone(),
+        production: production.clone(),
+        shadow: shadow.clone(),
     }
 }
 
