@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use shadowpilot_core::plan::Action;
 use shadowpilot_core::policy::builtin_policies;
 use shadowpilot_core::report::VerdictKind;
@@ -50,15 +50,41 @@ async fn healthy_shadow_reaches_100_and_is_never_extended() {
     );
 }
 
-fn first_fail_after(
-    run: &ExperimentRun,
-    from: chrono::DateTime<chrono::Utc>,
-) -> chrono::DateTime<chrono::Utc> {
+fn first_fail_after(run: &ExperimentRun, from: DateTime<Utc>) -> DateTime<Utc> {
     run.ticks
         .iter()
         .find(|t| t.at >= from && t.verdict == VerdictKind::Fail)
         .map(|t| t.at)
         .unwrap_or_else(|| panic!("{} never failed after {from}", run.name))
+}
+
+/// The sampling percentage in force at `at`: the last history entry that
+/// took effect at or before it. Computed here, from the history alone, so
+/// that a bound taken from it cannot include the entries it is meant to
+/// bound.
+fn sampling_in_force_at(run: &ExperimentRun, at: DateTime<Utc>) -> u8 {
+    run.sampling_history
+        .iter()
+        .take_while(|(from, _)| *from <= at)
+        .last()
+        .map(|(_, percentage)| *percentage)
+        .unwrap_or_else(|| panic!("{}: no sampling in force at {at}", run.name))
+}
+
+/// Every rise in the sampling percentage in force from `from` on, as
+/// (when, before, after): the percentage in force at `from` is the first
+/// "before", and each later history entry is compared with the one in force
+/// just before it.
+fn climbs_from(run: &ExperimentRun, from: DateTime<Utc>) -> Vec<(DateTime<Utc>, u8, u8)> {
+    let mut in_force = sampling_in_force_at(run, from);
+    let mut climbs = Vec::new();
+    for (at, percentage) in run.sampling_history.iter().filter(|(at, _)| *at > from) {
+        if *percentage > in_force {
+            climbs.push((*at, in_force, *percentage));
+        }
+        in_force = *percentage;
+    }
+    climbs
 }
 
 #[tokio::test]
@@ -83,13 +109,12 @@ async fn a_regressed_shadow_never_climbs_once_the_regression_is_visible() {
                 }
             }
         }
-        // ...so the percentage in force never exceeds what it was then.
-        let at_seen = run.max_sampling_from(seen);
-        assert!(run
-            .sampling_history
-            .iter()
-            .filter(|(at, _)| *at > seen)
-            .all(|(_, p)| *p <= at_seen));
+        // ...so the percentage in force never rises above what it was then.
+        let climbs = climbs_from(run, seen);
+        assert!(
+            climbs.is_empty(),
+            "{name}: sampling in force rose after the regression was seen at {seen}: {climbs:?}"
+        );
         // And it was taken down to the floor.
         let summary = run.summary(outcome.stop, &outcome.writes);
         assert_eq!(summary.final_sampling, 1, "{}", outcome.summary_table());
@@ -217,11 +242,11 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
             assert_eq!(summary.final_sampling, 1, "{name}: {table}");
             let run = experiment(&outcome, name);
             let seen = first_fail_after(run, outcome.start + Duration::hours(30));
-            assert!(run
-                .sampling_history
-                .iter()
-                .filter(|(at, _)| *at > seen)
-                .all(|(_, p)| *p <= run.max_sampling_from(seen)));
+            let climbs = climbs_from(run, seen);
+            assert!(
+                climbs.is_empty(),
+                "{name}: sampling in force rose after the regression was seen at {seen}: {climbs:?}"
+            );
             assert!(run.ticks.iter().filter(|t| t.at >= seen).all(|t| !t
                 .actions
                 .iter()
