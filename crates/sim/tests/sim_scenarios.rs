@@ -28,6 +28,22 @@ async fn simulate(file: &str) -> SimulationOutcome {
     outcome
 }
 
+/// Every EndTime the controller asked for, as (tick, requested EndTime).
+/// Taken from the planned actions, not from what the world accepted: the
+/// simulated SageMaker rejects an EndTime past 30 days, so the EndTimes it
+/// holds are within 30 days whatever the controller does.
+fn requested_end_times(run: &ExperimentRun) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    run.ticks
+        .iter()
+        .flat_map(|tick| {
+            tick.actions.iter().filter_map(move |action| match action {
+                Action::ExtendEndTime { to, .. } => Some((tick.at, *to)),
+                Action::SetSampling { .. } => None,
+            })
+        })
+        .collect()
+}
+
 fn experiment<'a>(outcome: &'a SimulationOutcome, name: &str) -> &'a ExperimentRun {
     outcome
         .experiment(name)
@@ -179,15 +195,22 @@ async fn low_traffic_is_extended_and_never_past_thirty_days() {
             "{}",
             run.name
         );
-        for (_, end) in &run.end_time_history {
+        for (at, end) in requested_end_times(run) {
             assert!(
-                *end - run.start_time <= Duration::days(30),
-                "{}: EndTime {end}",
+                end - run.start_time <= Duration::days(30),
+                "{}: asked for EndTime {end} at {at}",
                 run.name
             );
         }
         assert_eq!(summary.final_status, "Completed");
-        // Thin evidence never ramps.
+        // Thin evidence never ramps; without any, the loop would check nothing.
+        assert!(
+            run.ticks
+                .iter()
+                .any(|t| t.verdict == VerdictKind::Inconclusive),
+            "{} never had thin evidence",
+            run.name
+        );
         for tick in &run.ticks {
             if tick.verdict == VerdictKind::Inconclusive {
                 assert!(
@@ -231,7 +254,12 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
     for summary in &summaries {
         let name = summary.name.as_str();
         assert_eq!(summary.final_status, "Completed", "{name}: {table}");
-        assert!(summary.final_end_time - summary.start_time <= Duration::days(30));
+        for (at, end) in requested_end_times(experiment(&outcome, name)) {
+            assert!(
+                end - summary.start_time <= Duration::days(30),
+                "{name}: asked for EndTime {end} at {at}"
+            );
+        }
         if name.starts_with("healthy") || name.starts_with("canary-fast") {
             assert!(
                 summary.time_to_100.is_some(),
@@ -268,12 +296,15 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
     // Held: judged every tick, never written.
     assert!(outcome.writes.iter().all(|w| w.request.name != "frozen"));
     assert_eq!(experiment(&outcome, "frozen").sampling_history.len(), 1);
-    // The conservative policy writes only on weekdays 08:00–17:00 UTC.
-    for write in outcome
+    // The conservative policy writes only on weekdays 08:00–17:00 UTC, and
+    // does write: with no write, the loop would check nothing.
+    let careful: Vec<_> = outcome
         .writes
         .iter()
         .filter(|w| w.request.name == "careful-payments")
-    {
+        .collect();
+    assert!(!careful.is_empty(), "careful-payments was never written");
+    for write in careful {
         use chrono::{Datelike, Timelike};
         let at = write.at;
         assert!(
@@ -348,5 +379,7 @@ experiments:
     let outcome = simulate_text(text, Some(std::time::Duration::from_secs(86_400))).await;
     assert_eq!(outcome.ticks, 96);
     let run = experiment(&outcome, "a");
+    // Every tick judged the experiment, so the check below sees all 96.
+    assert_eq!(run.ticks.len(), 96);
     assert!(run.ticks.iter().all(|t| t.at.timestamp() % 900 == 0));
 }
