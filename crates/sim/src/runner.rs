@@ -379,21 +379,6 @@ impl ExperimentRun {
             ended,
         }
     }
-
-    /// The highest sampling percentage in force at any moment from `from` on.
-    pub fn max_sampling_from(&self, from: DateTime<Utc>) -> u8 {
-        let before = self
-            .sampling_history
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= from)
-            .map_or(0, |(_, p)| *p);
-        self.sampling_history
-            .iter()
-            .filter(|(at, _)| *at > from)
-            .map(|(_, p)| *p)
-            .fold(before, u8::max)
-    }
 }
 
 impl SimulationOutcome {

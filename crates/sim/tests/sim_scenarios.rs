@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
+use shadowpilot_core::experiment::ExperimentStatus;
 use shadowpilot_core::plan::Action;
 use shadowpilot_core::policy::builtin_policies;
 use shadowpilot_core::report::VerdictKind;
@@ -34,7 +35,7 @@ async fn simulate(file: &str) -> SimulationOutcome {
 /// holds are within 30 days whatever the controller does.
 fn assert_never_asks_past_thirty_days(run: &ExperimentRun) {
     for tick in &run.ticks {
-        for action in &tick.actions {
+        for action in tick.actions() {
             if let Action::ExtendEndTime { to, .. } = action {
                 assert!(
                     *to - run.start_time <= Duration::days(30),
@@ -61,7 +62,7 @@ async fn healthy_shadow_reaches_100_and_is_never_extended() {
     assert_eq!(summary.ramps_down, 0, "{}", outcome.summary_table());
     assert_eq!(summary.extensions, 0);
     assert_eq!(summary.verdicts.fail, 0);
-    assert_eq!(summary.final_status, "Completed");
+    assert_eq!(summary.final_status, Some(ExperimentStatus::Completed));
     assert!(
         outcome.writes.iter().all(|w| w.rejected.is_none()),
         "{:?}",
@@ -72,7 +73,7 @@ async fn healthy_shadow_reaches_100_and_is_never_extended() {
 fn first_fail_after(run: &ExperimentRun, from: DateTime<Utc>) -> DateTime<Utc> {
     run.ticks
         .iter()
-        .find(|t| t.at >= from && t.verdict == VerdictKind::Fail)
+        .find(|t| t.at >= from && t.verdict() == VerdictKind::Fail)
         .map(|t| t.at)
         .unwrap_or_else(|| panic!("{} never failed after {from}", run.name))
 }
@@ -132,7 +133,7 @@ async fn a_regressed_shadow_never_climbs_once_the_regression_is_visible() {
         );
         // From the first failing tick on, no sampling write goes up...
         for tick in run.ticks.iter().filter(|t| t.at >= seen) {
-            for action in &tick.actions {
+            for action in tick.actions() {
                 if let Action::SetSampling { from, to, .. } = action {
                     assert!(to < from, "{name} climbed {from} → {to} at {}", tick.at);
                 }
@@ -168,7 +169,7 @@ async fn an_error_spike_steps_down_and_the_shadow_recovers_after() {
         .iter()
         .filter(|t| t.at >= seen && t.at < spike.1 + Duration::hours(1))
     {
-        for action in &tick.actions {
+        for action in tick.actions() {
             if let Action::SetSampling { from, to, .. } = action {
                 assert!(
                     to < from,
@@ -205,20 +206,20 @@ async fn low_traffic_is_extended_and_never_past_thirty_days() {
             run.name
         );
         assert_never_asks_past_thirty_days(run);
-        assert_eq!(summary.final_status, "Completed");
+        assert_eq!(summary.final_status, Some(ExperimentStatus::Completed));
         // Thin evidence never ramps; without any, the loop would check nothing.
         assert!(
             run.ticks
                 .iter()
-                .any(|t| t.verdict == VerdictKind::Inconclusive),
+                .any(|t| t.verdict() == VerdictKind::Inconclusive),
             "{} never had thin evidence",
             run.name
         );
         for tick in &run.ticks {
-            if tick.verdict == VerdictKind::Inconclusive {
+            if tick.verdict() == VerdictKind::Inconclusive {
                 assert!(
                     !tick
-                        .actions
+                        .actions()
                         .iter()
                         .any(|a| matches!(a, Action::SetSampling { from, to, .. } if to > from)),
                     "{} ramped on thin evidence at {}",
@@ -256,7 +257,11 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
     let table = outcome.summary_table();
     for summary in &summaries {
         let name = summary.name.as_str();
-        assert_eq!(summary.final_status, "Completed", "{name}: {table}");
+        assert_eq!(
+            summary.final_status,
+            Some(ExperimentStatus::Completed),
+            "{name}: {table}"
+        );
         assert_never_asks_past_thirty_days(experiment(&outcome, name));
         if name.starts_with("healthy") || name.starts_with("canary-fast") {
             assert!(
@@ -270,7 +275,7 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
             let seen = first_fail_after(run, outcome.start + Duration::hours(30));
             assert_never_climbs_from(run, seen);
             assert!(run.ticks.iter().filter(|t| t.at >= seen).all(|t| !t
-                .actions
+                .actions()
                 .iter()
                 .any(|a| matches!(a, Action::SetSampling { from, to, .. } if to > from))));
         }
@@ -348,7 +353,9 @@ experiments:
     let outcome = simulate_text(text, None).await;
     let run = experiment(&outcome, "slow");
     assert!(
-        run.ticks.iter().any(|t| t.status == "Updating"),
+        run.ticks
+            .iter()
+            .any(|t| t.status() == Some(&ExperimentStatus::Updating)),
         "the controller should have met Updating"
     );
     assert!(
