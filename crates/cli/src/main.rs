@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use shadowpilot_core::config::{load_policies, POLICIES_VAR, SCHEDULE_VAR};
+use shadowpilot_core::config::load_policies;
+
+// The one place the CLI depends on its `aws` feature.
+#[cfg(feature = "aws")]
+mod live;
 
 #[derive(Parser)]
 #[command(
@@ -29,10 +33,10 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
-    /// One tick against the configured AWS account: a dry run unless --apply.
-    Run(RunArgs),
-    /// The same as `run` without --apply: what the next tick would do.
-    Plan(TickArgs),
+    /// `run` and `plan` against AWS: only in a build with the AWS adapters.
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    Live(live::LiveCommand),
     /// Policy files.
     Policy {
         #[command(subcommand)]
@@ -40,29 +44,6 @@ enum Command {
     },
     /// Runs the controller over a simulated SageMaker and CloudWatch.
     Simulate(SimulateArgs),
-}
-
-#[derive(Args)]
-struct TickArgs {
-    /// Only these experiments (repeatable); default: every listed one.
-    #[arg(long = "experiment", value_name = "NAME")]
-    experiments: Vec<String>,
-    /// The EventBridge expression the deployed function runs on.
-    #[arg(long, env = SCHEDULE_VAR)]
-    schedule: Option<String>,
-    /// A policy file or directory; default: the built-in policies.
-    #[arg(long, env = POLICIES_VAR)]
-    policies: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    tick: TickArgs,
-    /// Write to AWS. Without it nothing is changed. SHADOWPILOT_DRY_RUN=true
-    /// overrides it.
-    #[arg(long)]
-    apply: bool,
 }
 
 #[derive(Subcommand)]
@@ -113,8 +94,8 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => tick(args.tick, args.apply, cli.output),
-        Command::Plan(args) => tick(args, false, cli.output),
+        #[cfg(feature = "aws")]
+        Command::Live(command) => live::run(command, cli.output == Output::Json),
         Command::Policy {
             command: PolicyCommand::Check { paths },
         } => policy_check(&paths, cli.output),
@@ -158,58 +139,6 @@ fn policy_check(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-#[cfg(feature = "aws")]
-fn tick(args: TickArgs, apply: bool, output: Output) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
-    use shadowpilot_core::config::Config;
-    use shadowpilot_core::controller::{Controller, RunOptions};
-    use shadowpilot_core::schedule::Schedule;
-
-    // clap already took --schedule from SHADOWPILOT_SCHEDULE when the flag
-    // is absent; reading the variable again would let a bad value in the
-    // environment break an explicit, valid flag.
-    let config = Config::from_lookup(|name| {
-        (name != SCHEDULE_VAR)
-            .then(|| std::env::var(name).ok())
-            .flatten()
-    })?;
-    let expression = args.schedule.with_context(|| {
-        format!("set --schedule or {SCHEDULE_VAR} to the expression the function runs on, e.g. rate(10 minutes)")
-    })?;
-    let schedule = Schedule::parse(&expression)?;
-    let policies = load_policies(args.policies.as_deref().or(config.policies_path.as_deref()))?;
-    if apply && config.force_dry_run {
-        eprintln!("note: SHADOWPILOT_DRY_RUN=true overrides --apply; nothing will be written");
-    }
-    let options = RunOptions {
-        dry_run: config.force_dry_run || !apply,
-        only: (!args.experiments.is_empty()).then_some(args.experiments),
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(async {
-        let (store, metrics) = shadowpilot_aws::clients_from_env().await;
-        let now = chrono::Utc::now();
-        Controller::new(&store, &metrics, &policies)
-            .run_tick(&options, now, schedule.next_tick_after(now))
-            .await
-    })?;
-    match output {
-        Output::Table => println!("{}", report.table()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
-    let failed = report.summary.verdicts.error > 0;
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-#[cfg(not(feature = "aws"))]
-fn tick(_: TickArgs, _: bool, _: Output) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this build has no AWS support: build with the default features (cargo build) to run against AWS")
 }
 
 fn simulate(args: SimulateArgs, output: Output) -> anyhow::Result<ExitCode> {

@@ -1,8 +1,26 @@
-//! shadowpilot steers Amazon SageMaker shadow tests.
+//! The core of shadowpilot, which steers Amazon SageMaker shadow tests: it
+//! decides, and it never talks to AWS itself. The crate has no AWS SDK, no
+//! CLI parser, no plotting and no randomness; `shadowpilot-aws` and
+//! `shadowpilot-sim` implement its ports, and the two binaries wire them.
 //!
-//! The pure core (`policy`, `metrics`, `judge`, `plan`) decides; the
-//! controller runs one tick over the ports in `ports`; the adapters in `aws`
-//! and the simulated world in `sim` implement those ports.
+//! # Layout
+//! - [`experiment`]: our model of an inference experiment and of an update.
+//! - [`ports`]: the two capabilities a tick needs, an experiment store and a
+//!   metric source, as small `Send + Sync` traits.
+//! - [`metrics`]: the series a policy needs, asked of the metric source in
+//!   domain terms, and what the judge reads back.
+//! - [`policy`]: policy files, validated and compiled once at load; which
+//!   policy selects an experiment.
+//! - [`judge`] (pure): measurements → a verdict with one result per check.
+//! - [`plan`] (pure): experiment, verdict, policy, now → actions and notes.
+//! - [`controller`]: one tick over the ports; planning and applying are
+//!   separate steps, and a dry run skips the second.
+//! - [`report`]: what each experiment's tick came to, as typed values, and
+//!   [`report::render`], the one place that puts them into words.
+//! - [`event`], [`config`], [`handler`]: the Lambda's input, the environment,
+//!   and payload in → report out, independent of the runtime.
+//! - [`schedule`]: EventBridge `rate(...)`/`cron(...)` expressions.
+//! - [`validation`]: problems in files people write, by file and field.
 
 use std::time::Duration;
 

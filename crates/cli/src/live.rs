@@ -1,0 +1,91 @@
+//! `run` and `plan`: the Lambda's tick by hand against the configured AWS
+//! account, a dry run unless `--apply`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use shadowpilot_core::config::{load_policies, Config, POLICIES_VAR, SCHEDULE_VAR};
+use shadowpilot_core::controller::{Controller, RunOptions};
+use shadowpilot_core::schedule::Schedule;
+
+#[derive(Subcommand)]
+pub enum LiveCommand {
+    /// One tick against the configured AWS account: a dry run unless --apply.
+    Run(RunArgs),
+    /// The same as `run` without --apply: what the next tick would do.
+    Plan(TickArgs),
+}
+
+#[derive(Args)]
+pub struct TickArgs {
+    /// Only these experiments (repeatable); default: every listed one.
+    #[arg(long = "experiment", value_name = "NAME")]
+    experiments: Vec<String>,
+    /// The EventBridge expression the deployed function runs on.
+    #[arg(long, env = SCHEDULE_VAR)]
+    schedule: Option<String>,
+    /// A policy file or directory; default: the built-in policies.
+    #[arg(long, env = POLICIES_VAR)]
+    policies: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    tick: TickArgs,
+    /// Write to AWS. Without it nothing is changed. SHADOWPILOT_DRY_RUN=true
+    /// overrides it.
+    #[arg(long)]
+    apply: bool,
+}
+
+pub fn run(command: LiveCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        LiveCommand::Run(args) => tick(args.tick, args.apply, json),
+        LiveCommand::Plan(args) => tick(args, false, json),
+    }
+}
+
+fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
+    // clap already took --schedule from SHADOWPILOT_SCHEDULE when the flag
+    // is absent; reading the variable again would let a bad value in the
+    // environment break an explicit, valid flag.
+    let config = Config::from_lookup(|name| {
+        (name != SCHEDULE_VAR)
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    })?;
+    let expression = args.schedule.with_context(|| {
+        format!("set --schedule or {SCHEDULE_VAR} to the expression the function runs on, e.g. rate(10 minutes)")
+    })?;
+    let schedule = Schedule::parse(&expression)?;
+    let policies = load_policies(args.policies.as_deref().or(config.policies_path.as_deref()))?;
+    if apply && config.force_dry_run {
+        eprintln!("note: SHADOWPILOT_DRY_RUN=true overrides --apply; nothing will be written");
+    }
+    let options = RunOptions {
+        dry_run: config.force_dry_run || !apply,
+        only: (!args.experiments.is_empty()).then_some(args.experiments),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        let (store, metrics) = shadowpilot_aws::clients_from_env().await;
+        let now = chrono::Utc::now();
+        Controller::new(&store, &metrics, &policies)
+            .run_tick(&options, now, schedule.next_tick_after(now))
+            .await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.table());
+    }
+    let failed = report.summary.verdicts.error > 0;
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
