@@ -13,6 +13,8 @@
 //!   policy selects an experiment.
 //! - [`judge`] (pure): measurements → a verdict with one result per check.
 //! - [`plan`] (pure): experiment, verdict, policy, now → actions and notes.
+//! - [`stats`] (pure): always-valid intervals for error rates and latency
+//!   ratios, their decisions and the time each still needs (statistics.md).
 //! - [`controller`]: one tick over the ports; planning and applying are
 //!   separate steps, and a dry run skips the second.
 //! - [`report`]: what each experiment's tick came to, as typed values, and
@@ -36,6 +38,7 @@ pub mod policy;
 pub mod ports;
 pub mod report;
 pub mod schedule;
+pub mod stats;
 pub mod validation;
 
 /// AWS allows an inference experiment at most 30 days from StartTime to EndTime.
