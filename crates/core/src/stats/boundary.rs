@@ -29,7 +29,7 @@ const LN_V_RANGE: (f64, f64) = (-80.0, 20.0);
 const BISECTIONS: usize = 200;
 
 /// The variance `V*` at which `h(V*) = d` (§4), by bisection on ln V.
-pub(crate) fn variance_for_half_width(d: f64, tau: f64, alpha: f64) -> f64 {
+pub(super) fn variance_for_half_width(d: f64, tau: f64, alpha: f64) -> f64 {
     let (mut lo, mut hi) = LN_V_RANGE;
     for _ in 0..BISECTIONS {
         let mid = 0.5 * (lo + hi);

@@ -65,10 +65,13 @@ pub struct ErrorCounts {
     /// Minutes left out because production had no requests, or a count was
     /// negative or not a number.
     pub skipped: usize,
-    /// `N_s`, `E_s`, `N_p`, `E_p`.
+    /// `N_s`.
     pub shadow_requests: f64,
+    /// `E_s`, after clamping.
     pub shadow_errors: f64,
+    /// `N_p`.
     pub production_requests: f64,
+    /// `E_p`, after clamping.
     pub production_errors: f64,
     /// `Ê_p = Σ n_s·e_p/n_p`, production's errors at the shadow's minutes.
     pub expected_shadow_errors: f64,

@@ -5,7 +5,7 @@
 use super::{information_needed, needs, Decision, Inconclusive, Interval, TimeToDecision};
 
 /// The periods CloudWatch can aggregate over, shortest first (§3, Period).
-pub const PERIODS_SECS: [u32; 7] = [60, 120, 300, 600, 900, 1800, 3600];
+const PERIODS_SECS: [u32; 7] = [60, 120, 300, 600, 900, 1800, 3600];
 
 /// The knobs of §3, defaults from §5.
 #[derive(Debug, Clone, Copy, PartialEq)]
