@@ -14,11 +14,8 @@ use super::scenario::{Conditions, ExperimentSpec, Scenario, VariantModel};
 use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
 };
-use shadowpilot_core::metrics::{
-    MetricQuery, MetricSeries, SageMakerMetric, Statistic, VariantRole, MAX_QUERIES_PER_CALL,
-    SAGEMAKER_NAMESPACE,
-};
-use shadowpilot_core::ports::{Datapoints, ExperimentStore, MetricError, MetricSource, StoreError};
+use shadowpilot_core::metrics::{SageMakerMetric, Series, SeriesQuery, Statistic, VariantRole};
+use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
 use shadowpilot_core::schedule::chrono_duration;
 use shadowpilot_core::MAX_EXPERIMENT_DURATION;
 
@@ -92,7 +89,6 @@ struct World {
     publish_delay: chrono::Duration,
     experiments: Vec<SimExperiment>,
     by_name: HashMap<String, usize>,
-    streams: HashMap<(String, String), (usize, VariantRole)>,
     writes: Vec<WriteRecord>,
     /// The last window merged per (experiment, role, overhead?): the
     /// controller asks for a window that moved by one tick, so it is cheaper
@@ -318,34 +314,16 @@ impl World {
         first..end.min(complete).max(first)
     }
 
-    fn answer(&mut self, query: &MetricQuery) -> Datapoints {
-        let mut points = Datapoints::new();
-        if query.namespace != SAGEMAKER_NAMESPACE {
-            return points;
-        }
-        let Some(metric) = SageMakerMetric::from_name(&query.metric_name) else {
+    fn answer(&mut self, query: &SeriesQuery) -> Series {
+        let mut points = Series::new();
+        let Some(&index) = self.by_name.get(&query.experiment.name) else {
             return points;
         };
-        let dimension = |name: &str| {
-            query
-                .dimensions
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let (Some(endpoint), Some(variant)) = (dimension("EndpointName"), dimension("VariantName"))
-        else {
-            return points;
-        };
-        if query.dimensions.len() != 2 {
-            return points;
-        }
-        let Some(&(index, role)) = self.streams.get(&(endpoint, variant)) else {
-            return points;
-        };
+        let (role, metric) = (query.role, query.metric);
         let published = self.now - self.publish_delay;
         let minutes = self.minutes_between(query.window.start, query.window.end, published);
-        let period_minutes = (query.period_seconds / 60).max(1);
+        let period_minutes =
+            (i64::try_from(query.period.as_secs()).unwrap_or(i64::MAX) / 60).max(1);
         let start = query.window.start;
         let latency_kind = match metric {
             SageMakerMetric::ModelLatency => Some(false),
@@ -373,7 +351,7 @@ impl World {
             return points;
         }
         let mut bucket: Option<(i64, Counts, WindowHistogram)> = None;
-        let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Datapoints| {
+        let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Series| {
             if let Some((k, counts, histogram)) = bucket {
                 let at = start + chrono::Duration::seconds(k * period_minutes * 60);
                 if let Some(value) = statistic(metric, query.statistic, &counts, &histogram) {
@@ -684,35 +662,30 @@ fn statistic(
     })
 }
 
-fn check_batch(queries: &[MetricQuery]) -> Result<(), String> {
-    if queries.len() > MAX_QUERIES_PER_CALL {
-        return Err(format!(
-            "{} queries in one call; at most {MAX_QUERIES_PER_CALL}",
-            queries.len()
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for query in queries {
-        let id = &query.id;
-        let well_formed = id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && id.len() <= 255;
-        if !well_formed {
-            return Err(format!("query id {id:?} must start with a lowercase letter and use only letters, digits and _"));
-        }
-        if !seen.insert(id.as_str()) {
-            return Err(format!("query id {id:?} is used twice"));
-        }
-        if query.period_seconds <= 0 || query.period_seconds % 60 != 0 {
+/// The simulator's own rules for a query; CloudWatch's wire rules (ids,
+/// queries per call) are the adapter's business and are not repeated here.
+fn check_queries(queries: &[SeriesQuery]) -> Result<(), String> {
+    for (index, query) in queries.iter().enumerate() {
+        let what = || {
+            format!(
+                "query {index} ({} {} {:?} {})",
+                query.experiment.name, query.role, query.metric, query.statistic
+            )
+        };
+        let seconds = query.period.as_secs();
+        if query.period.subsec_nanos() != 0 || seconds == 0 || seconds % 60 != 0 {
             return Err(format!(
-                "query {id}: period {} s is not a positive multiple of 60",
-                query.period_seconds
+                "{}: period {} s is not a positive multiple of 60",
+                what(),
+                query.period.as_secs_f64()
             ));
         }
         if query.window.end <= query.window.start {
             return Err(format!(
-                "query {id}: EndTime {} is not after StartTime {}",
-                query.window.end, query.window.start
+                "{}: EndTime {} is not after StartTime {}",
+                what(),
+                query.window.end,
+                query.window.start
             ));
         }
     }
@@ -723,17 +696,8 @@ impl SimWorld {
     pub fn new(scenario: &Scenario) -> Self {
         let mut experiments = Vec::new();
         let mut by_name = HashMap::new();
-        let mut streams = HashMap::new();
         for (index, spec) in scenario.experiments.iter().enumerate() {
             by_name.insert(spec.name.clone(), index);
-            streams.insert(
-                (spec.endpoint.clone(), spec.production_variant.clone()),
-                (index, VariantRole::Production),
-            );
-            streams.insert(
-                (spec.endpoint.clone(), spec.shadow_variant.clone()),
-                (index, VariantRole::Shadow),
-            );
             experiments.push(SimExperiment {
                 arn: format!("{ACCOUNT_ARN}/{}", spec.name),
                 start_time: spec.start_time,
@@ -769,7 +733,6 @@ impl SimWorld {
                 publish_delay: chrono_duration(scenario.publish_delay),
                 experiments,
                 by_name,
-                streams,
                 writes: Vec::new(),
                 windows: HashMap::new(),
             })),
@@ -895,17 +858,11 @@ impl ExperimentStore for SimWorld {
 
 #[async_trait]
 impl MetricSource for SimWorld {
-    async fn fetch(&self, queries: &[MetricQuery]) -> Result<Vec<MetricSeries>, MetricError> {
-        check_batch(queries).map_err(|message| MetricError::Service {
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
+        check_queries(queries).map_err(|message| MetricError::Service {
             source: Box::new(CloudWatchRejection(message)),
         })?;
         let mut world = self.lock();
-        Ok(queries
-            .iter()
-            .map(|query| MetricSeries {
-                id: query.id.clone(),
-                points: world.answer(query),
-            })
-            .collect())
+        Ok(queries.iter().map(|query| world.answer(query)).collect())
     }
 }
