@@ -18,7 +18,7 @@ pub mod plot;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
-pub mod world;
+mod world;
 
 pub use plot::{write_svg, PlotError};
 pub use runner::{
