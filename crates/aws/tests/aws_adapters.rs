@@ -707,17 +707,26 @@ fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
         .collect()
 }
 
-/// What CloudWatch must receive for a query, spelled out here rather than
-/// taken from the adapter, so a wrong name fails the test.
+/// What CloudWatch must receive for the metrics these tests ask for,
+/// spelled out here rather than taken from the adapter, so a wrong name
+/// fails the test.
+const METRIC_NAMES: [(SageMakerMetric, &str); 5] = [
+    (SageMakerMetric::Invocations, "Invocations"),
+    (SageMakerMetric::Invocation4XXErrors, "Invocation4XXErrors"),
+    (SageMakerMetric::Invocation5XXErrors, "Invocation5XXErrors"),
+    (
+        SageMakerMetric::InvocationModelErrors,
+        "InvocationModelErrors",
+    ),
+    (SageMakerMetric::ModelLatency, "ModelLatency"),
+];
+
 fn expected_metric_name(metric: SageMakerMetric) -> &'static str {
-    match metric {
-        SageMakerMetric::Invocations => "Invocations",
-        SageMakerMetric::Invocation4XXErrors => "Invocation4XXErrors",
-        SageMakerMetric::Invocation5XXErrors => "Invocation5XXErrors",
-        SageMakerMetric::InvocationModelErrors => "InvocationModelErrors",
-        SageMakerMetric::ModelLatency => "ModelLatency",
-        SageMakerMetric::OverheadLatency => "OverheadLatency",
-    }
+    METRIC_NAMES
+        .iter()
+        .find(|(m, _)| *m == metric)
+        .map(|(_, name)| *name)
+        .unwrap_or_else(|| panic!("no expectation written for {metric:?}"))
 }
 
 fn expected_stat(statistic: Statistic) -> &'static str {

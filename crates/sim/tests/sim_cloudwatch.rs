@@ -72,6 +72,18 @@ fn query(
     }
 }
 
+/// Production's invocations in the first hour, one value per `period` s.
+fn first_hour_invocations(start: DateTime<Utc>, period: u64) -> SeriesQuery {
+    query(
+        VariantRole::Production,
+        SageMakerMetric::Invocations,
+        Statistic::Sum,
+        start,
+        start + Duration::hours(1),
+        period,
+    )
+}
+
 async fn one(world: &SimWorld, q: SeriesQuery) -> Vec<(DateTime<Utc>, f64)> {
     let answer = world.fetch(&[q]).await.unwrap();
     answer[0].iter().map(|(t, v)| (*t, *v)).collect()
@@ -145,18 +157,7 @@ async fn one_datapoint_per_period_with_data_and_none_without_traffic() {
 async fn nothing_is_published_for_minutes_not_yet_over() {
     let (world, start) = setup();
     world.set_now(start + Duration::minutes(10) + Duration::seconds(30));
-    let points = one(
-        &world,
-        query(
-            VariantRole::Production,
-            SageMakerMetric::Invocations,
-            Statistic::Sum,
-            start,
-            start + Duration::hours(1),
-            60,
-        ),
-    )
-    .await;
+    let points = one(&world, first_hour_invocations(start, 60)).await;
     assert_eq!(points.len(), 10);
 }
 
@@ -391,14 +392,7 @@ async fn answers_do_not_depend_on_query_order() {
 async fn unknown_experiments_are_empty_and_malformed_queries_are_refused() {
     let (world, start) = setup();
     world.set_now(start + Duration::hours(1));
-    let good = query(
-        VariantRole::Production,
-        SageMakerMetric::Invocations,
-        Statistic::Sum,
-        start,
-        start + Duration::hours(1),
-        60,
-    );
+    let good = first_hour_invocations(start, 60);
     let unknown = SeriesQuery {
         experiment: experiment("purple"),
         ..good.clone()
@@ -451,14 +445,7 @@ async fn unknown_experiments_are_empty_and_malformed_queries_are_refused() {
 async fn call_limits_are_the_adapters_so_any_number_of_queries_is_answered_in_order() {
     let (world, start) = setup();
     world.set_now(start + Duration::hours(1));
-    let invocations = query(
-        VariantRole::Production,
-        SageMakerMetric::Invocations,
-        Statistic::Sum,
-        start,
-        start + Duration::hours(1),
-        3600,
-    );
+    let invocations = first_hour_invocations(start, 3600);
     let latency = SeriesQuery {
         metric: SageMakerMetric::ModelLatency,
         statistic: Statistic::percentile(99.0),
