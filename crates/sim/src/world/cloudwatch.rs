@@ -1,89 +1,104 @@
 //! The simulated CloudWatch: answers domain metric queries from the traffic
 //! that has been published by now, with CloudWatch's statistics.
 
-use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use super::traffic::Counts;
-use super::{role_index, SimWorld, World};
+use super::sagemaker::SageMaker;
+use super::traffic::{role_index, Counts, Traffic};
 use crate::histogram::WindowHistogram;
 use shadowpilot_core::metrics::{SageMakerMetric, Series, SeriesQuery, Statistic};
-use shadowpilot_core::ports::{MetricError, MetricSource};
+use shadowpilot_core::ports::MetricError;
 
 /// Answers CloudWatch would refuse a GetMetricData call with.
 #[derive(Debug, thiserror::Error)]
 #[error("simulated CloudWatch refused GetMetricData: {0}")]
 pub(crate) struct CloudWatchRejection(String);
 
-impl World {
-    fn answer(&mut self, query: &SeriesQuery) -> Series {
-        let mut points = Series::new();
-        let Some(&index) = self.by_name.get(&query.experiment.name) else {
-            return points;
-        };
-        let (role, metric) = (query.role, query.metric);
-        let published = self.now - self.publish_delay;
-        let minutes = self.minutes_between(query.window.start, query.window.end, published);
-        let period_minutes =
-            (i64::try_from(query.period.as_secs()).unwrap_or(i64::MAX) / 60).max(1);
-        let start = query.window.start;
-        let latency_kind = match metric {
-            SageMakerMetric::ModelLatency => Some(false),
-            SageMakerMetric::OverheadLatency => Some(true),
-            _ => None,
-        };
-        // The controller asks for one period as long as the window: served
-        // from the moving merged window (counts ride along with latency).
-        let start_minute = start.timestamp().div_euclid(60);
-        let single = minutes.is_empty() || minutes.end - 1 - start_minute < period_minutes;
-        if single && minutes.start >= start_minute {
-            let overhead = latency_kind == Some(true);
-            let slot = u8::from(overhead);
-            let merged = self.merged(index, role, overhead, slot, minutes.clone());
-            if let Some(value) =
-                statistic(metric, query.statistic, &merged.counts, &merged.histogram)
-            {
-                let k = (minutes.start - start_minute).div_euclid(period_minutes);
-                points.insert(
-                    start + chrono::Duration::seconds(k * period_minutes * 60),
-                    value,
-                );
-            }
-            self.windows.insert((index, role_index(role), slot), merged);
-            return points;
+/// Answers every query, in order, from the minutes published by `published`.
+pub(crate) fn fetch(
+    traffic: &mut Traffic,
+    sagemaker: &SageMaker,
+    published: DateTime<Utc>,
+    queries: &[SeriesQuery],
+) -> Result<Vec<Series>, MetricError> {
+    check_queries(queries).map_err(|message| MetricError::Service {
+        source: Box::new(CloudWatchRejection(message)),
+    })?;
+    Ok(queries
+        .iter()
+        .map(|query| answer(traffic, sagemaker, published, query))
+        .collect())
+}
+
+fn answer(
+    traffic: &mut Traffic,
+    sagemaker: &SageMaker,
+    published: DateTime<Utc>,
+    query: &SeriesQuery,
+) -> Series {
+    let mut points = Series::new();
+    let Some((index, experiment)) = sagemaker.find(&query.experiment.name) else {
+        return points;
+    };
+    let (role, metric) = (query.role, query.metric);
+    let minutes = traffic.minutes_between(query.window.start, query.window.end, published);
+    let period_minutes = (i64::try_from(query.period.as_secs()).unwrap_or(i64::MAX) / 60).max(1);
+    let start = query.window.start;
+    let latency_kind = match metric {
+        SageMakerMetric::ModelLatency => Some(false),
+        SageMakerMetric::OverheadLatency => Some(true),
+        _ => None,
+    };
+    // The controller asks for one period as long as the window: served
+    // from the moving merged window (counts ride along with latency).
+    let start_minute = start.timestamp().div_euclid(60);
+    let single = minutes.is_empty() || minutes.end - 1 - start_minute < period_minutes;
+    if single && minutes.start >= start_minute {
+        let overhead = latency_kind == Some(true);
+        let slot = u8::from(overhead);
+        let merged = traffic.merged(experiment, index, role, overhead, slot, minutes.clone());
+        if let Some(value) = statistic(metric, query.statistic, &merged.counts, &merged.histogram) {
+            let k = (minutes.start - start_minute).div_euclid(period_minutes);
+            points.insert(
+                start + chrono::Duration::seconds(k * period_minutes * 60),
+                value,
+            );
         }
-        let mut bucket: Option<(i64, Counts, WindowHistogram)> = None;
-        let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Series| {
-            if let Some((k, counts, histogram)) = bucket {
-                let at = start + chrono::Duration::seconds(k * period_minutes * 60);
-                if let Some(value) = statistic(metric, query.statistic, &counts, &histogram) {
-                    points.insert(at, value);
-                }
-            }
-        };
-        for minute in minutes {
-            let k = (minute * 60 - start.timestamp()).div_euclid(period_minutes * 60);
-            if bucket.as_ref().is_some_and(|(current, _, _)| *current != k) {
-                flush(bucket.take(), &mut points);
-            }
-            let (_, total, histogram) =
-                bucket.get_or_insert_with(|| (k, Counts::default(), WindowHistogram::default()));
-            let counts = self.counts(index, minute)[role_index(role)];
-            total.invocations += counts.invocations;
-            total.e4xx += counts.e4xx;
-            total.e5xx += counts.e5xx;
-            total.model += counts.model;
-            if let Some(overhead) = latency_kind {
-                if counts.invocations > 0 {
-                    self.ensure_histogram(index, minute, role, overhead);
-                    if let Some(minute_histogram) = self.histogram(index, minute, role, overhead) {
-                        histogram.add(minute_histogram);
-                    }
-                }
-            }
-        }
-        flush(bucket, &mut points);
-        points
+        traffic.keep(index, role, slot, merged);
+        return points;
     }
+    let mut bucket: Option<(i64, Counts, WindowHistogram)> = None;
+    let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Series| {
+        if let Some((k, counts, histogram)) = bucket {
+            let at = start + chrono::Duration::seconds(k * period_minutes * 60);
+            if let Some(value) = statistic(metric, query.statistic, &counts, &histogram) {
+                points.insert(at, value);
+            }
+        }
+    };
+    for minute in minutes {
+        let k = (minute * 60 - start.timestamp()).div_euclid(period_minutes * 60);
+        if bucket.as_ref().is_some_and(|(current, _, _)| *current != k) {
+            flush(bucket.take(), &mut points);
+        }
+        let (_, total, histogram) =
+            bucket.get_or_insert_with(|| (k, Counts::default(), WindowHistogram::default()));
+        let counts = traffic.counts(experiment, index, minute)[role_index(role)];
+        total.invocations += counts.invocations;
+        total.e4xx += counts.e4xx;
+        total.e5xx += counts.e5xx;
+        total.model += counts.model;
+        if let Some(overhead) = latency_kind {
+            if counts.invocations > 0 {
+                traffic.ensure_histogram(experiment, index, minute, role, overhead);
+                if let Some(minute_histogram) = traffic.histogram(index, minute, role, overhead) {
+                    histogram.add(minute_histogram);
+                }
+            }
+        }
+    }
+    flush(bucket, &mut points);
+    points
 }
 
 fn statistic(
@@ -157,15 +172,4 @@ fn check_queries(queries: &[SeriesQuery]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-#[async_trait]
-impl MetricSource for SimWorld {
-    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
-        check_queries(queries).map_err(|message| MetricError::Service {
-            source: Box::new(CloudWatchRejection(message)),
-        })?;
-        let mut world = self.lock();
-        Ok(queries.iter().map(|query| world.answer(query)).collect())
-    }
 }

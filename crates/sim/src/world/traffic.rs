@@ -2,9 +2,11 @@
 //! samples, drawn on first use from the seed and cached, and their merge over
 //! a window, which the simulated CloudWatch and the runner's observer read.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
-use super::{minute_start, role_index, SimExperiment, World};
+use super::sagemaker::SimExperiment;
 use crate::histogram::{MinuteHistogram, WindowHistogram};
 use crate::rng::{Draws, Purpose};
 use crate::scenario::{Conditions, VariantModel};
@@ -82,15 +84,55 @@ impl SimExperiment {
     }
 }
 
-impl World {
+/// The drawn minutes of every experiment, and the windows merged from them.
+pub(crate) struct Traffic {
+    seed: u64,
+    first_minute: i64,
+    /// Per experiment, per minute since the scenario start, filled lazily.
+    minutes: Vec<Vec<Option<Box<MinuteData>>>>,
+    /// Per experiment, the minutes before this index have been evicted.
+    evicted_to: Vec<usize>,
+    /// The last window merged per (experiment, role, slot): the controller
+    /// asks for a window that moved by one tick, so it is cheaper to take
+    /// out the minutes that left and add those that came. Slot 0 is model
+    /// latency, 1 overhead latency, 2 the observer's own window.
+    windows: HashMap<(usize, usize, u8), MergedWindow>,
+}
+
+pub(crate) fn role_index(role: VariantRole) -> usize {
+    match role {
+        VariantRole::Production => 0,
+        VariantRole::Shadow => 1,
+    }
+}
+
+fn minute_start(minute: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(minute * 60, 0).unwrap_or_default()
+}
+
+impl Traffic {
+    pub(crate) fn new(seed: u64, start: DateTime<Utc>, experiments: usize) -> Self {
+        Self {
+            seed,
+            first_minute: start.timestamp().div_euclid(60),
+            minutes: (0..experiments).map(|_| Vec::new()).collect(),
+            evicted_to: vec![0; experiments],
+            windows: HashMap::new(),
+        }
+    }
+
     /// The minute's counts, drawn on first use.
-    pub(crate) fn counts(&mut self, index: usize, minute: i64) -> [Counts; 2] {
+    pub(crate) fn counts(
+        &mut self,
+        experiment: &SimExperiment,
+        index: usize,
+        minute: i64,
+    ) -> [Counts; 2] {
         let slot = (minute - self.first_minute) as usize;
-        if let Some(Some(data)) = self.experiments[index].minutes.get(slot) {
+        if let Some(Some(data)) = self.minutes[index].get(slot) {
             return data.counts;
         }
         let seed = self.seed;
-        let experiment = &mut self.experiments[index];
         let at_secs = minute * 60;
         // One stream per endpoint and minute, production first, so the
         // production draws never depend on the shadow's sampling.
@@ -115,10 +157,11 @@ impl World {
                 model: draws.binomial(shadow, shadow_model.rate_model),
             };
         }
-        if experiment.minutes.len() <= slot {
-            experiment.minutes.resize_with(slot + 1, || None);
+        let minutes = &mut self.minutes[index];
+        if minutes.len() <= slot {
+            minutes.resize_with(slot + 1, || None);
         }
-        experiment.minutes[slot] = Some(Box::new(MinuteData {
+        minutes[slot] = Some(Box::new(MinuteData {
             counts,
             ..MinuteData::default()
         }));
@@ -128,15 +171,15 @@ impl World {
     /// Makes sure the minute's latency histogram exists (after its counts).
     pub(crate) fn ensure_histogram(
         &mut self,
+        experiment: &SimExperiment,
         index: usize,
         minute: i64,
         role: VariantRole,
         overhead: bool,
     ) {
-        let counts = self.counts(index, minute);
+        let counts = self.counts(experiment, index, minute);
         let seed = self.seed;
         let slot = (minute - self.first_minute) as usize;
-        let experiment = &mut self.experiments[index];
         let i = role_index(role);
         let model = experiment.model(minute, role);
         let (table, purpose) = if overhead {
@@ -145,7 +188,7 @@ impl World {
             (model.latency.table.clone(), Purpose::ModelLatency)
         };
         let key = experiment.keys[i];
-        let Some(Some(data)) = experiment.minutes.get_mut(slot) else {
+        let Some(Some(data)) = self.minutes[index].get_mut(slot) else {
             return;
         };
         let target = if overhead {
@@ -167,7 +210,7 @@ impl World {
         overhead: bool,
     ) -> Option<&MinuteHistogram> {
         let slot = (minute - self.first_minute) as usize;
-        let data = self.experiments[index].minutes.get(slot)?.as_ref()?;
+        let data = self.minutes[index].get(slot)?.as_ref()?;
         let i = role_index(role);
         if overhead {
             data.overhead[i].as_ref()
@@ -193,9 +236,10 @@ impl World {
     }
 
     /// The latency samples of `minutes`, merged, reusing the last window of
-    /// the same series. The caller puts the result back in `windows`.
+    /// the same series. The caller puts the result back with [`Self::keep`].
     pub(crate) fn merged(
         &mut self,
+        experiment: &SimExperiment,
         index: usize,
         role: VariantRole,
         overhead: bool,
@@ -227,12 +271,12 @@ impl World {
         merged.minutes = minutes;
         for (ranges, adding) in [(add, true), (remove, false)] {
             for minute in ranges.into_iter().flatten() {
-                let counts = self.counts(index, minute)[role_index(role)];
+                let counts = self.counts(experiment, index, minute)[role_index(role)];
                 if counts.invocations == 0 {
                     continue;
                 }
                 merged.counts.change(&counts, adding);
-                self.ensure_histogram(index, minute, role, overhead);
+                self.ensure_histogram(experiment, index, minute, role, overhead);
                 if let Some(h) = self.histogram(index, minute, role, overhead) {
                     if adding {
                         merged.histogram.add(h);
@@ -245,18 +289,26 @@ impl World {
         merged
     }
 
+    /// Where a merged window goes back for the next query of its series.
+    pub(crate) fn keep(&mut self, index: usize, role: VariantRole, slot: u8, merged: MergedWindow) {
+        self.windows.insert((index, role_index(role), slot), merged);
+    }
+
+    /// What happened in [from, to), over the minutes that have ended by `now`.
     pub(crate) fn observe(
         &mut self,
+        experiment: &SimExperiment,
         index: usize,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Observation {
-        let minutes = self.minutes_between(from, to, self.now);
+        let minutes = self.minutes_between(from, to, now);
         let mut result = [VariantObservation::default(); 2];
         for role in [VariantRole::Production, VariantRole::Shadow] {
             let i = role_index(role);
             // Slot 2: the observer's own moving window, apart from the controller's.
-            let merged = self.merged(index, role, false, 2, minutes.clone());
+            let merged = self.merged(experiment, index, role, false, 2, minutes.clone());
             let total = merged.counts;
             let histogram = &merged.histogram;
             let percent = |n: u64| {
@@ -268,7 +320,7 @@ impl World {
                 error_5xx_percent: percent(total.e5xx),
                 model_error_percent: percent(total.model),
             };
-            self.windows.insert((index, i, 2), merged);
+            self.keep(index, role, 2, merged);
         }
         Observation {
             production: result[0],
@@ -276,15 +328,16 @@ impl World {
         }
     }
 
-    pub(crate) fn evict(&mut self) {
-        let keep_from = (self.now.timestamp().div_euclid(60) - RETAIN_MINUTES - self.first_minute)
-            .max(0) as usize;
-        for experiment in &mut self.experiments {
-            let to = keep_from.min(experiment.minutes.len());
-            for slot in experiment.evicted_to..to {
-                experiment.minutes[slot] = None;
+    /// Drops the minutes older than [`RETAIN_MINUTES`] behind `now`.
+    pub(crate) fn evict(&mut self, now: DateTime<Utc>) {
+        let keep_from =
+            (now.timestamp().div_euclid(60) - RETAIN_MINUTES - self.first_minute).max(0) as usize;
+        for (minutes, evicted_to) in self.minutes.iter_mut().zip(&mut self.evicted_to) {
+            let to = keep_from.min(minutes.len());
+            for minute in minutes.iter_mut().take(to).skip(*evicted_to) {
+                *minute = None;
             }
-            experiment.evicted_to = experiment.evicted_to.max(to);
+            *evicted_to = (*evicted_to).max(to);
         }
     }
 }
