@@ -703,7 +703,7 @@ fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
     ]
     .into();
     (0..experiments)
-        .flat_map(|index| queries_for(&measured(&format!("endpoint-{index}")), &needed, window))
+        .flat_map(|index| queries_for(measured(&format!("endpoint-{index}")), &needed, window))
         .collect()
 }
 
@@ -927,7 +927,7 @@ async fn two_windows_are_two_calls_with_their_own_times() {
     let mut queries = tick_queries(1, late);
     let needed: BTreeSet<SeriesKey> = queries.iter().map(SeriesQuery::key).collect();
     // Interleaved, so a call per window has to gather its queries.
-    for (i, q) in queries_for(&measured("endpoint-1"), &needed, early)
+    for (i, q) in queries_for(measured("endpoint-1"), &needed, early)
         .into_iter()
         .enumerate()
     {

@@ -2,7 +2,6 @@
 //! and, as a separate step that a dry run skips, apply.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -327,10 +326,9 @@ impl<'a> Controller<'a> {
                 ranges.push(None);
                 continue;
             };
-            let experiment = Arc::new(MeasuredExperiment::of(&candidate.experiment));
             let first = all_queries.len();
             all_queries.extend(queries_for(
-                &experiment,
+                MeasuredExperiment::of(&candidate.experiment),
                 &candidate.policy.needed_series(),
                 window,
             ));

@@ -169,14 +169,17 @@ pub type Series = BTreeMap<DateTime<Utc>, f64>;
 /// The queries one experiment needs over `window`, read as a single period:
 /// production's series first, then the shadow's, each in `needed` order.
 pub fn queries_for(
-    experiment: &Arc<MeasuredExperiment>,
+    experiment: impl Into<Arc<MeasuredExperiment>>,
     needed: &BTreeSet<SeriesKey>,
     window: Window,
 ) -> Vec<SeriesQuery> {
+    let experiment = experiment.into();
+    // An inverted window gets a zero period, which every source refuses.
     let period = Duration::from_secs(u64::try_from(window.period_seconds()).unwrap_or(0));
     [VariantRole::Production, VariantRole::Shadow]
         .into_iter()
         .flat_map(|role| {
+            let experiment = &experiment;
             needed.iter().map(move |key| SeriesQuery {
                 experiment: Arc::clone(experiment),
                 role,
@@ -255,4 +258,105 @@ fn combine(statistic: Statistic, values: impl Iterator<Item = f64>) -> Option<f6
         Statistic::Minimum => values.fold(first, f64::min),
         _ => values.fold(first, f64::max),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> Window {
+        let start = DateTime::from_timestamp(1_740_909_600, 0).expect("in range");
+        Window {
+            start,
+            end: start + chrono::Duration::hours(1),
+        }
+    }
+
+    fn experiment() -> MeasuredExperiment {
+        MeasuredExperiment {
+            name: "churn".into(),
+            endpoint: "churn-endpoint".into(),
+            production_variant: "blue".into(),
+            shadow_variant: "green".into(),
+        }
+    }
+
+    const P99: SeriesKey = SeriesKey::new(
+        SageMakerMetric::ModelLatency,
+        Statistic::PercentileTenths(990),
+    );
+    const INVOCATIONS: SeriesKey = SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum);
+    const MINIMUM: SeriesKey = SeriesKey::new(SageMakerMetric::ModelLatency, Statistic::Minimum);
+
+    #[test]
+    fn one_period_per_window_production_first_sharing_one_experiment() {
+        let queries = queries_for(experiment(), &BTreeSet::from([P99, INVOCATIONS]), window());
+        let asked: Vec<_> = queries
+            .iter()
+            .map(|q| (q.role, q.key(), q.variant(), q.period.as_secs()))
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                (VariantRole::Production, INVOCATIONS, "blue", 3600),
+                (VariantRole::Production, P99, "blue", 3600),
+                (VariantRole::Shadow, INVOCATIONS, "green", 3600),
+                (VariantRole::Shadow, P99, "green", 3600),
+            ]
+        );
+        assert!(queries.iter().all(|q| q.window == window()));
+        assert!(queries
+            .iter()
+            .all(|q| Arc::ptr_eq(&q.experiment, &queries[0].experiment)));
+    }
+
+    #[test]
+    fn series_fold_counts_add_minimums_keep_the_least_others_the_most() {
+        let needed = BTreeSet::from([P99, INVOCATIONS, MINIMUM]);
+        let queries = queries_for(experiment(), &needed, window());
+        let at = |minutes: i64| window().start + chrono::Duration::minutes(minutes);
+        let series = |values: &[f64]| -> Series {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (at(i as i64), *v))
+                .collect()
+        };
+        // Production's invocations, minimum and p99 (key order), then the shadow's.
+        let answers = [
+            series(&[100.0, 20.0]),
+            series(&[12.0, 9.0]),
+            series(&[300.0, f64::NAN, 410.0]),
+            series(&[]),
+            series(&[f64::NAN]),
+            series(&[500.0]),
+        ];
+        let measured = Measurements::collect(queries.iter().zip(&answers));
+        assert_eq!(
+            measured.production,
+            VariantMeasurements::default()
+                .with(INVOCATIONS, 120.0)
+                .with(P99, 410.0)
+                .with(MINIMUM, 9.0)
+        );
+        // No datapoint (or none that is a number) is no measurement, not zero.
+        assert_eq!(
+            measured.shadow,
+            VariantMeasurements::default().with(P99, 500.0)
+        );
+    }
+
+    #[test]
+    fn statistics_read_as_in_messages() {
+        let shown: Vec<String> = [
+            Statistic::Sum,
+            Statistic::SampleCount,
+            Statistic::percentile(99.0),
+            Statistic::percentile(99.9),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(shown, ["sum", "sample count", "p99", "p99.9"]);
+    }
 }
