@@ -1,11 +1,23 @@
 //! `MetricSource` over CloudWatch GetMetricData.
 //!
+//! How domain queries become calls:
+//! - Every query is a raw `MetricStat` on namespace `AWS/SageMaker` with
+//!   dimensions EndpointName and VariantName, and an id of the adapter's
+//!   own: its position in the fetch, the role, metric and statistic
+//!   (`q7_s_lat_p99_9`), so ids are unique and CloudWatch's messages stay
+//!   readable.
+//! - A call has one StartTime and EndTime, so there is a call per distinct
+//!   window, cut into calls of at most 500 queries; a few run at once.
+//! - A period CloudWatch cannot take fails the fetch before any call.
+//!
 //! How answers are read:
 //! - A query CloudWatch answered with no datapoints becomes an empty series:
 //!   a minute without traffic has no datapoint, and zero would be a lie.
 //! - StatusCode `PartialData` means "more on the next page"; pages are
-//!   followed and merged per query id. A query still partial after the last
-//!   page fails the fetch.
+//!   followed and merged per query. A query still partial after the last
+//!   page fails the fetch. CloudWatch also pages a call whose answer would
+//!   pass 100,800 datapoints, so series of many periods need no batching of
+//!   their own.
 //! - StatusCode `InternalError`, `Forbidden` or one CloudWatch added later,
 //!   and any `Messages` entry (per query or for the whole call), fail the
 //!   fetch with [`MetricError::Service`] whose source is a
@@ -15,8 +27,9 @@
 //!   incomplete data could pass a shadow on evidence that is not there,
 //!   while a failed fetch only costs one tick without writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{
@@ -25,8 +38,17 @@ use aws_sdk_cloudwatch::types::{
 use futures::stream::{self, StreamExt};
 
 use crate::time::{to_chrono, to_smithy};
-use shadowpilot_core::metrics::{batch_queries, MetricQuery, MetricSeries, Window};
-use shadowpilot_core::ports::{Datapoints, MetricError, MetricSource};
+use shadowpilot_core::metrics::{
+    SageMakerMetric, Series, SeriesQuery, Statistic, VariantRole, Window,
+};
+use shadowpilot_core::ports::{MetricError, MetricSource};
+
+/// Where SageMaker publishes endpoint metrics.
+const NAMESPACE: &str = "AWS/SageMaker";
+/// GetMetricData accepts at most this many queries per call.
+const MAX_QUERIES_PER_CALL: usize = 500;
+/// GetMetricData calls in flight at once.
+const CONCURRENT_CALLS: usize = 4;
 
 /// Metric series as CloudWatch keeps them.
 #[derive(Debug, Clone)]
@@ -63,8 +85,9 @@ pub enum GetMetricDataProblem {
     CallMessages { messages: CloudWatchMessages },
     #[error("query {id} was still PartialData after the last page")]
     Incomplete { id: String },
-    #[error("query {id} has a period of {seconds} s, which CloudWatch cannot take")]
-    Period { id: String, seconds: i64 },
+    /// CloudWatch takes 1, 5, 10, 30 or a multiple of 60 whole seconds.
+    #[error("query {id} has a period of {period:?}, which CloudWatch cannot take")]
+    Period { id: String, period: Duration },
 }
 
 /// CloudWatch's (code, value) messages, shown as `: code: value; ...`.
@@ -97,58 +120,67 @@ impl fmt::Display for CloudWatchMessages {
     }
 }
 
-/// GetMetricData calls in flight at once.
-const CONCURRENT_CALLS: usize = 4;
+/// A query as it goes out, and where its answer goes back to.
+struct Outgoing {
+    /// Position in the fetched slice.
+    index: usize,
+    id: String,
+    query: MetricDataQuery,
+}
 
 #[async_trait]
 impl MetricSource for CloudWatchSource {
-    async fn fetch(&self, queries: &[MetricQuery]) -> Result<Vec<MetricSeries>, MetricError> {
-        // Keyed by window too: two windows are two calls, and an id reused
-        // across them must not mix their datapoints.
-        let mut answered: HashMap<(Window, String), Datapoints> = HashMap::new();
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
         // Experiments changed recently have windows of their own, so a tick
         // can need several calls; a few at once keep the tick short while
         // staying far below GetMetricData's ~50 calls per second.
-        let batches: Vec<Vec<MetricQuery>> = batch_queries(queries)
-            .into_iter()
-            .filter(|batch| !batch.is_empty())
-            .collect();
-        let results: Vec<_> = stream::iter(batches)
-            .map(|batch| async move {
-                let window = batch[0].window;
-                self.fetch_batch(window, &batch)
-                    .await
-                    .map(|series| (window, series))
-            })
+        let results: Vec<_> = stream::iter(calls(queries)?)
+            .map(|(window, batch)| async move { self.fetch_batch(window, &batch).await })
             .buffer_unordered(CONCURRENT_CALLS)
             .collect()
             .await;
+        let mut answers = vec![Series::new(); queries.len()];
         for result in results {
-            let (window, series) = result?;
-            for (id, points) in series {
-                answered.insert((window, id), points);
+            for (index, series) in result? {
+                answers[index] = series;
             }
         }
-        Ok(queries
-            .iter()
-            .map(|query| MetricSeries {
-                id: query.id.clone(),
-                points: answered
-                    .remove(&(query.window, query.id.clone()))
-                    .unwrap_or_default(),
-            })
-            .collect())
+        Ok(answers)
     }
 }
 
+/// Splits queries into GetMetricData calls: one group per window (a call has
+/// a single StartTime and EndTime), each cut into calls of at most 500.
+fn calls(queries: &[SeriesQuery]) -> Result<Vec<(Window, Vec<Outgoing>)>, MetricError> {
+    let mut by_window: BTreeMap<Window, Vec<Outgoing>> = BTreeMap::new();
+    for (index, query) in queries.iter().enumerate() {
+        let id = query_id(index, query);
+        let outgoing = Outgoing {
+            index,
+            query: sdk_query(&id, query)?,
+            id,
+        };
+        by_window.entry(query.window).or_default().push(outgoing);
+    }
+    let mut calls = Vec::new();
+    for (window, group) in by_window {
+        let mut group = group.into_iter().peekable();
+        while group.peek().is_some() {
+            calls.push((window, group.by_ref().take(MAX_QUERIES_PER_CALL).collect()));
+        }
+    }
+    Ok(calls)
+}
+
 impl CloudWatchSource {
-    /// One GetMetricData call (all its pages) for queries sharing `window`.
+    /// One GetMetricData call (all its pages) for queries sharing `window`;
+    /// each answer comes back with its query's position.
     async fn fetch_batch(
         &self,
         window: Window,
-        batch: &[MetricQuery],
-    ) -> Result<BTreeMap<String, Datapoints>, MetricError> {
-        let sdk_queries = batch.iter().map(sdk_query).collect::<Result<Vec<_>, _>>()?;
+        batch: &[Outgoing],
+    ) -> Result<Vec<(usize, Series)>, MetricError> {
+        let sdk_queries = batch.iter().map(|q| q.query.clone()).collect();
         let mut pages = self
             .client
             .get_metric_data()
@@ -160,7 +192,15 @@ impl CloudWatchSource {
 
         let mut merged: BTreeMap<String, Answer> = batch
             .iter()
-            .map(|q| (q.id.clone(), Answer::default()))
+            .map(|q| {
+                (
+                    q.id.clone(),
+                    Answer {
+                        index: q.index,
+                        ..Answer::default()
+                    },
+                )
+            })
             .collect();
         let mut page_count = 0;
         while let Some(page) = pages.next().await {
@@ -192,7 +232,7 @@ impl CloudWatchSource {
                 if answer.partial {
                     Err(problem(GetMetricDataProblem::Incomplete { id }))
                 } else {
-                    Ok((id, answer.points))
+                    Ok((answer.index, answer.points))
                 }
             })
             .collect()
@@ -201,7 +241,8 @@ impl CloudWatchSource {
 
 #[derive(Default)]
 struct Answer {
-    points: Datapoints,
+    index: usize,
+    points: Series,
     /// The status of the last page that mentioned this query was PartialData.
     partial: bool,
 }
@@ -267,34 +308,90 @@ fn merge_result(
     Ok(())
 }
 
-fn sdk_query(query: &MetricQuery) -> Result<MetricDataQuery, MetricError> {
-    let period = i32::try_from(query.period_seconds).map_err(|_| {
-        problem(GetMetricDataProblem::Period {
-            id: query.id.clone(),
-            seconds: query.period_seconds,
-        })
-    })?;
-    let dimensions = query
-        .dimensions
-        .iter()
-        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-        .collect();
+fn sdk_query(id: &str, query: &SeriesQuery) -> Result<MetricDataQuery, MetricError> {
+    let dimensions = [
+        ("EndpointName", query.experiment.endpoint.as_str()),
+        ("VariantName", query.variant()),
+    ]
+    .into_iter()
+    .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+    .collect();
     let metric = Metric::builder()
-        .namespace(&query.namespace)
-        .metric_name(&query.metric_name)
+        .namespace(NAMESPACE)
+        .metric_name(metric_name(query.metric))
         .set_dimensions(Some(dimensions))
         .build();
     Ok(MetricDataQuery::builder()
-        .id(&query.id)
+        .id(id)
         .metric_stat(
             MetricStat::builder()
                 .metric(metric)
-                .period(period)
-                .stat(query.statistic.cloudwatch_name())
+                .period(period_seconds(id, query.period)?)
+                .stat(stat(query.statistic))
                 .build(),
         )
         .return_data(true)
         .build())
+}
+
+/// The period as `MetricStat.Period` takes it: the high-resolution 1, 5, 10
+/// or 30 seconds, or whole minutes.
+fn period_seconds(id: &str, period: Duration) -> Result<i32, MetricError> {
+    let seconds = period.as_secs();
+    let allowed = period.subsec_nanos() == 0
+        && (matches!(seconds, 1 | 5 | 10 | 30) || (seconds > 0 && seconds % 60 == 0));
+    allowed
+        .then(|| i32::try_from(seconds).ok())
+        .flatten()
+        .ok_or_else(|| {
+            problem(GetMetricDataProblem::Period {
+                id: id.to_string(),
+                period,
+            })
+        })
+}
+
+/// Unique within a fetch because of the position; the rest is for people
+/// reading CloudWatch's messages.
+fn query_id(index: usize, query: &SeriesQuery) -> String {
+    let role = match query.role {
+        VariantRole::Production => "p",
+        VariantRole::Shadow => "s",
+    };
+    let metric = match query.metric {
+        SageMakerMetric::Invocations => "inv",
+        SageMakerMetric::Invocation4XXErrors => "e4xx",
+        SageMakerMetric::Invocation5XXErrors => "e5xx",
+        SageMakerMetric::InvocationModelErrors => "emodel",
+        SageMakerMetric::ModelLatency => "lat",
+        SageMakerMetric::OverheadLatency => "ovh",
+    };
+    let statistic = stat(query.statistic).to_lowercase().replace('.', "_");
+    format!("q{index}_{role}_{metric}_{statistic}")
+}
+
+fn metric_name(metric: SageMakerMetric) -> &'static str {
+    match metric {
+        SageMakerMetric::Invocations => "Invocations",
+        SageMakerMetric::Invocation4XXErrors => "Invocation4XXErrors",
+        SageMakerMetric::Invocation5XXErrors => "Invocation5XXErrors",
+        SageMakerMetric::InvocationModelErrors => "InvocationModelErrors",
+        SageMakerMetric::ModelLatency => "ModelLatency",
+        SageMakerMetric::OverheadLatency => "OverheadLatency",
+    }
+}
+
+/// The name CloudWatch expects in `MetricStat.Stat`.
+fn stat(statistic: Statistic) -> String {
+    match statistic {
+        Statistic::Sum => "Sum".into(),
+        Statistic::Average => "Average".into(),
+        Statistic::SampleCount => "SampleCount".into(),
+        Statistic::Minimum => "Minimum".into(),
+        Statistic::Maximum => "Maximum".into(),
+        Statistic::PercentileTenths(t) if t % 10 == 0 => format!("p{}", t / 10),
+        Statistic::PercentileTenths(t) => format!("p{}.{}", t / 10, t % 10),
+    }
 }
 
 fn problem(problem: GetMetricDataProblem) -> MetricError {

@@ -1,12 +1,13 @@
 //! The AWS adapters against mocked SDK clients: the exact requests they
 //! build and how they read the answers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_cloudwatch::operation::get_metric_data::{GetMetricDataInput, GetMetricDataOutput};
-use aws_sdk_cloudwatch::types::{MessageData, MetricDataResult, StatusCode};
+use aws_sdk_cloudwatch::types::{MessageData, MetricDataQuery, MetricDataResult, StatusCode};
 use aws_sdk_sagemaker::operation::describe_inference_experiment::{
     DescribeInferenceExperimentError, DescribeInferenceExperimentOutput,
 };
@@ -31,7 +32,8 @@ use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
 };
 use shadowpilot_core::metrics::{
-    queries_for, MetricQuery, SageMakerMetric, SeriesKey, Statistic, VariantRole, Window,
+    queries_for, MeasuredExperiment, SageMakerMetric, SeriesKey, SeriesQuery, Statistic,
+    VariantRole, Window,
 };
 use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
 
@@ -680,9 +682,18 @@ fn window(start: &str, end: &str) -> Window {
     }
 }
 
+fn measured(endpoint: &str) -> Arc<MeasuredExperiment> {
+    Arc::new(MeasuredExperiment {
+        name: format!("{endpoint}-experiment"),
+        endpoint: endpoint.into(),
+        production_variant: "production".into(),
+        shadow_variant: "shadow".into(),
+    })
+}
+
 /// `experiments` experiments × 2 variants × 5 series, as the controller
 /// would build them.
-fn tick_queries(experiments: usize, window: Window) -> Vec<MetricQuery> {
+fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
     let needed: BTreeSet<SeriesKey> = [
         SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum),
         SeriesKey::new(SageMakerMetric::Invocation5XXErrors, Statistic::Sum),
@@ -692,20 +703,106 @@ fn tick_queries(experiments: usize, window: Window) -> Vec<MetricQuery> {
     ]
     .into();
     (0..experiments)
-        .flat_map(|index| {
-            queries_for(
-                &format!("e{index}"),
-                &format!("endpoint-{index}"),
-                [
-                    (VariantRole::Production, "production"),
-                    (VariantRole::Shadow, "shadow"),
-                ],
-                &needed,
-                window,
-            )
-            .queries
-        })
+        .flat_map(|index| queries_for(measured(&format!("endpoint-{index}")), &needed, window))
         .collect()
+}
+
+/// What CloudWatch must receive for the metrics these tests ask for,
+/// spelled out here rather than taken from the adapter, so a wrong name
+/// fails the test.
+const METRIC_NAMES: [(SageMakerMetric, &str); 5] = [
+    (SageMakerMetric::Invocations, "Invocations"),
+    (SageMakerMetric::Invocation4XXErrors, "Invocation4XXErrors"),
+    (SageMakerMetric::Invocation5XXErrors, "Invocation5XXErrors"),
+    (
+        SageMakerMetric::InvocationModelErrors,
+        "InvocationModelErrors",
+    ),
+    (SageMakerMetric::ModelLatency, "ModelLatency"),
+];
+
+fn expected_metric_name(metric: SageMakerMetric) -> &'static str {
+    METRIC_NAMES
+        .iter()
+        .find(|(m, _)| *m == metric)
+        .map(|(_, name)| *name)
+        .unwrap_or_else(|| panic!("no expectation written for {metric:?}"))
+}
+
+fn expected_stat(statistic: Statistic) -> &'static str {
+    match statistic {
+        Statistic::Sum => "Sum",
+        Statistic::PercentileTenths(990) => "p99",
+        Statistic::PercentileTenths(999) => "p99.9",
+        other => panic!("no expectation written for {other:?}"),
+    }
+}
+
+/// (EndpointName, VariantName, MetricName, Stat) of a query as sent.
+type SentSeries = (String, String, String, String);
+
+fn sent_series(query: &MetricDataQuery) -> SentSeries {
+    let stat = query.metric_stat().expect("a MetricStat query");
+    let metric = stat.metric().expect("the metric");
+    let dimension = |name: &str| {
+        metric
+            .dimensions()
+            .iter()
+            .find(|d| d.name() == Some(name))
+            .and_then(|d| d.value())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        dimension("EndpointName"),
+        dimension("VariantName"),
+        metric.metric_name().unwrap_or_default().to_string(),
+        stat.stat().unwrap_or_default().to_string(),
+    )
+}
+
+fn expected_series(query: &SeriesQuery) -> SentSeries {
+    (
+        query.experiment.endpoint.clone(),
+        query.variant().to_string(),
+        expected_metric_name(query.metric).to_string(),
+        expected_stat(query.statistic).to_string(),
+    )
+}
+
+/// Answers each query of a call with one datapoint at the call's start
+/// whose value is the position of that series in `queries`, found from what
+/// was sent, so the test sees where each answer was routed.
+fn answer_by_series(
+    queries: &[SeriesQuery],
+) -> impl Fn(&GetMetricDataInput) -> GetMetricDataOutput + Send + Sync + 'static {
+    let positions: HashMap<SentSeries, usize> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (expected_series(q), i))
+        .collect();
+    assert_eq!(positions.len(), queries.len(), "test queries are distinct");
+    move |req| {
+        let start = req
+            .start_time()
+            .cloned()
+            .unwrap_or(SmithyTime::from_secs(0));
+        let mut out = GetMetricDataOutput::builder();
+        for query in req.metric_data_queries() {
+            let position = positions
+                .get(&sent_series(query))
+                .unwrap_or_else(|| panic!("asked for a series nobody wanted: {query:?}"));
+            out = out.metric_data_results(
+                MetricDataResult::builder()
+                    .id(query.id().unwrap_or_default())
+                    .status_code(StatusCode::Complete)
+                    .timestamps(start)
+                    .values(*position as f64)
+                    .build(),
+            );
+        }
+        out.build()
+    }
 }
 
 fn complete(id: &str, points: &[(&str, f64)]) -> MetricDataResult {
@@ -715,27 +812,6 @@ fn complete(id: &str, points: &[(&str, f64)]) -> MetricDataResult {
         .set_timestamps(Some(points.iter().map(|(t, _)| smithy(t)).collect()))
         .set_values(Some(points.iter().map(|(_, v)| *v).collect()))
         .build()
-}
-
-/// Answers each query of a call with one datapoint at the window start whose
-/// value is the query's position in the call.
-fn echo_answer(req: &GetMetricDataInput) -> GetMetricDataOutput {
-    let start = req
-        .start_time()
-        .cloned()
-        .unwrap_or(SmithyTime::from_secs(0));
-    let mut out = GetMetricDataOutput::builder();
-    for (index, query) in req.metric_data_queries().iter().enumerate() {
-        out = out.metric_data_results(
-            MetricDataResult::builder()
-                .id(query.id().unwrap_or_default())
-                .status_code(StatusCode::Complete)
-                .timestamps(start)
-                .values(index as f64)
-                .build(),
-        );
-    }
-    out.build()
 }
 
 fn is_valid_query_id(id: &str) -> bool {
@@ -752,9 +828,10 @@ async fn eleven_hundred_queries_of_one_window_take_three_calls() {
 
     let seen = recorder();
     let sink = seen.clone();
+    let answer = answer_by_series(&queries);
     let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_output(move |req| {
         sink.lock().expect("not poisoned").push(req.clone());
-        echo_answer(req)
+        answer(req)
     });
     let source = CloudWatchSource::new(mock_client!(
         aws_sdk_cloudwatch,
@@ -772,8 +849,9 @@ async fn eleven_hundred_queries_of_one_window_take_three_calls() {
         .collect();
     assert_eq!(sizes, vec![500, 500, 100]);
 
-    let by_id: BTreeMap<&str, &MetricQuery> = queries.iter().map(|q| (q.id.as_str(), q)).collect();
+    let wanted: BTreeSet<SentSeries> = queries.iter().map(expected_series).collect();
     let mut sent_ids = BTreeSet::new();
+    let mut sent_series_seen = BTreeSet::new();
     for call in &calls {
         assert_eq!(call.start_time(), Some(&smithy("2025-03-02T10:00:00Z")));
         assert_eq!(call.end_time(), Some(&smithy("2025-03-02T11:00:00Z")));
@@ -785,67 +863,60 @@ async fn eleven_hundred_queries_of_one_window_take_three_calls() {
             assert!(is_valid_query_id(id), "invalid id {id:?}");
             assert!(call_ids.insert(id), "id {id:?} twice in one call");
             assert!(sent_ids.insert(id.to_string()), "id {id:?} sent twice");
-            let built = by_id[id];
             assert_eq!(sent.return_data(), Some(true));
             assert_eq!(sent.expression(), None, "raw MetricStat only");
             assert_eq!(sent.period(), None, "Period belongs in the MetricStat");
             let stat = sent.metric_stat().expect("a MetricStat query");
             assert_eq!(stat.period(), Some(3600));
-            assert_eq!(
-                stat.stat(),
-                Some(built.statistic.cloudwatch_name().as_str())
-            );
             assert_eq!(stat.unit(), None);
             let metric = stat.metric().expect("the metric");
             assert_eq!(metric.namespace(), Some("AWS/SageMaker"));
-            assert_eq!(metric.metric_name(), Some(built.metric_name.as_str()));
-            let dimensions: Vec<(String, String)> = metric
-                .dimensions()
-                .iter()
-                .map(|d| {
-                    (
-                        d.name().unwrap_or_default().to_string(),
-                        d.value().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            assert_eq!(dimensions, built.dimensions);
+            let dimension_names: Vec<_> = metric.dimensions().iter().map(|d| d.name()).collect();
+            assert_eq!(
+                dimension_names,
+                vec![Some("EndpointName"), Some("VariantName")]
+            );
+            let series = sent_series(sent);
+            assert!(wanted.contains(&series), "nobody asked for {series:?}");
+            assert!(
+                sent_series_seen.insert(series.clone()),
+                "{series:?} sent twice"
+            );
         }
     }
     assert_eq!(sent_ids.len(), 1_100);
-    // Spot-check one query in full, so the statistic names are pinned too.
+    assert_eq!(sent_series_seen, wanted, "every query was sent");
+    // One query in full, so names, dimensions and the id scheme are pinned.
+    let position = queries
+        .iter()
+        .position(|q| {
+            q.experiment.endpoint == "endpoint-0"
+                && q.role == VariantRole::Shadow
+                && q.statistic == Statistic::percentile(99.9)
+        })
+        .expect("e0's shadow p99.9 latency is asked for");
     let p999 = calls[0]
         .metric_data_queries()
         .iter()
-        .find(|q| q.id() == Some("e0_s_lat_p99_9"))
-        .and_then(|q| q.metric_stat())
+        .find(|q| q.id() == Some(format!("q{position}_s_lat_p99_9").as_str()))
         .expect("e0's shadow p99.9 latency is in the first call");
-    assert_eq!(p999.stat(), Some("p99.9"));
-    let dims: Vec<_> = p999
-        .metric()
-        .map(|m| {
-            m.dimensions()
-                .iter()
-                .map(|d| (d.name(), d.value()))
-                .collect()
-        })
-        .unwrap_or_default();
     assert_eq!(
-        dims,
-        vec![
-            (Some("EndpointName"), Some("endpoint-0")),
-            (Some("VariantName"), Some("shadow"))
-        ]
+        sent_series(p999),
+        (
+            "endpoint-0".to_string(),
+            "shadow".to_string(),
+            "ModelLatency".to_string(),
+            "p99.9".to_string()
+        )
     );
 
     assert_eq!(series.len(), 1_100);
-    for (query, answered) in queries.iter().zip(&series) {
+    for (position, answered) in series.iter().enumerate() {
         assert_eq!(
-            answered.id, query.id,
-            "one series per query, in query order"
+            answered.iter().collect::<Vec<_>>(),
+            vec![(&w.start, &(position as f64))],
+            "the answer to query {position} is its own"
         );
-        assert_eq!(answered.points.len(), 1);
-        assert_eq!(answered.points.keys().next(), Some(&w.start));
     }
 }
 
@@ -854,18 +925,21 @@ async fn two_windows_are_two_calls_with_their_own_times() {
     let early = window("2025-03-02T09:00:00Z", "2025-03-02T10:00:00Z");
     let late = window("2025-03-02T10:30:00Z", "2025-03-02T10:55:00Z");
     let mut queries = tick_queries(1, late);
-    for q in tick_queries(1, early) {
-        queries.push(MetricQuery {
-            id: q.id.replacen("e0", "e1", 1),
-            ..q
-        });
+    let needed: BTreeSet<SeriesKey> = queries.iter().map(SeriesQuery::key).collect();
+    // Interleaved, so a call per window has to gather its queries.
+    for (i, q) in queries_for(measured("endpoint-1"), &needed, early)
+        .into_iter()
+        .enumerate()
+    {
+        queries.insert(2 * i + 1, q);
     }
 
     let seen = recorder();
     let sink = seen.clone();
+    let answer = answer_by_series(&queries);
     let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_output(move |req| {
         sink.lock().expect("not poisoned").push(req.clone());
-        echo_answer(req)
+        answer(req)
     });
     let source = CloudWatchSource::new(mock_client!(
         aws_sdk_cloudwatch,
@@ -877,67 +951,129 @@ async fn two_windows_are_two_calls_with_their_own_times() {
 
     let calls = seen.lock().expect("not poisoned").clone();
     assert_eq!(calls.len(), 2);
-    let mut windows_seen = Vec::new();
+    let mut endpoints_seen = Vec::new();
     for call in &calls {
         let start = call.start_time().cloned();
         let end = call.end_time().cloned();
-        let prefix = if start == Some(smithy("2025-03-02T09:00:00Z")) {
+        let (endpoint, expected_period) = if start == Some(smithy("2025-03-02T09:00:00Z")) {
             assert_eq!(end, Some(smithy("2025-03-02T10:00:00Z")));
-            "e1_"
+            ("endpoint-1", 3600)
         } else {
             assert_eq!(start, Some(smithy("2025-03-02T10:30:00Z")));
             assert_eq!(end, Some(smithy("2025-03-02T10:55:00Z")));
-            "e0_"
+            ("endpoint-0", 1500)
         };
-        windows_seen.push(prefix);
+        endpoints_seen.push(endpoint);
         assert_eq!(call.metric_data_queries().len(), 10);
         for q in call.metric_data_queries() {
-            assert!(q.id().is_some_and(|id| id.starts_with(prefix)), "{q:?}");
-            let expected_period = if prefix == "e1_" { 3600 } else { 1500 };
+            assert!(q.id().is_some_and(is_valid_query_id), "{q:?}");
+            assert_eq!(sent_series(q).0, endpoint, "{q:?}");
             assert_eq!(
                 q.metric_stat().and_then(|s| s.period()),
                 Some(expected_period)
             );
         }
     }
-    windows_seen.sort();
-    assert_eq!(windows_seen, vec!["e0_", "e1_"]);
-    for (query, answered) in queries.iter().zip(&series) {
-        assert_eq!(answered.id, query.id);
-        assert_eq!(answered.points.keys().next(), Some(&query.window.start));
-    }
-}
-
-fn simple_query(id: &str, w: Window) -> MetricQuery {
-    MetricQuery {
-        id: id.into(),
-        namespace: "AWS/SageMaker".into(),
-        metric_name: "Invocations".into(),
-        dimensions: vec![
-            ("EndpointName".into(), "ep".into()),
-            ("VariantName".into(), "shadow".into()),
-        ],
-        statistic: Statistic::Sum,
-        period_seconds: 60,
-        window: w,
+    endpoints_seen.sort();
+    assert_eq!(endpoints_seen, vec!["endpoint-0", "endpoint-1"]);
+    for (position, (query, answered)) in queries.iter().zip(&series).enumerate() {
+        assert_eq!(
+            answered.iter().collect::<Vec<_>>(),
+            vec![(&query.window.start, &(position as f64))]
+        );
     }
 }
 
 #[tokio::test]
-async fn next_token_pages_are_merged_per_id_and_silent_queries_stay_empty() {
+async fn periods_cloudwatch_cannot_take_fail_before_any_call() {
+    let w = window("2025-03-02T10:00:00Z", "2025-03-02T11:00:00Z");
+    for (period, shown) in [
+        (Duration::ZERO, "0ns"),
+        (Duration::from_secs(90), "90s"),
+        (Duration::from_millis(60_500), "60.5s"),
+        (Duration::from_secs(7), "7s"),
+        (Duration::from_secs(60 * (1 << 31)), "128849018880s"),
+    ] {
+        // No rule at all: any call would panic in the mock.
+        let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, []));
+        let queries = [
+            simple_query(SageMakerMetric::Invocations, w),
+            SeriesQuery {
+                period,
+                ..simple_query(SageMakerMetric::Invocation5XXErrors, w)
+            },
+        ];
+        let err = source.fetch(&queries).await.expect_err("refused");
+        let expected = GetMetricDataProblem::Period {
+            id: "q1_s_e5xx_sum".into(),
+            period,
+        };
+        assert_eq!(problem_of(&err), &expected);
+        assert_eq!(
+            expected.to_string(),
+            format!("query q1_s_e5xx_sum has a period of {shown}, which CloudWatch cannot take")
+        );
+    }
+}
+
+#[tokio::test]
+async fn high_resolution_and_whole_minute_periods_go_out_as_seconds() {
+    let w = window("2025-03-02T10:00:00Z", "2025-03-02T11:00:00Z");
+    for seconds in [1, 5, 10, 30, 60, 300, 3600] {
+        let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+            .match_requests(move |req| {
+                req.metric_data_queries()
+                    .iter()
+                    .all(|q| q.metric_stat().and_then(|s| s.period()) == Some(seconds))
+            })
+            .then_output(|| GetMetricDataOutput::builder().build());
+        let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, [&rule]));
+        let query = SeriesQuery {
+            period: Duration::from_secs(u64::try_from(seconds).expect("positive")),
+            ..simple_query(SageMakerMetric::Invocations, w)
+        };
+        source.fetch(&[query]).await.expect("accepted");
+        assert_eq!(rule.num_calls(), 1, "{seconds} s");
+    }
+}
+
+/// A shadow-variant query of endpoint `ep`, one value per minute.
+fn simple_query(metric: SageMakerMetric, w: Window) -> SeriesQuery {
+    SeriesQuery {
+        experiment: measured("ep"),
+        role: VariantRole::Shadow,
+        metric,
+        statistic: Statistic::Sum,
+        window: w,
+        period: Duration::from_secs(60),
+    }
+}
+
+/// The id the adapter gave the query for `metric` in this call.
+fn id_for(req: &GetMetricDataInput, metric: &str) -> String {
+    req.metric_data_queries()
+        .iter()
+        .find(|q| sent_series(q).2 == metric)
+        .and_then(|q| q.id())
+        .unwrap_or_else(|| panic!("no {metric} query in {req:?}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn next_token_pages_are_merged_per_query_and_silent_queries_stay_empty() {
     let w = window("2025-03-02T10:00:00Z", "2025-03-02T10:05:00Z");
     let queries = vec![
-        simple_query("busy", w),
-        simple_query("quiet", w),
-        simple_query("absent", w),
+        simple_query(SageMakerMetric::Invocations, w),
+        simple_query(SageMakerMetric::Invocation5XXErrors, w),
+        simple_query(SageMakerMetric::Invocation4XXErrors, w),
     ];
     let page_1 = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
         .match_requests(|req| req.next_token().is_none() && req.metric_data_queries().len() == 3)
-        .then_output(|| {
+        .then_compute_output(|req| {
             GetMetricDataOutput::builder()
                 .metric_data_results(
                     MetricDataResult::builder()
-                        .id("busy")
+                        .id(id_for(req, "Invocations"))
                         .status_code(StatusCode::PartialData)
                         .timestamps(smithy("2025-03-02T10:04:00Z"))
                         .timestamps(smithy("2025-03-02T10:03:00Z"))
@@ -945,7 +1081,7 @@ async fn next_token_pages_are_merged_per_id_and_silent_queries_stay_empty() {
                         .values(5.0)
                         .build(),
                 )
-                .metric_data_results(complete("quiet", &[]))
+                .metric_data_results(complete(&id_for(req, "Invocation5XXErrors"), &[]))
                 .next_token("more")
                 .build()
         });
@@ -955,10 +1091,10 @@ async fn next_token_pages_are_merged_per_id_and_silent_queries_stay_empty() {
                 && req.start_time() == Some(&smithy("2025-03-02T10:00:00Z"))
                 && req.metric_data_queries().len() == 3
         })
-        .then_output(|| {
+        .then_compute_output(|req| {
             GetMetricDataOutput::builder()
                 .metric_data_results(complete(
-                    "busy",
+                    &id_for(req, "Invocations"),
                     &[("2025-03-02T10:01:00Z", 3.0), ("2025-03-02T10:00:00Z", 0.0)],
                 ))
                 .build()
@@ -968,8 +1104,8 @@ async fn next_token_pages_are_merged_per_id_and_silent_queries_stay_empty() {
     let series = source.fetch(&queries).await.expect("fetch succeeds");
 
     assert_eq!((page_1.num_calls(), page_2.num_calls()), (1, 1));
-    let busy: Vec<(DateTime<Utc>, f64)> = series[0].points.iter().map(|(t, v)| (*t, *v)).collect();
-    assert_eq!(series[0].id, "busy");
+    assert_eq!(series.len(), 3);
+    let busy: Vec<(DateTime<Utc>, f64)> = series[0].iter().map(|(t, v)| (*t, *v)).collect();
     assert_eq!(
         busy,
         vec![
@@ -979,13 +1115,8 @@ async fn next_token_pages_are_merged_per_id_and_silent_queries_stay_empty() {
             (at("2025-03-02T10:04:00Z"), 7.0),
         ]
     );
-    assert_eq!(series[1].id, "quiet");
-    assert!(
-        series[1].points.is_empty(),
-        "no datapoints is empty, not zero"
-    );
-    assert_eq!(series[2].id, "absent");
-    assert!(series[2].points.is_empty());
+    assert!(series[1].is_empty(), "no datapoints is empty, not zero");
+    assert!(series[2].is_empty(), "never mentioned is empty too");
 }
 
 #[tokio::test]
@@ -995,13 +1126,24 @@ async fn no_queries_make_no_call() {
     assert_eq!(source.fetch(&[]).await.expect("nothing to fetch"), vec![]);
 }
 
+/// The ids the adapter gives the two queries of `fetch_answered_with`.
+const A: &str = "q0_s_inv_sum";
+const B: &str = "q1_s_e5xx_sum";
+
 async fn fetch_answered_with(output: GetMetricDataOutput) -> MetricError {
     let w = window("2025-03-02T10:00:00Z", "2025-03-02T10:05:00Z");
-    let rule =
-        mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(move || output.clone());
+    let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(|req| {
+            let ids: Vec<_> = req.metric_data_queries().iter().map(|q| q.id()).collect();
+            ids == [Some(A), Some(B)]
+        })
+        .then_output(move || output.clone());
     let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, [&rule]));
     source
-        .fetch(&[simple_query("a", w), simple_query("b", w)])
+        .fetch(&[
+            simple_query(SageMakerMetric::Invocations, w),
+            simple_query(SageMakerMetric::Invocation5XXErrors, w),
+        ])
         .await
         .expect_err("the answer is unusable")
 }
@@ -1022,10 +1164,10 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
     for status in [StatusCode::Forbidden, StatusCode::InternalError] {
         let err = fetch_answered_with(
             GetMetricDataOutput::builder()
-                .metric_data_results(complete("a", &[("2025-03-02T10:00:00Z", 1.0)]))
+                .metric_data_results(complete(A, &[("2025-03-02T10:00:00Z", 1.0)]))
                 .metric_data_results(
                     MetricDataResult::builder()
-                        .id("b")
+                        .id(B)
                         .status_code(status.clone())
                         .messages(message("AccessDenied", "cross-account access"))
                         .build(),
@@ -1034,7 +1176,7 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
         )
         .await;
         let expected = GetMetricDataProblem::QueryFailed {
-            id: "b".into(),
+            id: B.into(),
             status: status.as_str().into(),
             messages: CloudWatchMessages(vec![(
                 "AccessDenied".into(),
@@ -1045,7 +1187,7 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
         assert_eq!(
             expected.to_string(),
             format!(
-                "query b came back with status {}: AccessDenied: cross-account access",
+                "query {B} came back with status {}: AccessDenied: cross-account access",
                 status.as_str()
             )
         );
@@ -1058,7 +1200,7 @@ async fn messages_fail_the_fetch() {
         GetMetricDataOutput::builder()
             .metric_data_results(
                 MetricDataResult::builder()
-                    .id("a")
+                    .id(A)
                     .status_code(StatusCode::Complete)
                     .messages(message("ArithmeticError", "division by zero"))
                     .build(),
@@ -1068,7 +1210,7 @@ async fn messages_fail_the_fetch() {
     .await;
     assert!(matches!(
         problem_of(&err),
-        GetMetricDataProblem::QueryMessages { id, .. } if id == "a"
+        GetMetricDataProblem::QueryMessages { id, .. } if id == A
     ));
 
     let err = fetch_answered_with(
@@ -1089,7 +1231,7 @@ async fn partial_data_without_a_next_page_fails_the_fetch() {
         GetMetricDataOutput::builder()
             .metric_data_results(
                 MetricDataResult::builder()
-                    .id("a")
+                    .id(A)
                     .status_code(StatusCode::PartialData)
                     .build(),
             )
@@ -1098,7 +1240,7 @@ async fn partial_data_without_a_next_page_fails_the_fetch() {
     .await;
     assert_eq!(
         problem_of(&err),
-        &GetMetricDataProblem::Incomplete { id: "a".into() }
+        &GetMetricDataProblem::Incomplete { id: A.into() }
     );
 }
 
@@ -1107,12 +1249,12 @@ async fn malformed_results_are_invalid_responses() {
     let cases = [
         (
             MetricDataResult::builder()
-                .id("a")
+                .id(A)
                 .status_code(StatusCode::Complete)
                 .timestamps(smithy("2025-03-02T10:00:00Z"))
                 .build(),
             "MetricDataResults[0].Values",
-            "0 values for 1 timestamps of a",
+            "0 values for 1 timestamps of q0_s_inv_sum",
         ),
         (
             MetricDataResult::builder()
@@ -1130,9 +1272,9 @@ async fn malformed_results_are_invalid_responses() {
             "missing",
         ),
         (
-            MetricDataResult::builder().id("a").build(),
+            MetricDataResult::builder().id(A).build(),
             "MetricDataResults[0].StatusCode",
-            "missing for a",
+            "missing for q0_s_inv_sum",
         ),
     ];
     for (result, field, problem) in cases {
@@ -1167,7 +1309,7 @@ async fn sdk_errors_keep_their_source() {
     });
     let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, [&rule]));
     let err = source
-        .fetch(&[simple_query("a", w)])
+        .fetch(&[simple_query(SageMakerMetric::Invocations, w)])
         .await
         .expect_err("the call fails");
     let sdk = err

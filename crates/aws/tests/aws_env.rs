@@ -8,7 +8,9 @@ use serde_json::json;
 
 use shadowpilot_aws::clients_from_env;
 use shadowpilot_core::experiment::ExperimentUpdate;
-use shadowpilot_core::metrics::{MetricQuery, Statistic, Window};
+use shadowpilot_core::metrics::{
+    MeasuredExperiment, SageMakerMetric, SeriesQuery, Statistic, VariantRole, Window,
+};
 use shadowpilot_core::ports::{ExperimentStore, MetricSource};
 use shadowpilot_testkit::http::{Cbor, Reply, Server};
 
@@ -47,14 +49,18 @@ async fn one_call_each(
         end: at("2025-03-02T11:00:00Z"),
     };
     source
-        .fetch(&[MetricQuery {
-            id: "q".into(),
-            namespace: "AWS/SageMaker".into(),
-            metric_name: "Invocations".into(),
-            dimensions: vec![],
+        .fetch(&[SeriesQuery {
+            experiment: std::sync::Arc::new(MeasuredExperiment {
+                name: "e".into(),
+                endpoint: "e-endpoint".into(),
+                production_variant: "production".into(),
+                shadow_variant: "shadow".into(),
+            }),
+            role: VariantRole::Shadow,
+            metric: SageMakerMetric::Invocations,
             statistic: Statistic::Sum,
-            period_seconds: 3600,
             window,
+            period: std::time::Duration::from_secs(3600),
         }])
         .await
         .map_err(|e| format!("fetch: {e:?}"))?;

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use shadowpilot_aws::{CloudWatchSource, SageMakerStore};
 use shadowpilot_core::experiment::{ExperimentStatus, ExperimentUpdate, SamplingUpdate};
-use shadowpilot_core::metrics::{MetricQuery, Statistic, Window};
+use shadowpilot_core::metrics::{
+    MeasuredExperiment, SageMakerMetric, SeriesQuery, Statistic, VariantRole, Window,
+};
 use shadowpilot_core::ports::{ExperimentStore, MetricSource, StoreError};
 use shadowpilot_testkit::http::{cbor_to_json, Cbor, Recorded, Reply, Server};
 
@@ -253,7 +255,7 @@ async fn get_metric_data_speaks_rpc_v2_cbor() {
         body.map(1).text("MetricDataResults").array(2);
         body.map(4)
             .text("Id")
-            .text("e0_s_lat_p99")
+            .text("q0_s_lat_p99")
             .text("StatusCode")
             .text("Complete")
             .text("Timestamps")
@@ -264,7 +266,7 @@ async fn get_metric_data_speaks_rpc_v2_cbor() {
             .f64(412_000.5);
         body.map(4)
             .text("Id")
-            .text("e0_s_inv_sum")
+            .text("q1_s_inv_sum")
             .text("StatusCode")
             .text("Complete")
             .text("Timestamps")
@@ -278,33 +280,35 @@ async fn get_metric_data_speaks_rpc_v2_cbor() {
         start: at("2025-03-02T10:00:00Z"),
         end: at("2025-03-02T11:00:00Z"),
     };
-    let query = |id: &str, metric: &str, statistic: Statistic| MetricQuery {
-        id: id.into(),
-        namespace: "AWS/SageMaker".into(),
-        metric_name: metric.into(),
-        dimensions: vec![
-            ("EndpointName".into(), "churn-endpoint".into()),
-            ("VariantName".into(), "shadow".into()),
-        ],
+    let experiment = std::sync::Arc::new(MeasuredExperiment {
+        name: "churn-v2-shadow".into(),
+        endpoint: "churn-endpoint".into(),
+        production_variant: "production".into(),
+        shadow_variant: "shadow".into(),
+    });
+    let query = |metric: SageMakerMetric, statistic: Statistic| SeriesQuery {
+        experiment: experiment.clone(),
+        role: VariantRole::Shadow,
+        metric,
         statistic,
-        period_seconds: 3600,
         window,
+        period: std::time::Duration::from_secs(3600),
     };
 
     let series = source
         .fetch(&[
-            query("e0_s_lat_p99", "ModelLatency", Statistic::percentile(99.0)),
-            query("e0_s_inv_sum", "Invocations", Statistic::Sum),
+            query(SageMakerMetric::ModelLatency, Statistic::percentile(99.0)),
+            query(SageMakerMetric::Invocations, Statistic::Sum),
         ])
         .await
         .expect("fetch succeeds");
 
     assert_eq!(series.len(), 2);
     assert_eq!(
-        series[0].points.iter().collect::<Vec<_>>(),
+        series[0].iter().collect::<Vec<_>>(),
         vec![(&at("2025-03-02T10:00:00Z"), &412_000.5)]
     );
-    assert!(series[1].points.is_empty());
+    assert!(series[1].is_empty());
 
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -339,8 +343,8 @@ async fn get_metric_data_speaks_rpc_v2_cbor() {
         cbor_to_json(&request.body),
         json!({
             "MetricDataQueries": [
-                {"Id": "e0_s_lat_p99", "MetricStat": metric_stat("ModelLatency", "p99"), "ReturnData": true},
-                {"Id": "e0_s_inv_sum", "MetricStat": metric_stat("Invocations", "Sum"), "ReturnData": true}
+                {"Id": "q0_s_lat_p99", "MetricStat": metric_stat("ModelLatency", "p99"), "ReturnData": true},
+                {"Id": "q1_s_inv_sum", "MetricStat": metric_stat("Invocations", "Sum"), "ReturnData": true}
             ],
             "StartTime": {"$epoch": 1_740_909_600.0},
             "EndTime": {"$epoch": 1_740_913_200.0}

@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
 use crate::judge::{evidence_window, judge, Finding, Verdict};
-use crate::metrics::{queries_for, Measurements, MetricSeries, VariantRole, Window};
+use crate::metrics::{queries_for, MeasuredExperiment, Measurements, Series, Window};
 use crate::plan::{next_write_opportunity, plan, write_blocked};
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{ExperimentStore, MetricSource, StoreError};
@@ -303,43 +303,42 @@ impl<'a> Controller<'a> {
     /// failure leaves each of them without measurements.
     async fn measure(&self, judgeable: &[Judgeable<'_>]) -> Vec<Result<Measurements, String>> {
         let mut all_queries = Vec::new();
-        let mut routes = Vec::new();
-        for (index, candidate) in judgeable.iter().enumerate() {
+        let mut ranges = Vec::new();
+        for candidate in judgeable {
             let Ok(window) = candidate.window else {
-                routes.push(None);
+                ranges.push(None);
                 continue;
             };
-            let experiment = &candidate.experiment;
-            let planned = queries_for(
-                &format!("e{index}"),
-                &experiment.endpoint_name,
-                [
-                    (VariantRole::Production, &experiment.production_variant),
-                    (VariantRole::Shadow, &experiment.shadow_variant),
-                ],
+            let first = all_queries.len();
+            all_queries.extend(queries_for(
+                MeasuredExperiment::of(&candidate.experiment),
                 &candidate.policy.needed_series(),
                 window,
-            );
-            all_queries.extend(planned.queries);
-            routes.push(Some(planned.routes));
+            ));
+            ranges.push(Some(first..all_queries.len()));
         }
-        let answered: Result<BTreeMap<String, MetricSeries>, String> = if all_queries.is_empty() {
-            Ok(BTreeMap::new())
+        let answered: Result<Vec<Series>, String> = if all_queries.is_empty() {
+            Ok(Vec::new())
         } else {
-            self.metrics
-                .fetch(&all_queries)
-                .await
-                .map(|series| series.into_iter().map(|s| (s.id.clone(), s)).collect())
-                .map_err(|error| format!("CloudWatch: {}", error_chain(&error)))
+            match self.metrics.fetch(&all_queries).await {
+                // Folding a misaligned answer would judge on another
+                // series' numbers.
+                Ok(series) if series.len() != all_queries.len() => Err(format!(
+                    "CloudWatch: {} series answered {} queries",
+                    series.len(),
+                    all_queries.len()
+                )),
+                Ok(series) => Ok(series),
+                Err(error) => Err(format!("CloudWatch: {}", error_chain(&error))),
+            }
         };
-        routes
+        ranges
             .into_iter()
-            .map(|routes| match (&answered, routes) {
+            .map(|range| match (&answered, range) {
                 (Err(message), _) => Err(message.clone()),
                 (Ok(_), None) => Ok(Measurements::default()),
-                (Ok(series), Some(routes)) => Ok(Measurements::collect(
-                    &routes,
-                    routes.keys().filter_map(|id| series.get(id)),
+                (Ok(series), Some(range)) => Ok(Measurements::collect(
+                    all_queries[range.clone()].iter().zip(&series[range]),
                 )),
             })
             .collect()

@@ -1,20 +1,20 @@
-//! Which CloudWatch series a policy needs, the queries that fetch them, and
-//! the measurements the judge reads back. No I/O here.
+//! What the judge measures, in the domain's words: which series a policy
+//! needs, the queries that ask a metric source for them, the series it
+//! answers with, and the measurements folded from those. No I/O here, and
+//! nothing about how CloudWatch spells any of it: namespaces, dimensions,
+//! query ids and call limits belong to the adapter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::Datapoints;
+use crate::experiment::Experiment;
 
-pub const SAGEMAKER_NAMESPACE: &str = "AWS/SageMaker";
-/// GetMetricData accepts at most this many queries per call.
-pub const MAX_QUERIES_PER_CALL: usize = 500;
-
-/// The raw CloudWatch metrics shadowpilot reads, all in namespace
-/// `AWS/SageMaker` with dimensions EndpointName and VariantName.
+/// The endpoint metrics shadowpilot reads, per variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SageMakerMetric {
     Invocations,
@@ -27,45 +27,8 @@ pub enum SageMakerMetric {
     OverheadLatency,
 }
 
-impl SageMakerMetric {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Invocations => "Invocations",
-            Self::Invocation4XXErrors => "Invocation4XXErrors",
-            Self::Invocation5XXErrors => "Invocation5XXErrors",
-            Self::InvocationModelErrors => "InvocationModelErrors",
-            Self::ModelLatency => "ModelLatency",
-            Self::OverheadLatency => "OverheadLatency",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::Invocations,
-            Self::Invocation4XXErrors,
-            Self::Invocation5XXErrors,
-            Self::InvocationModelErrors,
-            Self::ModelLatency,
-            Self::OverheadLatency,
-        ]
-        .into_iter()
-        .find(|metric| metric.name() == name)
-    }
-
-    fn id_fragment(self) -> &'static str {
-        match self {
-            Self::Invocations => "inv",
-            Self::Invocation4XXErrors => "e4xx",
-            Self::Invocation5XXErrors => "e5xx",
-            Self::InvocationModelErrors => "emodel",
-            Self::ModelLatency => "lat",
-            Self::OverheadLatency => "ovh",
-        }
-    }
-}
-
-/// A CloudWatch statistic. Percentiles are kept in tenths so the type stays
-/// `Eq` and `Ord` (p99.9 is `Percentile(999)`).
+/// A statistic over the samples of one period. Percentiles are kept in
+/// tenths so the type stays `Eq` and `Ord` (p99.9 is `Percentile(999)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Statistic {
     Sum,
@@ -81,33 +44,6 @@ impl Statistic {
         Self::PercentileTenths((p * 10.0).round() as u16)
     }
 
-    /// The name CloudWatch expects in `MetricStat.Stat`.
-    pub fn cloudwatch_name(self) -> String {
-        match self {
-            Self::Sum => "Sum".into(),
-            Self::Average => "Average".into(),
-            Self::SampleCount => "SampleCount".into(),
-            Self::Minimum => "Minimum".into(),
-            Self::Maximum => "Maximum".into(),
-            Self::PercentileTenths(t) if t % 10 == 0 => format!("p{}", t / 10),
-            Self::PercentileTenths(t) => format!("p{}.{}", t / 10, t % 10),
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "Sum" => Some(Self::Sum),
-            "Average" => Some(Self::Average),
-            "SampleCount" => Some(Self::SampleCount),
-            "Minimum" => Some(Self::Minimum),
-            "Maximum" => Some(Self::Maximum),
-            other => {
-                let p: f64 = other.strip_prefix('p')?.parse().ok()?;
-                (p > 0.0 && p < 100.0).then(|| Self::percentile(p))
-            }
-        }
-    }
-
     /// The percentile as a fraction of 100 (99.9 for p99.9), if this is one.
     pub fn as_percentile(self) -> Option<f64> {
         match self {
@@ -115,15 +51,19 @@ impl Statistic {
             _ => None,
         }
     }
-
-    fn id_fragment(self) -> String {
-        self.cloudwatch_name().to_lowercase().replace('.', "_")
-    }
 }
 
+/// For messages: `sum`, `sample count`, `p99`, `p99.9`.
 impl fmt::Display for Statistic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.cloudwatch_name())
+        match self {
+            Self::Sum => f.write_str("sum"),
+            Self::Average => f.write_str("average"),
+            Self::SampleCount => f.write_str("sample count"),
+            Self::Minimum => f.write_str("minimum"),
+            Self::Maximum => f.write_str("maximum"),
+            Self::PercentileTenths(t) => write!(f, "p{}", f64::from(*t) / 10.0),
+        }
     }
 }
 
@@ -132,15 +72,6 @@ impl fmt::Display for Statistic {
 pub enum VariantRole {
     Production,
     Shadow,
-}
-
-impl VariantRole {
-    fn id_fragment(self) -> &'static str {
-        match self {
-            Self::Production => "p",
-            Self::Shadow => "s",
-        }
-    }
 }
 
 impl fmt::Display for VariantRole {
@@ -179,71 +110,86 @@ impl Window {
     }
 }
 
-/// One GetMetricData `MetricStat` query, with the window it must be asked
-/// over. Queries of the same window can share a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricQuery {
-    /// Starts with a lowercase letter, then `[a-zA-Z0-9_]`; unique per tick.
-    pub id: String,
-    pub namespace: String,
-    pub metric_name: String,
-    /// (name, value) pairs, in the order CloudWatch is sent them.
-    pub dimensions: Vec<(String, String)>,
-    pub statistic: Statistic,
-    pub period_seconds: i64,
-    pub window: Window,
+/// The experiment a query is about: what a metric source needs to find the
+/// traffic of its two variants. Queries of one experiment share one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MeasuredExperiment {
+    pub name: String,
+    pub endpoint: String,
+    pub production_variant: String,
+    pub shadow_variant: String,
 }
 
-/// The answer to one query.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct MetricSeries {
-    pub id: String,
-    pub points: Datapoints,
-}
-
-/// The queries for one experiment's two variants, and where their answers go.
-#[derive(Debug, Clone)]
-pub struct ExperimentQueries {
-    pub queries: Vec<MetricQuery>,
-    /// query id → (variant, series)
-    pub routes: BTreeMap<String, (VariantRole, SeriesKey)>,
-}
-
-/// Builds the queries one experiment needs. `prefix` keeps ids unique across
-/// experiments in the same tick (use the experiment's position: `e0`, `e1`, ...).
-pub fn queries_for(
-    prefix: &str,
-    endpoint_name: &str,
-    variants: [(VariantRole, &str); 2],
-    needed: &BTreeSet<SeriesKey>,
-    window: Window,
-) -> ExperimentQueries {
-    let mut queries = Vec::new();
-    let mut routes = BTreeMap::new();
-    for (role, variant_name) in variants {
-        for key in needed {
-            let id = format!(
-                "{prefix}_{}_{}_{}",
-                role.id_fragment(),
-                key.metric.id_fragment(),
-                key.statistic.id_fragment()
-            );
-            queries.push(MetricQuery {
-                id: id.clone(),
-                namespace: SAGEMAKER_NAMESPACE.to_string(),
-                metric_name: key.metric.name().to_string(),
-                dimensions: vec![
-                    ("EndpointName".to_string(), endpoint_name.to_string()),
-                    ("VariantName".to_string(), variant_name.to_string()),
-                ],
-                statistic: key.statistic,
-                period_seconds: window.period_seconds(),
-                window,
-            });
-            routes.insert(id, (role, *key));
+impl MeasuredExperiment {
+    pub fn of(experiment: &Experiment) -> Self {
+        Self {
+            name: experiment.name.clone(),
+            endpoint: experiment.endpoint_name.clone(),
+            production_variant: experiment.production_variant.clone(),
+            shadow_variant: experiment.shadow_variant.clone(),
         }
     }
-    ExperimentQueries { queries, routes }
+
+    /// The name of the variant playing `role`.
+    pub fn variant(&self, role: VariantRole) -> &str {
+        match role {
+            VariantRole::Production => &self.production_variant,
+            VariantRole::Shadow => &self.shadow_variant,
+        }
+    }
+}
+
+/// One series to fetch: a statistic of a metric of one variant of one
+/// experiment, one value per `period` from `window.start` to `window.end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesQuery {
+    pub experiment: Arc<MeasuredExperiment>,
+    pub role: VariantRole,
+    pub metric: SageMakerMetric,
+    pub statistic: Statistic,
+    pub window: Window,
+    pub period: Duration,
+}
+
+impl SeriesQuery {
+    pub fn key(&self) -> SeriesKey {
+        SeriesKey::new(self.metric, self.statistic)
+    }
+
+    /// The name of the variant the query is about.
+    pub fn variant(&self) -> &str {
+        self.experiment.variant(self.role)
+    }
+}
+
+/// The answer to one [`SeriesQuery`]: one value per period, keyed by the
+/// period's start. A period without datapoints is absent, never zero.
+pub type Series = BTreeMap<DateTime<Utc>, f64>;
+
+/// The queries one experiment needs over `window`, read as a single period:
+/// production's series first, then the shadow's, each in `needed` order.
+pub fn queries_for(
+    experiment: impl Into<Arc<MeasuredExperiment>>,
+    needed: &BTreeSet<SeriesKey>,
+    window: Window,
+) -> Vec<SeriesQuery> {
+    let experiment = experiment.into();
+    // An inverted window gets a zero period, which every source refuses.
+    let period = Duration::from_secs(u64::try_from(window.period_seconds()).unwrap_or(0));
+    [VariantRole::Production, VariantRole::Shadow]
+        .into_iter()
+        .flat_map(|role| {
+            let experiment = &experiment;
+            needed.iter().map(move |key| SeriesQuery {
+                experiment: Arc::clone(experiment),
+                role,
+                metric: key.metric,
+                statistic: key.statistic,
+                window,
+                period,
+            })
+        })
+        .collect()
 }
 
 /// What was measured for one variant over the window: `None` means CloudWatch
@@ -283,27 +229,22 @@ impl Measurements {
         }
     }
 
-    /// Folds the answered series of one experiment into measurements. The
-    /// window is one period, so a series normally has at most one point;
-    /// should CloudWatch split it, counts add up and other statistics keep the
-    /// largest value, which errs on the side of a worse shadow.
-    pub fn collect<'a>(
-        routes: &BTreeMap<String, (VariantRole, SeriesKey)>,
-        series: impl IntoIterator<Item = &'a MetricSeries>,
-    ) -> Self {
+    /// Folds one experiment's answered series, each next to its query, into
+    /// measurements. The window is normally one period, so a series has at
+    /// most one value; should it have more, counts add up, minimums keep the
+    /// smallest and other statistics the largest value, which errs on the
+    /// side of a worse shadow.
+    pub fn collect<'a>(answers: impl IntoIterator<Item = (&'a SeriesQuery, &'a Series)>) -> Self {
         let mut measurements = Self::default();
-        for answered in series {
-            let Some(&(role, key)) = routes.get(&answered.id) else {
+        for (query, series) in answers {
+            let Some(value) = combine(query.statistic, series.values().copied()) else {
                 continue;
             };
-            let Some(value) = combine(key.statistic, answered.points.values().copied()) else {
-                continue;
-            };
-            let target = match role {
+            let target = match query.role {
                 VariantRole::Production => &mut measurements.production,
                 VariantRole::Shadow => &mut measurements.shadow,
             };
-            target.set(key, value);
+            target.set(query.key(), value);
         }
         measurements
     }
@@ -319,23 +260,103 @@ fn combine(statistic: Statistic, values: impl Iterator<Item = f64>) -> Option<f6
     })
 }
 
-/// Splits queries into GetMetricData calls: one group per window (a call has
-/// a single StartTime and EndTime), each cut into chunks of at most 500.
-pub fn batch_queries(queries: &[MetricQuery]) -> Vec<Vec<MetricQuery>> {
-    let mut by_window: BTreeMap<Window, Vec<MetricQuery>> = BTreeMap::new();
-    for query in queries {
-        by_window
-            .entry(query.window)
-            .or_default()
-            .push(query.clone());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> Window {
+        let start = DateTime::from_timestamp(1_740_909_600, 0).expect("in range");
+        Window {
+            start,
+            end: start + chrono::Duration::hours(1),
+        }
     }
-    by_window
-        .into_values()
-        .flat_map(|group| {
-            group
-                .chunks(MAX_QUERIES_PER_CALL)
-                .map(<[MetricQuery]>::to_vec)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+
+    fn experiment() -> MeasuredExperiment {
+        MeasuredExperiment {
+            name: "churn".into(),
+            endpoint: "churn-endpoint".into(),
+            production_variant: "blue".into(),
+            shadow_variant: "green".into(),
+        }
+    }
+
+    const P99: SeriesKey = SeriesKey::new(
+        SageMakerMetric::ModelLatency,
+        Statistic::PercentileTenths(990),
+    );
+    const INVOCATIONS: SeriesKey = SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum);
+    const MINIMUM: SeriesKey = SeriesKey::new(SageMakerMetric::ModelLatency, Statistic::Minimum);
+
+    #[test]
+    fn one_period_per_window_production_first_sharing_one_experiment() {
+        let queries = queries_for(experiment(), &BTreeSet::from([P99, INVOCATIONS]), window());
+        let asked: Vec<_> = queries
+            .iter()
+            .map(|q| (q.role, q.key(), q.variant(), q.period.as_secs()))
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                (VariantRole::Production, INVOCATIONS, "blue", 3600),
+                (VariantRole::Production, P99, "blue", 3600),
+                (VariantRole::Shadow, INVOCATIONS, "green", 3600),
+                (VariantRole::Shadow, P99, "green", 3600),
+            ]
+        );
+        assert!(queries.iter().all(|q| q.window == window()));
+        assert!(queries
+            .iter()
+            .all(|q| Arc::ptr_eq(&q.experiment, &queries[0].experiment)));
+    }
+
+    #[test]
+    fn series_fold_counts_add_minimums_keep_the_least_others_the_most() {
+        let needed = BTreeSet::from([P99, INVOCATIONS, MINIMUM]);
+        let queries = queries_for(experiment(), &needed, window());
+        let at = |minutes: i64| window().start + chrono::Duration::minutes(minutes);
+        let series = |values: &[f64]| -> Series {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (at(i as i64), *v))
+                .collect()
+        };
+        // Production's invocations, minimum and p99 (key order), then the shadow's.
+        let answers = [
+            series(&[100.0, 20.0]),
+            series(&[12.0, 9.0]),
+            series(&[300.0, f64::NAN, 410.0]),
+            series(&[]),
+            series(&[f64::NAN]),
+            series(&[500.0]),
+        ];
+        let measured = Measurements::collect(queries.iter().zip(&answers));
+        assert_eq!(
+            measured.production,
+            VariantMeasurements::default()
+                .with(INVOCATIONS, 120.0)
+                .with(P99, 410.0)
+                .with(MINIMUM, 9.0)
+        );
+        // No datapoint (or none that is a number) is no measurement, not zero.
+        assert_eq!(
+            measured.shadow,
+            VariantMeasurements::default().with(P99, 500.0)
+        );
+    }
+
+    #[test]
+    fn statistics_read_as_in_messages() {
+        let shown: Vec<String> = [
+            Statistic::Sum,
+            Statistic::SampleCount,
+            Statistic::percentile(99.0),
+            Statistic::percentile(99.9),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(shown, ["sum", "sample count", "p99", "p99.9"]);
+    }
 }

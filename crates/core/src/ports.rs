@@ -2,13 +2,10 @@
 //! adapters, the simulator and the test fakes implement them; nothing else
 //! talks to SageMaker or CloudWatch.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use crate::experiment::{Experiment, ExperimentSummary, ExperimentUpdate};
-use crate::metrics::{MetricQuery, MetricSeries};
+use crate::metrics::{Series, SeriesQuery};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -73,10 +70,9 @@ pub trait ExperimentStore: Send + Sync {
 /// Where metric series come from: CloudWatch GetMetricData, or the simulator.
 #[async_trait]
 pub trait MetricSource: Send + Sync {
-    /// Answers every query; a query whose metric has no datapoints in its
-    /// window comes back with an empty series, never with zeros.
-    async fn fetch(&self, queries: &[MetricQuery]) -> Result<Vec<MetricSeries>, MetricError>;
+    /// Answers every query, index-aligned: the `i`-th series answers the
+    /// `i`-th query, so the result is exactly as long as `queries`. A period
+    /// without datapoints is absent from its series, never a zero; a query
+    /// with none at all comes back as an empty series.
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError>;
 }
-
-/// The datapoints of one answered query, keyed by timestamp.
-pub type Datapoints = BTreeMap<DateTime<Utc>, f64>;

@@ -428,8 +428,11 @@ async fn all_experiments_are_measured_in_one_fetch() {
     let queries = &metrics.calls.lock().unwrap()[0];
     // default policy: 5 series × 2 variants × 120 experiments
     assert_eq!(queries.len(), 1200);
-    let ids: std::collections::BTreeSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
-    assert_eq!(ids.len(), queries.len(), "ids are unique");
+    let distinct: std::collections::BTreeSet<_> = queries
+        .iter()
+        .map(|q| (q.experiment.name.as_str(), q.role, q.key()))
+        .collect();
+    assert_eq!(distinct.len(), queries.len(), "no series is asked twice");
     assert_eq!(report.summary.updates_applied, 120);
 }
 
@@ -545,11 +548,9 @@ async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ram
     impl shadowpilot_core::ports::MetricSource for Failing {
         async fn fetch(
             &self,
-            _: &[shadowpilot_core::metrics::MetricQuery],
-        ) -> Result<
-            Vec<shadowpilot_core::metrics::MetricSeries>,
-            shadowpilot_core::ports::MetricError,
-        > {
+            _: &[shadowpilot_core::metrics::SeriesQuery],
+        ) -> Result<Vec<shadowpilot_core::metrics::Series>, shadowpilot_core::ports::MetricError>
+        {
             Err(shadowpilot_core::ports::MetricError::InvalidResponse {
                 field: "MetricDataResults".into(),
                 problem: "simulated outage".into(),

@@ -19,7 +19,7 @@ pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
-pub mod world;
+mod world;
 
 pub use plot::{write_svg, PlotError};
 pub use report::Decision;

@@ -1,10 +1,14 @@
-//! The simulated CloudWatch answers GetMetricData-shaped queries from the
-//! simulated traffic: no datapoint without traffic, percentiles over merged
-//! windows, the shadow getting production × sampling, reproducible draws.
+//! The simulated CloudWatch answers domain queries from the simulated
+//! traffic: no datapoint without traffic, percentiles over merged windows,
+//! the shadow getting production × sampling, reproducible draws.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use shadowpilot_core::experiment::{ExperimentUpdate, SamplingUpdate};
-use shadowpilot_core::metrics::{MetricQuery, Statistic, Window, SAGEMAKER_NAMESPACE};
+use shadowpilot_core::metrics::{
+    MeasuredExperiment, SageMakerMetric, SeriesQuery, Statistic, VariantRole, Window,
+};
 use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource};
 use shadowpilot_sim::{Scenario, SimWorld};
 
@@ -38,35 +42,51 @@ fn setup() -> (SimWorld, DateTime<Utc>) {
     (SimWorld::new(&scenario), start)
 }
 
+fn experiment(name: &str) -> Arc<MeasuredExperiment> {
+    Arc::new(MeasuredExperiment {
+        name: name.into(),
+        endpoint: format!("{name}-endpoint"),
+        production_variant: "production".into(),
+        shadow_variant: "shadow".into(),
+    })
+}
+
 fn query(
-    id: &str,
-    variant: &str,
-    metric: &str,
+    role: VariantRole,
+    metric: SageMakerMetric,
     statistic: Statistic,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    period: i64,
-) -> MetricQuery {
-    MetricQuery {
-        id: id.into(),
-        namespace: SAGEMAKER_NAMESPACE.into(),
-        metric_name: metric.into(),
-        dimensions: vec![
-            ("EndpointName".into(), "a-endpoint".into()),
-            ("VariantName".into(), variant.into()),
-        ],
+    period: u64,
+) -> SeriesQuery {
+    SeriesQuery {
+        experiment: experiment("a"),
+        role,
+        metric,
         statistic,
-        period_seconds: period,
         window: Window {
             start: from,
             end: to,
         },
+        period: std::time::Duration::from_secs(period),
     }
 }
 
-async fn one(world: &SimWorld, q: MetricQuery) -> Vec<(DateTime<Utc>, f64)> {
+/// Production's invocations in the first hour, one value per `period` s.
+fn first_hour_invocations(start: DateTime<Utc>, period: u64) -> SeriesQuery {
+    query(
+        VariantRole::Production,
+        SageMakerMetric::Invocations,
+        Statistic::Sum,
+        start,
+        start + Duration::hours(1),
+        period,
+    )
+}
+
+async fn one(world: &SimWorld, q: SeriesQuery) -> Vec<(DateTime<Utc>, f64)> {
     let answer = world.fetch(&[q]).await.unwrap();
-    answer[0].points.iter().map(|(t, v)| (*t, *v)).collect()
+    answer[0].iter().map(|(t, v)| (*t, *v)).collect()
 }
 
 #[tokio::test]
@@ -76,9 +96,8 @@ async fn one_datapoint_per_period_with_data_and_none_without_traffic() {
     let per_minute = one(
         &world,
         query(
-            "q",
-            "production",
-            "Invocations",
+            VariantRole::Production,
+            SageMakerMetric::Invocations,
             Statistic::Sum,
             start,
             start + Duration::hours(5),
@@ -98,9 +117,8 @@ async fn one_datapoint_per_period_with_data_and_none_without_traffic() {
     let errors = one(
         &world,
         query(
-            "q",
-            "production",
-            "Invocation5XXErrors",
+            VariantRole::Production,
+            SageMakerMetric::Invocation5XXErrors,
             Statistic::Sum,
             start,
             start + Duration::hours(5),
@@ -113,9 +131,8 @@ async fn one_datapoint_per_period_with_data_and_none_without_traffic() {
     let hourly = one(
         &world,
         query(
-            "q",
-            "production",
-            "Invocations",
+            VariantRole::Production,
+            SageMakerMetric::Invocations,
             Statistic::Sum,
             start,
             start + Duration::hours(5),
@@ -140,19 +157,7 @@ async fn one_datapoint_per_period_with_data_and_none_without_traffic() {
 async fn nothing_is_published_for_minutes_not_yet_over() {
     let (world, start) = setup();
     world.set_now(start + Duration::minutes(10) + Duration::seconds(30));
-    let points = one(
-        &world,
-        query(
-            "q",
-            "production",
-            "Invocations",
-            Statistic::Sum,
-            start,
-            start + Duration::hours(1),
-            60,
-        ),
-    )
-    .await;
+    let points = one(&world, first_hour_invocations(start, 60)).await;
     assert_eq!(points.len(), 10);
 }
 
@@ -174,23 +179,30 @@ async fn the_shadow_gets_production_times_the_sampling_in_force() {
         .unwrap();
     world.set_now(start + Duration::hours(2));
     let hour = |h: i64| (start + Duration::hours(h), start + Duration::hours(h + 1));
-    let sum = |variant: &'static str, h: i64| {
+    let sum = |role: VariantRole, h: i64| {
         let (from, to) = hour(h);
         let world = world.clone();
         async move {
             one(
                 &world,
-                query("q", variant, "Invocations", Statistic::Sum, from, to, 3600),
+                query(
+                    role,
+                    SageMakerMetric::Invocations,
+                    Statistic::Sum,
+                    from,
+                    to,
+                    3600,
+                ),
             )
             .await[0]
                 .1
         }
     };
     let (p0, s0, p1, s1) = (
-        sum("production", 0).await,
-        sum("shadow", 0).await,
-        sum("production", 1).await,
-        sum("shadow", 1).await,
+        sum(VariantRole::Production, 0).await,
+        sum(VariantRole::Shadow, 0).await,
+        sum(VariantRole::Production, 1).await,
+        sum(VariantRole::Shadow, 1).await,
     );
     assert!((s0 / p0 - 0.10).abs() < 0.01, "first hour {s0}/{p0}");
     assert!((s1 / p1 - 0.50).abs() < 0.02, "second hour {s1}/{p1}");
@@ -204,9 +216,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let p99 = one(
         &world,
         query(
-            "q",
-            "production",
-            "ModelLatency",
+            VariantRole::Production,
+            SageMakerMetric::ModelLatency,
             Statistic::percentile(99.0),
             from,
             to,
@@ -217,9 +228,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let p50 = one(
         &world,
         query(
-            "q",
-            "production",
-            "ModelLatency",
+            VariantRole::Production,
+            SageMakerMetric::ModelLatency,
             Statistic::percentile(50.0),
             from,
             to,
@@ -238,9 +248,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let shadow = one(
         &world,
         query(
-            "q",
-            "shadow",
-            "ModelLatency",
+            VariantRole::Shadow,
+            SageMakerMetric::ModelLatency,
             Statistic::percentile(99.0),
             from,
             to,
@@ -256,9 +265,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let count = one(
         &world,
         query(
-            "q",
-            "production",
-            "ModelLatency",
+            VariantRole::Production,
+            SageMakerMetric::ModelLatency,
             Statistic::SampleCount,
             from,
             to,
@@ -269,9 +277,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let invocations = one(
         &world,
         query(
-            "q",
-            "production",
-            "Invocations",
+            VariantRole::Production,
+            SageMakerMetric::Invocations,
             Statistic::Sum,
             from,
             to,
@@ -284,9 +291,8 @@ async fn window_percentiles_come_from_the_merged_window() {
         one(
             &world,
             query(
-                "q",
-                "production",
-                "ModelLatency",
+                VariantRole::Production,
+                SageMakerMetric::ModelLatency,
                 Statistic::Minimum,
                 from,
                 to,
@@ -298,9 +304,8 @@ async fn window_percentiles_come_from_the_merged_window() {
         one(
             &world,
             query(
-                "q",
-                "production",
-                "ModelLatency",
+                VariantRole::Production,
+                SageMakerMetric::ModelLatency,
                 Statistic::Maximum,
                 from,
                 to,
@@ -312,9 +317,8 @@ async fn window_percentiles_come_from_the_merged_window() {
         one(
             &world,
             query(
-                "q",
-                "production",
-                "ModelLatency",
+                VariantRole::Production,
+                SageMakerMetric::ModelLatency,
                 Statistic::Average,
                 from,
                 to,
@@ -329,9 +333,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let errors = one(
         &world,
         query(
-            "q",
-            "production",
-            "Invocation5XXErrors",
+            VariantRole::Production,
+            SageMakerMetric::Invocation5XXErrors,
             Statistic::Sum,
             from,
             to,
@@ -343,9 +346,8 @@ async fn window_percentiles_come_from_the_merged_window() {
     let rate = one(
         &world,
         query(
-            "q",
-            "production",
-            "Invocation5XXErrors",
+            VariantRole::Production,
+            SageMakerMetric::Invocation5XXErrors,
             Statistic::Average,
             from,
             to,
@@ -363,18 +365,16 @@ async fn answers_do_not_depend_on_query_order() {
     let (world, start) = setup();
     world.set_now(start + Duration::hours(2));
     let q1 = query(
-        "a1",
-        "shadow",
-        "ModelLatency",
+        VariantRole::Shadow,
+        SageMakerMetric::ModelLatency,
         Statistic::percentile(99.0),
         start,
         start + Duration::hours(1),
         3600,
     );
     let q2 = query(
-        "a2",
-        "shadow",
-        "Invocation4XXErrors",
+        VariantRole::Shadow,
+        SageMakerMetric::Invocation4XXErrors,
         Statistic::Sum,
         start + Duration::minutes(30),
         start + Duration::hours(2),
@@ -389,48 +389,39 @@ async fn answers_do_not_depend_on_query_order() {
 }
 
 #[tokio::test]
-async fn unknown_series_are_empty_and_malformed_calls_are_refused() {
+async fn unknown_experiments_are_empty_and_malformed_queries_are_refused() {
     let (world, start) = setup();
     world.set_now(start + Duration::hours(1));
-    let mut unknown = query(
-        "q",
-        "purple",
-        "Invocations",
-        Statistic::Sum,
-        start,
-        start + Duration::hours(1),
-        60,
-    );
-    assert!(one(&world, unknown.clone()).await.is_empty());
-    unknown.dimensions[1].1 = "production".into();
-    unknown.namespace = "/aws/sagemaker/Endpoints".into();
+    let good = first_hour_invocations(start, 60);
+    let unknown = SeriesQuery {
+        experiment: experiment("purple"),
+        ..good.clone()
+    };
     assert!(one(&world, unknown).await.is_empty());
-    let good = query(
-        "q",
-        "production",
-        "Invocations",
-        Statistic::Sum,
-        start,
-        start + Duration::hours(1),
-        60,
-    );
     for (bad, expected) in [
         (
-            MetricQuery {
-                id: "Q1".into(),
+            SeriesQuery {
+                period: std::time::Duration::from_secs(90),
                 ..good.clone()
             },
-            "must start with a lowercase letter",
+            "period 90 s is not a positive multiple of 60",
         ),
         (
-            MetricQuery {
-                period_seconds: 90,
+            SeriesQuery {
+                period: std::time::Duration::ZERO,
                 ..good.clone()
             },
-            "not a positive multiple of 60",
+            "period 0 s is not a positive multiple of 60",
         ),
         (
-            MetricQuery {
+            SeriesQuery {
+                period: std::time::Duration::from_millis(60_500),
+                ..good.clone()
+            },
+            "period 60.5 s is not a positive multiple of 60",
+        ),
+        (
+            SeriesQuery {
                 window: Window {
                     start: good.window.end,
                     end: good.window.start,
@@ -440,21 +431,41 @@ async fn unknown_series_are_empty_and_malformed_calls_are_refused() {
             "is not after StartTime",
         ),
     ] {
-        let error = world.fetch(&[bad]).await.unwrap_err();
+        let error = world.fetch(&[good.clone(), bad]).await.unwrap_err();
         let MetricError::Service { source } = error else {
             panic!("expected a refusal")
         };
-        assert!(source.to_string().contains(expected), "{source}");
+        let message = source.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("query 1 (a production"), "{message}");
     }
-    assert!(
-        world.fetch(&[good.clone(), good.clone()]).await.is_err(),
-        "duplicate ids"
-    );
-    let many: Vec<_> = (0..501)
-        .map(|i| MetricQuery {
-            id: format!("q{i}"),
-            ..good.clone()
-        })
+}
+
+#[tokio::test]
+async fn call_limits_are_the_adapters_so_any_number_of_queries_is_answered_in_order() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::hours(1));
+    let invocations = first_hour_invocations(start, 3600);
+    let latency = SeriesQuery {
+        metric: SageMakerMetric::ModelLatency,
+        statistic: Statistic::percentile(99.0),
+        ..invocations.clone()
+    };
+    let queries: Vec<SeriesQuery> = (0..501)
+        .map(|i| if i % 2 == 0 { &invocations } else { &latency }.clone())
         .collect();
-    assert!(world.fetch(&many).await.is_err(), "more than 500 queries");
+    let answers = world.fetch(&queries).await.unwrap();
+    assert_eq!(answers.len(), 501);
+    let expected_invocations = one(&world, invocations).await;
+    let expected_latency = one(&world, latency).await;
+    for (i, answer) in answers.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            &expected_invocations
+        } else {
+            &expected_latency
+        };
+        let got: Vec<_> = answer.iter().map(|(t, v)| (*t, *v)).collect();
+        assert_eq!(&got, expected, "answer {i}");
+    }
+    assert_ne!(expected_invocations, expected_latency);
 }

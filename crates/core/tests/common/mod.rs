@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, POLICY_TAG,
 };
-use shadowpilot_core::metrics::{MetricQuery, MetricSeries, Statistic};
+use shadowpilot_core::metrics::{SageMakerMetric, Series, SeriesQuery, Statistic};
 use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
 
 pub fn t0() -> DateTime<Utc> {
@@ -187,7 +187,7 @@ impl Profile {
 /// a percentage of production requests.
 pub struct FakeMetrics {
     profiles: Mutex<BTreeMap<String, Profile>>,
-    pub calls: Mutex<Vec<Vec<MetricQuery>>>,
+    pub calls: Mutex<Vec<Vec<SeriesQuery>>>,
 }
 
 impl FakeMetrics {
@@ -215,42 +215,41 @@ impl FakeMetrics {
 
 #[async_trait]
 impl MetricSource for FakeMetrics {
-    async fn fetch(&self, queries: &[MetricQuery]) -> Result<Vec<MetricSeries>, MetricError> {
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
         self.calls.lock().unwrap().push(queries.to_vec());
         let profiles = self.profiles.lock().unwrap();
         Ok(queries
             .iter()
             .map(|q| {
-                let variant = &q
-                    .dimensions
-                    .iter()
-                    .find(|(k, _)| k == "VariantName")
-                    .unwrap()
-                    .1;
-                let mut series = MetricSeries {
-                    id: q.id.clone(),
-                    ..MetricSeries::default()
-                };
-                let Some(p) = profiles.get(variant) else {
+                let mut series = Series::new();
+                let Some(p) = profiles.get(q.variant()) else {
                     return series;
                 };
-                let minutes = q.period_seconds as f64 / 60.0;
+                let minutes = q.period.as_secs_f64() / 60.0;
                 let invocations = p.invocations_per_minute * minutes;
                 if invocations <= 0.0 {
                     return series;
                 }
-                let value = match (q.metric_name.as_str(), q.statistic) {
-                    ("Invocations", Statistic::Sum) => invocations,
-                    ("Invocation5XXErrors", Statistic::Sum) => {
+                let value = match (q.metric, q.statistic) {
+                    (SageMakerMetric::Invocations, Statistic::Sum) => invocations,
+                    (SageMakerMetric::Invocation5XXErrors, Statistic::Sum) => {
                         invocations * p.error_5xx_percent / 100.0
                     }
-                    ("Invocation4XXErrors" | "InvocationModelErrors", Statistic::Sum) => 0.0,
-                    ("ModelLatency", s) if s == Statistic::percentile(99.0) => p.p99_ms * 1000.0,
-                    ("ModelLatency", s) if s == Statistic::percentile(50.0) => p.p50_ms * 1000.0,
-                    ("ModelLatency", _) => p.p50_ms * 1100.0,
+                    (
+                        SageMakerMetric::Invocation4XXErrors
+                        | SageMakerMetric::InvocationModelErrors,
+                        Statistic::Sum,
+                    ) => 0.0,
+                    (SageMakerMetric::ModelLatency, s) if s == Statistic::percentile(99.0) => {
+                        p.p99_ms * 1000.0
+                    }
+                    (SageMakerMetric::ModelLatency, s) if s == Statistic::percentile(50.0) => {
+                        p.p50_ms * 1000.0
+                    }
+                    (SageMakerMetric::ModelLatency, _) => p.p50_ms * 1100.0,
                     (_, _) => 1000.0,
                 };
-                series.points.insert(q.window.start, value);
+                series.insert(q.window.start, value);
                 series
             })
             .collect())

@@ -1,0 +1,339 @@
+//! The simulated SageMaker: experiment status over time, the sampling and
+//! EndTime history, and the rules UpdateInferenceExperiment enforces.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::rng::fnv1a;
+use crate::scenario::{ExperimentSpec, Scenario};
+use shadowpilot_core::experiment::{
+    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
+};
+use shadowpilot_core::ports::StoreError;
+use shadowpilot_core::schedule::chrono_duration;
+use shadowpilot_core::MAX_EXPERIMENT_DURATION;
+
+const ACCOUNT_ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:inference-experiment";
+
+/// A request as UpdateInferenceExperiment takes it, including the StartTime
+/// that the controller never sends but AWS's rules are about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimUpdate {
+    pub name: String,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub sampling: Option<SamplingUpdate>,
+}
+
+impl From<&ExperimentUpdate> for SimUpdate {
+    fn from(update: &ExperimentUpdate) -> Self {
+        Self {
+            name: update.name.clone(),
+            start_time: None,
+            end_time: update.end_time,
+            sampling: update.sampling.clone(),
+        }
+    }
+}
+
+/// One UpdateInferenceExperiment call and what the simulated SageMaker said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub at: DateTime<Utc>,
+    pub request: SimUpdate,
+    /// `None` when accepted; else the error's label and message.
+    pub rejected: Option<(String, String)>,
+}
+
+/// Every inference experiment, and every update call made to them.
+pub(crate) struct SageMaker {
+    experiments: Vec<SimExperiment>,
+    by_name: HashMap<String, usize>,
+    update_takes: chrono::Duration,
+    writes: Vec<WriteRecord>,
+}
+
+pub(crate) struct SimExperiment {
+    pub(crate) spec: ExperimentSpec,
+    arn: String,
+    pub(crate) start_time: DateTime<Utc>,
+    pub(crate) end_time: DateTime<Utc>,
+    pub(crate) sampling: u8,
+    /// (in force from, percentage); the first entry is the creation.
+    pub(crate) sampling_history: Vec<(DateTime<Utc>, u8)>,
+    pub(crate) end_time_history: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    pub(crate) created: DateTime<Utc>,
+    last_modified: DateTime<Utc>,
+    updating_until: Option<DateTime<Utc>>,
+    /// The random streams of the production and the shadow variant.
+    pub(crate) keys: [u64; 2],
+    /// StartTime and EndTime as Unix seconds, and where each segment of
+    /// conditions begins in Unix minutes: compared once per minute drawn.
+    pub(crate) start_secs: i64,
+    pub(crate) end_secs: i64,
+    pub(crate) segment_minutes: Vec<i64>,
+}
+
+impl SageMaker {
+    pub(crate) fn new(scenario: &Scenario) -> Self {
+        let mut experiments = Vec::new();
+        let mut by_name = HashMap::new();
+        for (index, spec) in scenario.experiments.iter().enumerate() {
+            by_name.insert(spec.name.clone(), index);
+            experiments.push(SimExperiment {
+                arn: format!("{ACCOUNT_ARN}/{}", spec.name),
+                start_time: spec.start_time,
+                end_time: spec.end_time,
+                sampling: spec.sampling,
+                sampling_history: vec![(scenario.start, spec.sampling)],
+                end_time_history: vec![(scenario.start, spec.end_time)],
+                created: scenario.start,
+                last_modified: scenario.start,
+                updating_until: None,
+                keys: [
+                    fnv1a(&format!("{}/{}", spec.endpoint, spec.production_variant)),
+                    fnv1a(&format!("{}/{}", spec.endpoint, spec.shadow_variant)),
+                ],
+                start_secs: spec.start_time.timestamp(),
+                end_secs: spec.end_time.timestamp(),
+                segment_minutes: spec
+                    .segments
+                    .iter()
+                    .map(|(from, _)| from.timestamp().div_euclid(60))
+                    .collect(),
+                spec: spec.clone(),
+            });
+        }
+        Self {
+            experiments,
+            by_name,
+            update_takes: chrono_duration(scenario.update_takes),
+            writes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.experiments.len()
+    }
+
+    fn experiment(&self, name: &str) -> Result<usize, StoreError> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| StoreError::NotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// The experiment of this name and its position, which keys its traffic.
+    pub(crate) fn find(&self, name: &str) -> Option<(usize, &SimExperiment)> {
+        let index = *self.by_name.get(name)?;
+        Some((index, &self.experiments[index]))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&SimExperiment> {
+        self.find(name).map(|(_, experiment)| experiment)
+    }
+
+    pub(crate) fn all_completed(&self, now: DateTime<Utc>) -> bool {
+        self.experiments
+            .iter()
+            .all(|e| e.status(now) == ExperimentStatus::Completed)
+    }
+
+    pub(crate) fn writes(&self) -> &[WriteRecord] {
+        &self.writes
+    }
+
+    pub(crate) fn list(&self, now: DateTime<Utc>) -> Vec<ExperimentSummary> {
+        let mut summaries: Vec<ExperimentSummary> = self
+            .experiments
+            .iter()
+            .map(|e| ExperimentSummary {
+                name: e.spec.name.clone(),
+                status: e.status(now),
+            })
+            .collect();
+        summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        summaries
+    }
+}
+
+impl SimExperiment {
+    pub(crate) fn status(&self, now: DateTime<Utc>) -> ExperimentStatus {
+        if now >= self.end_time {
+            ExperimentStatus::Completed
+        } else if self.updating_until.is_some_and(|until| now < until) {
+            ExperimentStatus::Updating
+        } else if now < self.start_time {
+            ExperimentStatus::Created
+        } else {
+            ExperimentStatus::Running
+        }
+    }
+
+    pub(crate) fn sampling_at(&self, at: DateTime<Utc>) -> u8 {
+        let index = self
+            .sampling_history
+            .partition_point(|(from, _)| *from <= at);
+        self.sampling_history[index.saturating_sub(1)].1
+    }
+}
+
+impl SageMaker {
+    fn check_update(
+        &self,
+        index: usize,
+        request: &SimUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let experiment = &self.experiments[index];
+        let name = &request.name;
+        let rejected = |message: String| StoreError::Rejected {
+            name: name.clone(),
+            message,
+        };
+        let status = experiment.status(now);
+        if !matches!(
+            status,
+            ExperimentStatus::Created | ExperimentStatus::Running
+        ) {
+            return Err(StoreError::Conflict {
+                name: name.clone(),
+                message: format!("ConflictException: an inference experiment in status {status} cannot be updated"),
+            });
+        }
+        if request.start_time.is_none() && request.end_time.is_none() && request.sampling.is_none()
+        {
+            return Err(rejected(
+                "ValidationException: the request changes nothing".into(),
+            ));
+        }
+        if let Some(start) = request.start_time {
+            if status == ExperimentStatus::Running {
+                return Err(rejected(format!(
+                    "ValidationException: StartTime can change only while the experiment is Created; it is Running since {}",
+                    experiment.start_time.to_rfc3339()
+                )));
+            }
+            if start < now {
+                return Err(rejected(format!(
+                    "ValidationException: StartTime {} is in the past",
+                    start.to_rfc3339()
+                )));
+            }
+        }
+        let start = request.start_time.unwrap_or(experiment.start_time);
+        let end = request.end_time.unwrap_or(experiment.end_time);
+        if request.end_time.is_some() || request.start_time.is_some() {
+            if end <= now {
+                return Err(rejected(format!(
+                    "ValidationException: EndTime {} is in the past",
+                    end.to_rfc3339()
+                )));
+            }
+            if end <= start {
+                return Err(rejected(format!(
+                    "ValidationException: EndTime {} is not after StartTime {}",
+                    end.to_rfc3339(),
+                    start.to_rfc3339()
+                )));
+            }
+            if end - start > chrono_duration(MAX_EXPERIMENT_DURATION) {
+                return Err(rejected(format!(
+                    "ValidationException: EndTime {} is more than 30 days after StartTime {}",
+                    end.to_rfc3339(),
+                    start.to_rfc3339()
+                )));
+            }
+        }
+        if let Some(sampling) = &request.sampling {
+            if sampling.source_variant != experiment.spec.production_variant {
+                return Err(rejected(format!(
+                    "ValidationException: SourceModelVariantName {} is not the production variant {}",
+                    sampling.source_variant, experiment.spec.production_variant
+                )));
+            }
+            if sampling.shadow_variant != experiment.spec.shadow_variant {
+                return Err(rejected(format!(
+                    "ValidationException: ShadowModelVariantName {} is not the shadow variant {}",
+                    sampling.shadow_variant, experiment.spec.shadow_variant
+                )));
+            }
+            if !(1..=100).contains(&sampling.percentage) {
+                return Err(rejected(format!(
+                    "ValidationException: SamplingPercentage {} is outside 1–100 (the simulator refuses 0, which AWS may or may not accept)",
+                    sampling.percentage
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn update(
+        &mut self,
+        request: &SimUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let result = self.experiment(&request.name).and_then(|index| {
+            self.check_update(index, request, now)?;
+            let takes = self.update_takes;
+            let experiment = &mut self.experiments[index];
+            if let Some(start) = request.start_time {
+                experiment.start_time = start;
+                experiment.start_secs = start.timestamp();
+            }
+            if let Some(end) = request.end_time {
+                if end != experiment.end_time {
+                    experiment.end_time_history.push((now, end));
+                }
+                experiment.end_time = end;
+                experiment.end_secs = end.timestamp();
+            }
+            if let Some(sampling) = &request.sampling {
+                let effective = now + takes;
+                experiment
+                    .sampling_history
+                    .retain(|(from, _)| *from < effective);
+                experiment
+                    .sampling_history
+                    .push((effective, sampling.percentage));
+                experiment.sampling = sampling.percentage;
+            }
+            experiment.last_modified = now;
+            experiment.updating_until = (takes > chrono::Duration::zero()).then_some(now + takes);
+            Ok(())
+        });
+        self.writes.push(WriteRecord {
+            at: now,
+            request: request.clone(),
+            rejected: result
+                .as_ref()
+                .err()
+                .map(|e| (e.label().to_string(), e.to_string())),
+        });
+        result
+    }
+
+    pub(crate) fn describe(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Experiment, StoreError> {
+        let experiment = &self.experiments[self.experiment(name)?];
+        Ok(Experiment {
+            name: experiment.spec.name.clone(),
+            arn: experiment.arn.clone(),
+            status: experiment.status(now),
+            endpoint_name: experiment.spec.endpoint.clone(),
+            production_variant: experiment.spec.production_variant.clone(),
+            shadow_variant: experiment.spec.shadow_variant.clone(),
+            sampling_percentage: experiment.sampling,
+            start_time: Some(experiment.start_time),
+            end_time: Some(experiment.end_time),
+            last_modified: experiment.last_modified,
+            tags: experiment.spec.tags.clone(),
+        })
+    }
+}
