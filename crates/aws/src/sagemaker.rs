@@ -20,7 +20,7 @@ use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate,
 };
-use shadowpilot_core::ports::{ExperimentStore, StoreError};
+use shadowpilot_core::ports::{BoxError, ExperimentStore, StoreError};
 
 const LIST: &str = "ListInferenceExperiments";
 const DESCRIBE: &str = "DescribeInferenceExperiment";
@@ -59,11 +59,8 @@ impl ExperimentStore for SageMakerStore {
         let mut summaries = Vec::new();
         while let Some(page) = pages.next().await {
             // No experiment is named here, so nothing to call NotFound or
-            // Conflict: every failure keeps its SDK error.
-            let page = page.map_err(|err| StoreError::Service {
-                operation: LIST,
-                source: Box::new(err),
-            })?;
+            // Conflict; throttling and denial are still told apart.
+            let page = page.map_err(|err| unclassified(LIST, err))?;
             for (index, row) in page.inference_experiments().iter().enumerate() {
                 if let Some(summary) = summary_from(index, row)? {
                     summaries.push(summary);
@@ -368,6 +365,41 @@ fn own_message(field: Option<&str>, err: &impl ProvideErrorMetadata) -> Option<S
     field.or(err.message()).map(str::to_string)
 }
 
+/// Codes AWS uses for throttling, as the SDK's own retry classifier knows
+/// them: SageMaker answers ThrottlingException, other services the rest.
+const THROTTLING_CODES: [&str; 6] = [
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+const ACCESS_DENIED_CODES: [&str; 2] = ["AccessDeniedException", "AccessDenied"];
+
+/// A failure the controller does not react to by name, labelled by its
+/// wire code so the report and the alarms can tell throttling and missing
+/// permissions from everything else; the SDK error stays the source.
+fn unclassified<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_string);
+    let source: BoxError = Box::new(err);
+    match code.as_deref() {
+        Some(code) if THROTTLING_CODES.contains(&code) => {
+            StoreError::Throttled { operation, source }
+        }
+        Some(code) if ACCESS_DENIED_CODES.contains(&code) => {
+            StoreError::AccessDenied { operation, source }
+        }
+        _ => StoreError::Service { operation, source },
+    }
+}
+
 fn store_error<E>(
     operation: &'static str,
     name: &str,
@@ -378,10 +410,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let Some((failure, message)) = err.as_service_error().and_then(classify) else {
-        return StoreError::Service {
-            operation,
-            source: Box::new(err),
-        };
+        return unclassified(operation, err);
     };
     let name = name.to_string();
     let message = message.unwrap_or_else(|| "no message".to_string());

@@ -250,7 +250,7 @@ async fn validation_exception_becomes_rejected_by_its_code() {
 }
 
 #[tokio::test]
-async fn other_errors_stay_service_errors_with_the_sdk_error_as_source() {
+async fn denied_calls_are_access_denied_with_the_sdk_error_as_source() {
     let err = update_failing_with(|| {
         UpdateInferenceExperimentError::generic(
             ErrorMetadata::builder()
@@ -260,11 +260,11 @@ async fn other_errors_stay_service_errors_with_the_sdk_error_as_source() {
         )
     })
     .await;
-    assert_eq!(err.label(), "service");
+    assert_eq!(err.label(), "access_denied");
     assert!(
         matches!(
             err,
-            StoreError::Service {
+            StoreError::AccessDenied {
                 operation: "UpdateInferenceExperiment",
                 ..
             }
@@ -283,6 +283,28 @@ async fn other_errors_stay_service_errors_with_the_sdk_error_as_source() {
         aws_sdk_sagemaker::error::ProvideErrorMetadata::code(service),
         Some("AccessDeniedException")
     );
+}
+
+/// Throttling after the last retry, and codes nothing reacts to, keep the
+/// SDK error as their source; only the label differs.
+#[tokio::test]
+async fn throttling_and_other_codes_are_told_apart() {
+    for (code, label) in [
+        ("ThrottlingException", "throttled"),
+        ("TooManyRequestsException", "throttled"),
+        ("AccessDenied", "access_denied"),
+        ("InternalFailure", "service"),
+        ("SomethingNew", "service"),
+    ] {
+        let err = update_failing_with(move || {
+            UpdateInferenceExperimentError::generic(
+                ErrorMetadata::builder().code(code).message("no").build(),
+            )
+        })
+        .await;
+        assert_eq!(err.label(), label, "{code}: {err:?}");
+        assert!(err.source().is_some(), "{code}: the SDK error is kept");
+    }
 }
 
 #[tokio::test]

@@ -117,7 +117,8 @@ async fn wire_error_codes_map_to_store_errors() {
             Some("busy") => ("ConflictException", "Updating"),
             Some("gone") => ("ResourceNotFound", "no such experiment"),
             Some("too-long") => ("ValidationException", "EndTime too late"),
-            _ => ("AccessDeniedException", "denied"),
+            Some("denied") => ("AccessDeniedException", "denied"),
+            _ => ("UnknownOperationException", "what"),
         };
         Reply::json(400, &json!({"__type": kind, "message": message}))
     });
@@ -145,6 +146,17 @@ async fn wire_error_codes_map_to_store_errors() {
         .expect_err("rejected");
     assert!(
         matches!(&err, StoreError::Rejected { name, message } if name == "too-long" && message == "EndTime too late"),
+        "{err:?}"
+    );
+    let err = store.update(&update("denied")).await.expect_err("denied");
+    assert!(
+        matches!(
+            &err,
+            StoreError::AccessDenied {
+                operation: "UpdateInferenceExperiment",
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = store.update(&update("other")).await.expect_err("service");

@@ -14,9 +14,9 @@ use crate::metrics::{queries_for, MeasuredExperiment, Measurements, Series, Wind
 use crate::plan::{next_write_opportunity, plan, write_blocked};
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{ExperimentStore, MetricSource, StoreError};
+use crate::report::render::error_chain;
 use crate::report::{
-    error_chain, Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered,
-    WriteOutcome,
+    Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, WriteOutcome,
 };
 
 /// What one run is asked to do.

@@ -4,11 +4,11 @@
 
 use chrono::{DateTime, DurationRound, Utc};
 
-use crate::metrics::{Measurements, SageMakerMetric, SeriesKey, Statistic, VariantRole, Window};
+use crate::metrics::{Measurements, VariantRole, Window};
 use crate::policy::{Check, CheckMetric, Limit, Policy, Unit, WindowSpec};
 use crate::schedule::chrono_duration;
 
-pub const INVOCATIONS: SeriesKey = SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum);
+pub use crate::metrics::INVOCATIONS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -56,7 +56,7 @@ pub enum Against {
     Above { above: f64, production: f64 },
 }
 
-/// What a check found, in numbers; [`crate::report`] words it.
+/// What a check found, in numbers; the report puts it into words.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding {
     /// No complete minute since the last change.

@@ -21,6 +21,7 @@
 //!   [`report::render`], the one place that puts them into words.
 //! - [`event`], [`config`], [`handler`]: the Lambda's input, the environment,
 //!   and payload in → report out, independent of the runtime.
+//! - [`duration`]: durations as people write them in policies and scenarios.
 //! - [`schedule`]: EventBridge `rate(...)`/`cron(...)` expressions.
 //! - [`validation`]: problems in files people write, by file and field.
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 pub mod config;
 pub mod controller;
+pub mod duration;
 pub mod event;
 pub mod experiment;
 pub mod handler;

@@ -96,6 +96,10 @@ impl SeriesKey {
     }
 }
 
+/// Every judge reads the shadow's invocations: the evidence count and the
+/// denominator of every rate.
+pub const INVOCATIONS: SeriesKey = SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum);
+
 /// The time range evidence is taken from. Both ends sit on whole minutes and
 /// the range is read as one period, so percentiles cover the whole window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -285,7 +289,6 @@ mod tests {
         SageMakerMetric::ModelLatency,
         Statistic::PercentileTenths(990),
     );
-    const INVOCATIONS: SeriesKey = SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum);
     const MINIMUM: SeriesKey = SeriesKey::new(SageMakerMetric::ModelLatency, Statistic::Minimum);
 
     #[test]

@@ -25,6 +25,20 @@ pub enum StoreError {
         field: String,
         problem: String,
     },
+    /// Throttled on every attempt the retry policy allowed.
+    #[error("SageMaker {operation} was throttled")]
+    Throttled {
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// The role may not make this call on this resource.
+    #[error("SageMaker {operation} was denied")]
+    AccessDenied {
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
     #[error("SageMaker {operation} failed")]
     Service {
         operation: &'static str,
@@ -41,6 +55,8 @@ impl StoreError {
             Self::Conflict { .. } => "conflict",
             Self::Rejected { .. } => "rejected",
             Self::InvalidResponse { .. } => "invalid_response",
+            Self::Throttled { .. } => "throttled",
+            Self::AccessDenied { .. } => "access_denied",
             Self::Service { .. } => "service",
         }
     }

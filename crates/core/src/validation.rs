@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::policy::duration::format as show;
+use crate::duration::format as show;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

@@ -9,7 +9,10 @@ use shadowpilot_core::controller::{Controller, RunOptions};
 use shadowpilot_core::experiment::{ExperimentStatus, HOLD_TAG, POLICY_TAG};
 use shadowpilot_core::plan::{Action, Attention};
 use shadowpilot_core::policy::{builtin_policies, parse_policy, PolicySet};
-use shadowpilot_core::report::{Disposition, ErrorKind, Report, SkipReason, VerdictKind};
+use shadowpilot_core::ports::StoreError;
+use shadowpilot_core::report::{
+    Disposition, EntryError, ErrorKind, Report, SkipReason, VerdictKind, WriteOutcome,
+};
 
 const TICK: i64 = 10;
 
@@ -286,6 +289,66 @@ async fn an_updating_or_conflicting_experiment_does_not_stop_the_others() {
     assert_eq!(conflicted.error_kind(), Some(ErrorKind::Conflict));
     assert!(by_name("fine").applied());
     assert_eq!(report.summary.updates_applied, 1);
+}
+
+#[tokio::test]
+async fn throttled_and_denied_calls_are_typed_and_the_others_go_on() {
+    let policies = builtin_policies().unwrap();
+    let store = FakeStore::new([
+        experiment("denied", 5),
+        experiment("fine", 5),
+        experiment("throttled", 5),
+    ]);
+    store.fail_updates_of("throttled", |_| StoreError::Throttled {
+        operation: "UpdateInferenceExperiment",
+        source: "ThrottlingException: Rate exceeded".to_string().into(),
+    });
+    store.fail_describes_of("denied", |_| StoreError::AccessDenied {
+        operation: "DescribeInferenceExperiment",
+        source: "AccessDeniedException: not authorized".to_string().into(),
+    });
+    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
+    let report = tick_at(
+        &store,
+        &metrics,
+        &policies,
+        &live(),
+        t0() + Duration::hours(3),
+    )
+    .await;
+    let by_name = |name: &str| report.experiments.iter().find(|e| e.name == name).unwrap();
+
+    let throttled = by_name("throttled");
+    assert_eq!(
+        throttled.verdict(),
+        VerdictKind::Pass,
+        "judged before the write"
+    );
+    assert!(
+        matches!(
+            throttled.write(),
+            Some(WriteOutcome::Failed(error)) if matches!(**error, StoreError::Throttled { .. })
+        ),
+        "{throttled:?}"
+    );
+    assert_eq!(throttled.error_kind(), Some(ErrorKind::Throttled));
+    assert!(
+        throttled.reason().contains("Rate exceeded"),
+        "{}",
+        throttled.reason()
+    );
+
+    let denied = by_name("denied");
+    assert!(
+        matches!(&denied.disposition, Disposition::Failed(EntryError::Store(error))
+            if matches!(**error, StoreError::AccessDenied { .. })),
+        "{denied:?}"
+    );
+    assert_eq!(denied.error_kind(), Some(ErrorKind::AccessDenied));
+
+    assert!(by_name("fine").applied());
+    let written: Vec<String> = store.updates().into_iter().map(|(_, u)| u.name).collect();
+    assert_eq!(written, ["fine"]);
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ pub mod scenario;
 mod world;
 
 pub use plot::{write_svg, PlotError};
-pub use report::Decision;
-pub use runner::{run, ExperimentRun, RunSummary, SimError, SimulationOutcome, Stop, TickRecord};
+pub use report::{Decision, RunSummary};
+pub use runner::{run, ExperimentRun, SimError, SimulationOutcome, Stop, TickRecord};
 pub use scenario::{Scenario, ScenarioError, ScenarioProblem};
 pub use world::{Observation, SimUpdate, SimWorld, VariantObservation, WriteRecord};

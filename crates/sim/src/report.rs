@@ -6,10 +6,13 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::runner::{SimulationOutcome, Stop, TickRecord};
+use super::runner::{ExperimentRun, SimulationOutcome, Stop, TickRecord};
+use super::world::WriteRecord;
+use shadowpilot_core::experiment::ExperimentStatus;
 use shadowpilot_core::judge::{CheckId, CheckResult};
+use shadowpilot_core::plan::{Action, Attention};
 use shadowpilot_core::report::render::{action_summary, table};
-use shadowpilot_core::report::{VerdictKind, WriteOutcome};
+use shadowpilot_core::report::{VerdictCounts, VerdictKind, WriteOutcome};
 
 /// `2d 4h`, `35m`: how long, as people say it, to the minute.
 pub fn show(duration: chrono::Duration) -> String {
@@ -26,6 +29,148 @@ pub fn show(duration: chrono::Duration) -> String {
         parts.push(format!("{mins}m"));
     }
     parts.join(" ")
+}
+
+/// Counts and outcome of one experiment over the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub name: String,
+    pub policy: String,
+    pub held: bool,
+    pub start_time: DateTime<Utc>,
+    pub first_end_time: DateTime<Utc>,
+    pub final_end_time: DateTime<Utc>,
+    pub starting_sampling: u8,
+    pub final_sampling: u8,
+    pub max_sampling: u8,
+    /// From StartTime to the moment 100 % was in force.
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub time_to_100: Option<chrono::Duration>,
+    pub ramps_up: usize,
+    pub ramps_down: usize,
+    pub extensions: usize,
+    pub rejected_writes: usize,
+    pub first_fail_at: Option<DateTime<Utc>>,
+    pub verdicts: VerdictCounts,
+    /// `None` when no tick saw it.
+    #[serde(serialize_with = "serialize_status")]
+    pub final_status: Option<ExperimentStatus>,
+    pub last_attention: Vec<Attention>,
+    /// In words: `completed at 100 % after 7d`, `still running at --until`.
+    pub ended: String,
+}
+
+fn serialize_status<S: serde::Serializer>(
+    value: &Option<ExperimentStatus>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value.as_ref().map_or("not seen", ExperimentStatus::as_str))
+}
+
+fn serialize_opt_duration<S: serde::Serializer>(
+    value: &Option<chrono::Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(duration) => serializer.serialize_str(&show(*duration)),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl ExperimentRun {
+    pub fn summary(&self, stop: Stop, writes: &[WriteRecord]) -> RunSummary {
+        let mut verdicts = VerdictCounts::default();
+        let (mut ramps_up, mut ramps_down, mut extensions) = (0, 0, 0);
+        let mut first_fail_at = None;
+        for tick in &self.ticks {
+            verdicts.add(tick.verdict());
+            if tick.verdict() == VerdictKind::Fail {
+                first_fail_at.get_or_insert(tick.at);
+            }
+            if !tick.applied() {
+                continue;
+            }
+            for action in tick.actions() {
+                match action {
+                    Action::SetSampling { from, to, .. } if to > from => ramps_up += 1,
+                    Action::SetSampling { .. } => ramps_down += 1,
+                    Action::ExtendEndTime { .. } => extensions += 1,
+                }
+            }
+        }
+        let time_to_100 = self
+            .sampling_history
+            .iter()
+            .find(|(_, percentage)| *percentage == 100)
+            .map(|(at, _)| (*at).max(self.start_time) - self.start_time);
+        let max_sampling = self
+            .sampling_history
+            .iter()
+            .map(|(_, p)| *p)
+            .max()
+            .unwrap_or(self.starting_sampling);
+        let last = self.ticks.last();
+        let final_sampling = last.map_or(self.starting_sampling, |t| t.sampling);
+        let final_end_time = last.map_or(self.first_end_time, |t| t.end_time);
+        let final_status = last.and_then(|t| t.status().cloned());
+        // The last tick that was judged says what state it was left in.
+        let last_attention = self
+            .ticks
+            .iter()
+            .rev()
+            .find(|t| t.verdict() != VerdictKind::Skipped)
+            .map(|t| t.attention().to_vec())
+            .unwrap_or_default();
+        let ran_for = show(final_end_time - self.start_time);
+        let ended = if final_status == Some(ExperimentStatus::Completed) {
+            let capped = final_end_time - self.start_time >= chrono::Duration::days(30);
+            format!(
+                "completed at {final_sampling} % after {ran_for}{}{}",
+                if extensions > 0 {
+                    format!(" ({extensions} extension(s))")
+                } else {
+                    String::new()
+                },
+                if capped { ", at the 30-day cap" } else { "" }
+            )
+        } else {
+            let why = match stop {
+                Stop::Until => "--until",
+                Stop::Horizon => "the horizon",
+                Stop::AllCompleted => "the end",
+            };
+            format!(
+                "{} at {final_sampling} % when the run stopped ({why})",
+                final_status
+                    .as_ref()
+                    .map_or("not seen".to_string(), |s| s.as_str().to_lowercase())
+            )
+        };
+        RunSummary {
+            name: self.name.clone(),
+            policy: self.policy.clone(),
+            held: self.held,
+            start_time: self.start_time,
+            first_end_time: self.first_end_time,
+            final_end_time,
+            starting_sampling: self.starting_sampling,
+            final_sampling,
+            max_sampling,
+            time_to_100,
+            ramps_up,
+            ramps_down,
+            extensions,
+            rejected_writes: writes
+                .iter()
+                .filter(|w| w.request.name == self.name && w.rejected.is_some())
+                .count(),
+            first_fail_at,
+            verdicts,
+            final_status,
+            last_attention,
+            ended,
+        }
+    }
 }
 
 /// One row of the timeline.
@@ -64,6 +209,13 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 impl SimulationOutcome {
+    pub fn summaries(&self) -> Vec<RunSummary> {
+        self.experiments
+            .iter()
+            .map(|run| run.summary(self.stop, &self.writes))
+            .collect()
+    }
+
     /// The decisions worth reading: each experiment's first tick, every tick
     /// with an action or an error, and every change of status, verdict or
     /// decisive check. Quiet repeats are left out (they are counted).

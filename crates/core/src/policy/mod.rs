@@ -1,7 +1,6 @@
 //! Declarative policies: which experiments they steer, what evidence and
 //! checks judge the shadow, how sampling ramps and when the end time moves.
 
-pub mod duration;
 mod load;
 mod model;
 mod select;

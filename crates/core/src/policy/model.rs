@@ -64,7 +64,7 @@ pub(crate) struct CheckDoc {
 pub(crate) struct ChangeWindowDoc {
     /// An EventBridge-style `cron(...)` (6 fields, UTC) marking each opening.
     pub cron: String,
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub duration: Duration,
 }
 
@@ -96,7 +96,7 @@ impl Policy {
 
     /// Every series the judge of this policy reads, per variant.
     pub fn needed_series(&self) -> BTreeSet<SeriesKey> {
-        let mut keys = BTreeSet::from([crate::judge::INVOCATIONS]);
+        let mut keys = BTreeSet::from([crate::metrics::INVOCATIONS]);
         keys.extend(self.checks.iter().map(|check| check.metric.series()));
         keys
     }
@@ -152,10 +152,10 @@ pub enum Limit {
 #[serde(default, deny_unknown_fields)]
 pub struct WindowSpec {
     /// How far back evidence is taken (never before the last change).
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub lookback: Duration,
     /// CloudWatch publishes a few minutes late; the newest minutes are left out.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub publish_delay: Duration,
 }
 
@@ -309,7 +309,7 @@ pub struct Ramp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<u8>,
     /// How long a percentage must have been in force before the next step up.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub bake_time: Duration,
     #[serde(default = "default_on_fail")]
     pub on_fail: OnFail,
@@ -346,13 +346,13 @@ impl Ramp {
 pub struct Extend {
     pub enabled: bool,
     /// Extend when the experiment would end before the next tick plus this.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub margin: Duration,
     /// How much later each extension moves EndTime.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub by: Duration,
     /// From StartTime; never more than AWS's 30 days.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub max_duration: Duration,
 }
 

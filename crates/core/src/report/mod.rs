@@ -18,8 +18,6 @@ use crate::metrics::Window;
 use crate::plan::{Action, Attention, Plan, WriteBlock};
 use crate::ports::StoreError;
 
-pub use render::error_chain;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
@@ -93,6 +91,8 @@ impl ErrorKind {
             StoreError::Conflict { .. } => Self::Conflict,
             StoreError::Rejected { .. } => Self::Rejected,
             StoreError::InvalidResponse { .. } => Self::InvalidResponse,
+            StoreError::Throttled { .. } => Self::Throttled,
+            StoreError::AccessDenied { .. } => Self::AccessDenied,
             StoreError::Service { .. } => Self::Service,
         }
     }

@@ -12,10 +12,10 @@ use super::{
     Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, Summary,
     WriteOutcome,
 };
+use crate::duration::format as show_duration;
 use crate::experiment::{HOLD_TAG, POLICY_TAG};
 use crate::judge::{Against, CheckResult, Finding, Outcome};
 use crate::plan::{Action, Attention, Extension, Note, SamplingChange, WriteBlock};
-use crate::policy::duration::format as show_duration;
 use crate::policy::Unit;
 
 /// `412 ms`, `1.25 %`, `500 invocations`.

@@ -2,7 +2,7 @@
 //! while Running, LastModifiedTime moves on every write.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -37,7 +37,10 @@ pub fn experiment(name: &str, sampling: u8) -> Experiment {
 struct StoreState {
     experiments: BTreeMap<String, Experiment>,
     updates: Vec<(DateTime<Utc>, ExperimentUpdate)>,
-    conflicts: BTreeSet<String>,
+    /// name → the error its updates answer with.
+    update_failures: BTreeMap<String, fn(&str) -> StoreError>,
+    /// name → the error its describes answer with.
+    describe_failures: BTreeMap<String, fn(&str) -> StoreError>,
     now: Option<DateTime<Utc>>,
     describes: usize,
 }
@@ -65,11 +68,20 @@ impl FakeStore {
     }
 
     pub fn answer_conflict_for(&self, name: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .conflicts
-            .insert(name.to_string());
+        self.fail_updates_of(name, |name| StoreError::Conflict {
+            name: name.into(),
+            message: "simulated ConflictException".into(),
+        });
+    }
+
+    pub fn fail_updates_of(&self, name: &str, error: fn(&str) -> StoreError) {
+        let mut state = self.state.lock().unwrap();
+        state.update_failures.insert(name.to_string(), error);
+    }
+
+    pub fn fail_describes_of(&self, name: &str, error: fn(&str) -> StoreError) {
+        let mut state = self.state.lock().unwrap();
+        state.describe_failures.insert(name.to_string(), error);
     }
 
     pub fn updates(&self) -> Vec<(DateTime<Utc>, ExperimentUpdate)> {
@@ -111,6 +123,9 @@ impl ExperimentStore for FakeStore {
     async fn describe(&self, name: &str) -> Result<Experiment, StoreError> {
         let mut state = self.state.lock().unwrap();
         state.describes += 1;
+        if let Some(error) = state.describe_failures.get(name) {
+            return Err(error(name));
+        }
         state
             .experiments
             .get(name)
@@ -121,11 +136,8 @@ impl ExperimentStore for FakeStore {
     async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap();
         let now = state.now.expect("set_now before a write");
-        if state.conflicts.contains(&update.name) {
-            return Err(StoreError::Conflict {
-                name: update.name.clone(),
-                message: "simulated ConflictException".into(),
-            });
+        if let Some(error) = state.update_failures.get(&update.name) {
+            return Err(error(&update.name));
         }
         let experiment =
             state

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use shadowpilot_core::duration::format as show;
 use shadowpilot_core::experiment::{HOLD_TAG, POLICY_TAG};
-use shadowpilot_core::policy::duration::format as show;
 use shadowpilot_core::schedule::{chrono_duration, Schedule};
 use shadowpilot_core::validation::{is_valid_aws_name, Problems};
 use shadowpilot_core::MAX_EXPERIMENT_DURATION;

@@ -190,9 +190,9 @@ fn one() -> u16 {
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    shadowpilot_core::policy::duration::deserialize(deserializer)
+    shadowpilot_core::duration::deserialize(deserializer)
 }
 
 fn some_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    shadowpilot_core::policy::duration::deserialize(deserializer).map(Some)
+    shadowpilot_core::duration::deserialize(deserializer).map(Some)
 }
