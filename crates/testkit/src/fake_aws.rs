@@ -229,16 +229,10 @@ impl FakeExperiment {
                 "Status": "InService"
             })
         };
-        json!({
-            "Arn": self.arn(),
-            "Name": self.name,
-            "Type": "ShadowMode",
-            "Schedule": self.schedule(),
-            "Status": self.status,
-            "Description": format!("{} shadow test", self.name),
-            "CreationTime": self.creation_time,
-            "LastModifiedTime": self.last_modified,
-            "RoleArn": format!("arn:aws:iam::{ACCOUNT}:role/SageMakerInferenceExperiments"),
+        // Describe answers every field of the list row, and more.
+        let mut described = self.summary();
+        described["Arn"] = json!(self.arn());
+        let more = json!({
             "EndpointMetadata": {
                 "EndpointName": self.endpoint,
                 "EndpointConfigName": format!("{}-config", self.endpoint),
@@ -255,7 +249,11 @@ impl FakeExperiment {
                     {"ShadowModelVariantName": self.shadow_variant, "SamplingPercentage": self.sampling}
                 ]
             }
-        })
+        });
+        if let (Some(target), Value::Object(extra)) = (described.as_object_mut(), more) {
+            target.extend(extra);
+        }
+        described
     }
 }
 
