@@ -133,6 +133,6 @@ pub fn parse_event(event: &Value) -> Result<RunRequest, EventError> {
 }
 
 /// `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}`, as SageMaker defines the name.
-pub fn is_valid_experiment_name(name: &str) -> bool {
+pub(crate) fn is_valid_experiment_name(name: &str) -> bool {
     crate::validation::is_valid_aws_name(name, 120)
 }

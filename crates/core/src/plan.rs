@@ -275,7 +275,7 @@ fn plan_extension(
 /// policy's change windows are shut then, the first tick after the next
 /// opening. Extensions are planned against it, so an experiment does not
 /// run out over a weekend of closed windows.
-pub fn next_write_opportunity(
+pub(crate) fn next_write_opportunity(
     policy: &Policy,
     now: DateTime<Utc>,
     next_tick: DateTime<Utc>,
@@ -306,7 +306,7 @@ pub enum WriteBlock {
 }
 
 /// Whether writes are allowed for this experiment now.
-pub fn write_blocked(
+pub(crate) fn write_blocked(
     experiment: &Experiment,
     policy: &Policy,
     now: DateTime<Utc>,

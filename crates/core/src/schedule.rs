@@ -155,7 +155,7 @@ fn parse_rate(expression: &str, body: &str) -> Result<Schedule, ScheduleError> {
 /// `?` in one of the two day fields. The cron crate wants seconds first and
 /// does not know `L`, `W` or `#`, which EventBridge allows; those are refused
 /// here rather than misread.
-pub fn parse_eventbridge_cron(
+pub(crate) fn parse_eventbridge_cron(
     expression: &str,
     body: &str,
 ) -> Result<cron::Schedule, ScheduleError> {

@@ -170,7 +170,7 @@ pub enum WriteOutcome {
 }
 
 impl WriteOutcome {
-    pub fn from_store_error(error: StoreError) -> Self {
+    pub(crate) fn from_store_error(error: StoreError) -> Self {
         let kind = ErrorKind::of_store_error(&error);
         let error = Arc::new(error);
         match kind {

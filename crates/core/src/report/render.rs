@@ -147,7 +147,7 @@ impl Serialize for CheckResult {
 }
 
 /// Why an action is taken, in words.
-pub fn action_reason(action: &Action) -> String {
+fn action_reason(action: &Action) -> String {
     match action {
         Action::SetSampling { from, to, why } => match why {
             SamplingChange::Failing => format!("failing: down from {from} % to {to} %"),
@@ -218,7 +218,7 @@ impl Serialize for Action {
     }
 }
 
-pub fn note_text(note: &Note) -> String {
+pub(crate) fn note_text(note: &Note) -> String {
     match note {
         Note::FailingAtFloor { floor } => {
             format!("failing at the floor {floor} %: cannot go lower")
@@ -248,7 +248,7 @@ pub fn note_text(note: &Note) -> String {
     }
 }
 
-pub fn write_block_text(block: &WriteBlock) -> String {
+pub(crate) fn write_block_text(block: &WriteBlock) -> String {
     match block {
         WriteBlock::Held => format!("held by tag {HOLD_TAG}=true"),
         WriteBlock::OutsideChangeWindows { policy, windows } => format!(
@@ -273,7 +273,7 @@ fn staleness_text(staleness: &Staleness) -> String {
     }
 }
 
-pub fn skip_text(reason: &SkipReason) -> String {
+pub(crate) fn skip_text(reason: &SkipReason) -> String {
     match reason {
         SkipReason::Inactive(status) => format!("status {status}: nothing to steer"),
         SkipReason::NotSelected => "no policy selects it".into(),
@@ -350,7 +350,7 @@ impl ExperimentReport {
     }
 
     /// The error's kind and message, as the report's `error` field shows it.
-    pub fn error_text(&self) -> Option<(&'static str, String)> {
+    pub(crate) fn error_text(&self) -> Option<(&'static str, String)> {
         let kind = self.error_kind()?.as_str();
         let message = match &self.disposition {
             Disposition::Failed(error) => entry_error_text(&self.name, error).0,
@@ -432,7 +432,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
-pub fn attention_text(attention: Attention) -> &'static str {
+fn attention_text(attention: Attention) -> &'static str {
     match attention {
         Attention::ReadyToPromote => "READY TO PROMOTE",
         Attention::FailingAtFloor => "FAILING AT FLOOR",
