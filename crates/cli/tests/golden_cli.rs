@@ -41,28 +41,6 @@ fn fleet() -> Vec<FakeExperiment> {
     ]
 }
 
-/// What `outcome` says of an entry's write.
-fn outcome(entry: &Value) -> Value {
-    if let Some(outcome) = entry.get("outcome") {
-        return outcome.clone();
-    }
-    let reason = entry["reason"].as_str().unwrap_or_default();
-    let has_actions = entry["actions"].as_array().is_some_and(|a| !a.is_empty());
-    json!(if !has_actions {
-        "none"
-    } else if entry["applied"] == true {
-        "applied"
-    } else if reason.contains("held by tag") {
-        "held"
-    } else if reason.contains("outside the change windows") {
-        "outside_change_window"
-    } else if reason.starts_with("dry run") {
-        "dry_run"
-    } else {
-        "unexplained"
-    })
-}
-
 fn action(action: &Value) -> Value {
     match action["kind"].as_str() {
         Some("set_sampling") => {
@@ -91,7 +69,7 @@ fn decisions(report: &Value) -> Value {
             "decisive_check": entry["decisive_check"],
             "checks": entry["checks"].as_array().map(|checks| checks.iter().map(|c| json!([c["metric"], c["outcome"]])).collect::<Vec<_>>()),
             "actions": entry["actions"].as_array().expect("actions").iter().map(action).collect::<Vec<_>>(),
-            "outcome": outcome(entry),
+            "outcome": entry["outcome"],
             "attention": entry["attention"],
             "held": entry["held"],
             "error": entry["error"].get("kind"),
@@ -108,10 +86,6 @@ fn a_dry_run_decides_as_recorded() {
     let finished = run_to_end(command);
     let report = finished.json();
     let now = decisions(&report);
-    assert!(
-        !now.to_string().contains("unexplained"),
-        "a write outcome nothing explains: {report:#}"
-    );
     if std::env::var("SHADOWPILOT_BLESS").is_ok_and(|v| v == "1") {
         let text = serde_json::to_string_pretty(&now).expect("JSON") + "\n";
         std::fs::write(golden_path(), text).expect("write golden file");

@@ -7,11 +7,11 @@ use chrono::{DateTime, Duration, Utc};
 use common::{experiment, t0, FakeMetrics, FakeStore, Profile};
 use shadowpilot_core::controller::{Controller, RunOptions};
 use shadowpilot_core::experiment::{ExperimentStatus, HOLD_TAG, POLICY_TAG};
-use shadowpilot_core::plan::{Action, Attention};
+use shadowpilot_core::plan::{Action, Attention, WriteBlock};
 use shadowpilot_core::policy::{builtin_policies, parse_policy, PolicySet};
 use shadowpilot_core::ports::StoreError;
 use shadowpilot_core::report::{
-    Disposition, EntryError, ErrorKind, Report, SkipReason, VerdictKind, WriteOutcome,
+    Disposition, EntryError, ErrorKind, Report, SkipReason, Staleness, VerdictKind, WriteOutcome,
 };
 
 const TICK: i64 = 10;
@@ -248,9 +248,9 @@ async fn held_and_doubly_selected_experiments_are_never_written() {
         let double = by_name("double-claimed");
         assert_eq!(double.verdict(), VerdictKind::Error);
         assert!(
-            double.reason().contains("default, by-glob"),
-            "{}",
-            double.reason()
+            matches!(&double.disposition, Disposition::Failed(EntryError::AmbiguousPolicy { policies })
+                if policies == &["default", "by-glob"]),
+            "{double:?}"
         );
     }
     let written: Vec<String> = store
@@ -459,9 +459,16 @@ async fn outside_a_change_window_the_plan_is_reported_but_not_applied() {
     .await;
     assert_eq!(night.experiments[0].actions().len(), 1);
     assert!(!night.experiments[0].applied());
-    assert!(night.experiments[0]
-        .reason()
-        .contains("outside the change windows"));
+    assert!(
+        matches!(
+            night.experiments[0].write(),
+            Some(WriteOutcome::Blocked(
+                WriteBlock::OutsideChangeWindows { .. }
+            ))
+        ),
+        "{:?}",
+        night.experiments[0]
+    );
     assert!(store.updates().is_empty());
     let day = tick_at(
         &store,
@@ -503,6 +510,7 @@ async fn all_experiments_are_measured_in_one_fetch() {
 /// someone change it, then applies: the write must not happen.
 async fn changed_between_plan_and_apply(
     change: impl FnOnce(&mut shadowpilot_core::experiment::Experiment, DateTime<Utc>),
+    expected: Staleness,
     expected_reason: &str,
 ) {
     let policies = builtin_policies().unwrap();
@@ -521,6 +529,11 @@ async fn changed_between_plan_and_apply(
     let entry = &report.experiments[0];
     assert!(!entry.applied());
     assert!(
+        matches!(entry.write(), Some(WriteOutcome::ChangedSinceRead(staleness)) if *staleness == expected),
+        "{entry:?}"
+    );
+    // The words an operator reads for it.
+    assert!(
         entry.reason().contains(expected_reason),
         "{}",
         entry.reason()
@@ -535,6 +548,7 @@ async fn a_change_by_someone_else_between_plan_and_apply_is_not_overwritten() {
             e.sampling_percentage = 2;
             e.last_modified = now;
         },
+        Staleness::Sampling { from: 5, to: 2 },
         "sampling changed 5 → 2 %",
     )
     .await;
@@ -546,6 +560,7 @@ async fn a_hold_set_between_plan_and_apply_is_respected() {
         |e, _| {
             e.tags.insert(HOLD_TAG.into(), "true".into());
         },
+        Staleness::Held,
         "it was held",
     )
     .await;
@@ -557,6 +572,7 @@ async fn a_new_policy_tag_between_plan_and_apply_is_respected() {
         |e, _| {
             e.tags.insert(POLICY_TAG.into(), "conservative".into());
         },
+        Staleness::PolicyTag,
         "its shadowpilot:policy tag changed",
     )
     .await;

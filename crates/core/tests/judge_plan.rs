@@ -4,12 +4,12 @@ mod common;
 
 use chrono::{Duration, TimeZone, Utc};
 use common::{experiment, t0};
-use shadowpilot_core::judge::{evidence_window, judge, Outcome, Verdict, INVOCATIONS};
+use shadowpilot_core::judge::{evidence_window, judge, CheckId, Outcome, Verdict, INVOCATIONS};
 use shadowpilot_core::metrics::{
     Measurements, SageMakerMetric, SeriesKey, Statistic, VariantMeasurements, Window,
 };
 use shadowpilot_core::plan::{plan, Action, Attention, Note, SamplingChange};
-use shadowpilot_core::policy::{parse_policy, Policy};
+use shadowpilot_core::policy::{parse_policy, CheckMetric, Policy};
 
 fn policy(yaml_tail: &str) -> Policy {
     let text = format!(
@@ -47,12 +47,13 @@ fn judge_table() {
     let checks = "checks:\n  - metric: latency_p99\n    max_ratio_to_production: 1.2\n  - metric: error_rate_5xx\n    max: 1.0\n  - metric: error_rate_5xx\n    max_above_production: 0.5\n";
     let p = policy(checks);
     let prod = || variant(Some(1000.0), Some(2.0), Some(300.0));
-    // (case, production, shadow, outcome, decisive message fragment)
+    // (case, production, shadow, outcome, decisive check, how it reads)
     let cases: Vec<(
         &str,
         VariantMeasurements,
         VariantMeasurements,
         Outcome,
+        CheckId,
         &str,
     )> = vec![
         (
@@ -60,6 +61,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), Some(1.0), Some(310.0)),
             Outcome::Pass,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "shadow p99 310 ms ≤ 1.20 × production 300 ms (limit 360 ms)",
         ),
         (
@@ -67,6 +69,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), Some(0.0), Some(360.0)),
             Outcome::Pass,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "360 ms ≤ 1.20 × production 300 ms",
         ),
         (
@@ -74,6 +77,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), Some(0.0), Some(360.5)),
             Outcome::Fail,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "shadow p99 360 ms > 1.20 × production 300 ms (limit 360 ms)",
         ),
         (
@@ -81,6 +85,7 @@ fn judge_table() {
             variant(Some(1000.0), Some(6.0), Some(300.0)),
             variant(Some(500.0), Some(5.0), Some(300.0)),
             Outcome::Pass,
+            CheckId::Metric(CheckMetric::ErrorRate5xx),
             "shadow 5xx rate 1.00 % ≤ 1.00 %",
         ),
         (
@@ -88,6 +93,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), Some(15.0), Some(300.0)),
             Outcome::Fail,
+            CheckId::Metric(CheckMetric::ErrorRate5xx),
             "shadow 5xx rate 3.00 % > 1.00 %",
         ),
         (
@@ -95,6 +101,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), Some(6.0), Some(300.0)),
             Outcome::Inconclusive,
+            CheckId::Metric(CheckMetric::ErrorRate5xx),
             "shadow 5xx rate 1.20 % > 1.00 %, but 6 errors in 500 invocations are too few to tell (95 % lower bound 0.62 %)",
         ),
         (
@@ -102,6 +109,7 @@ fn judge_table() {
             variant(Some(10000.0), Some(10.0), Some(300.0)),
             variant(Some(10000.0), Some(90.0), Some(300.0)),
             Outcome::Fail,
+            CheckId::Metric(CheckMetric::ErrorRate5xx),
             "shadow 5xx rate 0.90 % > production 0.10 % + 0.50 points (limit 0.60 %)",
         ),
         (
@@ -109,6 +117,7 @@ fn judge_table() {
             prod(),
             variant(Some(100.0), Some(0.0), Some(300.0)),
             Outcome::Pass,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "shadow p99 300 ms ≤ 1.20 × production 300 ms (limit 360 ms)",
         ),
         (
@@ -116,6 +125,7 @@ fn judge_table() {
             prod(),
             variant(Some(99.0), Some(0.0), Some(300.0)),
             Outcome::Inconclusive,
+            CheckId::ShadowInvocations,
             "shadow invocations 99 < minimum 100",
         ),
         (
@@ -123,6 +133,7 @@ fn judge_table() {
             prod(),
             variant(Some(50.0), Some(50.0), Some(9000.0)),
             Outcome::Inconclusive,
+            CheckId::ShadowInvocations,
             "shadow invocations 50 < minimum 100",
         ),
         (
@@ -130,6 +141,7 @@ fn judge_table() {
             prod(),
             variant(None, None, None),
             Outcome::Inconclusive,
+            CheckId::ShadowInvocations,
             "shadow invocations 0 < minimum 100 (no datapoints)",
         ),
         (
@@ -137,6 +149,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), Some(0.0), None),
             Outcome::Inconclusive,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "shadow p99: no datapoints in the window",
         ),
         (
@@ -144,6 +157,7 @@ fn judge_table() {
             prod(),
             variant(Some(500.0), None, Some(300.0)),
             Outcome::Inconclusive,
+            CheckId::Metric(CheckMetric::ErrorRate5xx),
             "shadow 5xx rate: no datapoints",
         ),
         (
@@ -151,6 +165,7 @@ fn judge_table() {
             variant(None, None, None),
             variant(Some(500.0), Some(0.0), Some(300.0)),
             Outcome::Inconclusive,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "production invocations 0 < minimum 100",
         ),
         (
@@ -158,6 +173,7 @@ fn judge_table() {
             variant(Some(1000.0), Some(0.0), None),
             variant(Some(500.0), Some(0.0), Some(300.0)),
             Outcome::Inconclusive,
+            CheckId::Metric(CheckMetric::LatencyP99),
             "production p99: no datapoints",
         ),
         (
@@ -165,18 +181,21 @@ fn judge_table() {
             variant(Some(1000.0), Some(0.0), None),
             variant(Some(500.0), Some(50.0), Some(300.0)),
             Outcome::Fail,
+            CheckId::Metric(CheckMetric::ErrorRate5xx),
             "shadow 5xx rate 10.00 % > 1.00 %",
         ),
     ];
-    for (case, production, shadow, expected, fragment) in cases {
+    for (case, production, shadow, expected, decisive_id, fragment) in cases {
         let verdict = judge(&p, &Measurements { production, shadow });
         assert_eq!(verdict.outcome, expected, "{case}: {:#?}", verdict.checks);
-        let decisive = verdict.decisive_check().unwrap().to_string();
+        let decisive = verdict.decisive_check().unwrap();
+        assert_eq!(decisive.id, decisive_id, "{case}: {decisive:#?}");
+        // The report's rendering of the same result.
+        let words = decisive.to_string();
         assert!(
-            decisive.contains(fragment),
-            "{case}: decisive {decisive:?} lacks {fragment:?}"
+            words.contains(fragment),
+            "{case}: decisive {words:?} lacks {fragment:?}"
         );
-        assert!(verdict.checks.iter().all(|c| !c.to_string().is_empty()));
     }
 }
 
@@ -537,7 +556,8 @@ fn thin_evidence_that_already_fails_a_check_is_not_extended() {
                     .notes
                     .iter()
                     .any(|n| matches!(n, Note::NotExtendedWhileFailing { check }
-                        if check.to_string().contains("shadow p99 900 ms > 800 ms"))),
+                        if check.id == CheckId::Metric(CheckMetric::LatencyP99)
+                            && check.value == Some(900.0) && check.limit == Some(800.0))),
                 "{:?}",
                 planned.notes
             );

@@ -218,7 +218,7 @@ impl Serialize for Action {
     }
 }
 
-pub(crate) fn note_text(note: &Note) -> String {
+fn note_text(note: &Note) -> String {
     match note {
         Note::FailingAtFloor { floor } => {
             format!("failing at the floor {floor} %: cannot go lower")
@@ -248,7 +248,7 @@ pub(crate) fn note_text(note: &Note) -> String {
     }
 }
 
-pub(crate) fn write_block_text(block: &WriteBlock) -> String {
+fn write_block_text(block: &WriteBlock) -> String {
     match block {
         WriteBlock::Held => format!("held by tag {HOLD_TAG}=true"),
         WriteBlock::OutsideChangeWindows { policy, windows } => format!(
@@ -273,7 +273,7 @@ fn staleness_text(staleness: &Staleness) -> String {
     }
 }
 
-pub(crate) fn skip_text(reason: &SkipReason) -> String {
+fn skip_text(reason: &SkipReason) -> String {
     match reason {
         SkipReason::Inactive(status) => format!("status {status}: nothing to steer"),
         SkipReason::NotSelected => "no policy selects it".into(),
@@ -350,7 +350,7 @@ impl ExperimentReport {
     }
 
     /// The error's kind and message, as the report's `error` field shows it.
-    pub(crate) fn error_text(&self) -> Option<(&'static str, String)> {
+    fn error_text(&self) -> Option<(&'static str, String)> {
         let kind = self.error_kind()?.as_str();
         let message = match &self.disposition {
             Disposition::Failed(error) => entry_error_text(&self.name, error).0,
@@ -541,5 +541,134 @@ impl Report {
         out.push('\n');
         out.push_str(&summary_line(self.dry_run, &self.summary));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::experiment::ExperimentStatus;
+    use crate::judge::CheckId;
+    use crate::metrics::VariantRole;
+    use crate::policy::CheckMetric;
+
+    fn check(id: CheckId, unit: Unit, outcome: Outcome, finding: Finding) -> CheckResult {
+        CheckResult {
+            id,
+            value: None,
+            limit: None,
+            unit,
+            outcome,
+            finding,
+        }
+    }
+
+    /// Every finding, reason and note as an operator reads it: the one
+    /// table of wording, so a change of words is a change of this test.
+    #[test]
+    fn every_decision_reads_as_documented() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 2, 10, 30, 15).unwrap();
+        let p99 = CheckId::Metric(CheckMetric::LatencyP99);
+        let e5xx = CheckId::Metric(CheckMetric::ErrorRate5xx);
+        let ms = Unit::Milliseconds;
+        let pct = Unit::Percent;
+        let inv = Unit::Invocations;
+        let checks = [
+            (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoWindow { last_modified: at, window_end: at }),
+             "no complete minute of evidence since the last change at 2026-11-02 10:30:15 UTC (window would end at 10:30 UTC)"),
+            (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoMeasurements { error: "CloudWatch: down".into() }),
+             "no measurements: CloudWatch: down"),
+            (check(CheckId::ShadowInvocations, inv, Outcome::Pass, Finding::Evidence { invocations: Some(500.0), minimum: 200.0 }),
+             "shadow invocations 500 ≥ minimum 200"),
+            (check(CheckId::ShadowInvocations, inv, Outcome::Inconclusive, Finding::Evidence { invocations: None, minimum: 200.0 }),
+             "shadow invocations 0 < minimum 200 (no datapoints)"),
+            (check(p99, ms, Outcome::Inconclusive, Finding::NoDatapoints { role: VariantRole::Production }),
+             "production p99: no datapoints in the window"),
+            (check(e5xx, pct, Outcome::Inconclusive, Finding::NoInvocations { role: VariantRole::Shadow }),
+             "shadow 5xx rate: no invocations in the window"),
+            (check(p99, ms, Outcome::Inconclusive, Finding::ProductionTooThin { invocations: 20.0, minimum: 100.0 }),
+             "production invocations 20 < minimum 100 for a check relative to production"),
+            (check(p99, ms, Outcome::Fail, Finding::Compared { shadow: 412.0, against: Against::Ratio { ratio: 1.2, production: 298.0 }, limit: 357.6 }),
+             "shadow p99 412 ms > 1.20 × production 298 ms (limit 358 ms)"),
+            (check(p99, ms, Outcome::Pass, Finding::Compared { shadow: 41.25, against: Against::Absolute, limit: 800.0 }),
+             "shadow p99 41.2 ms ≤ 800 ms"),
+            (check(e5xx, pct, Outcome::Fail, Finding::Compared { shadow: 0.9, against: Against::Above { above: 0.5, production: 0.1 }, limit: 0.6 }),
+             "shadow 5xx rate 0.90 % > production 0.10 % + 0.50 points (limit 0.60 %)"),
+            (check(e5xx, pct, Outcome::Inconclusive, Finding::TooFewErrorsToTell { shadow: 1.2, against: Against::Absolute, limit: 1.0, errors: 6.0, invocations: 500.0, lower_bound: 0.62 }),
+             "shadow 5xx rate 1.20 % > 1.00 %, but 6 errors in 500 invocations are too few to tell (95 % lower bound 0.62 %)"),
+        ];
+        for (result, words) in &checks {
+            assert_eq!(result.to_string(), *words);
+        }
+
+        let end = Utc.with_ymd_and_hms(2026, 11, 9, 0, 0, 0).unwrap();
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let actions = [
+            (Action::SetSampling { from: 25, to: 10, why: SamplingChange::Failing }, "failing: down from 25 % to 10 %"),
+            (Action::SetSampling { from: 60, to: 50, why: SamplingChange::AboveMaximum { ceiling: 50 } }, "60 % is above the policy maximum 50 %"),
+            (Action::SetSampling { from: 5, to: 10, why: SamplingChange::Passing { baked: hours(3), bake_time: hours(2) } }, "passing for 3h at 5 % (bake 2h): up to 10 %"),
+            (Action::ExtendEndTime { from: end, to: end + chrono::Duration::days(1), why: Extension { verdict: Outcome::Inconclusive, margin: hours(6), capped_at: Some(hours(720)) } },
+             "inconclusive and ends 2026-11-09 00:00 UTC, before the next chance to write + margin 6h: extended by 1d, capped at StartTime + 30d"),
+        ];
+        for (action, words) in &actions {
+            assert_eq!(action_reason(action), *words);
+        }
+        assert_eq!(
+            action_summary(&actions[3].0),
+            "end 11-09 00:00 → 11-10 00:00"
+        );
+
+        let notes = [
+            (
+                Note::FailingAtFloor { floor: 1 },
+                "failing at the floor 1 %: cannot go lower",
+            ),
+            (
+                Note::ReadyToPromote { ceiling: 100 },
+                "passing at the top step 100 %: ready to promote",
+            ),
+            (
+                Note::Baking {
+                    baked: hours(1),
+                    bake_time: hours(2),
+                    at: 5,
+                },
+                "baking: 1h of 2h at 5 %",
+            ),
+            (Note::Holding { at: 5 }, "inconclusive: holding at 5 %"),
+            (
+                Note::NoStartTime,
+                "cannot extend: the experiment reports no StartTime",
+            ),
+            (
+                Note::AtCap {
+                    end,
+                    max_duration: hours(720),
+                },
+                "cannot extend: EndTime 2026-11-09 00:00 UTC is already at the cap StartTime + 30d",
+            ),
+        ];
+        for (note, words) in &notes {
+            assert_eq!(note_text(note), *words);
+        }
+        assert_eq!(
+            write_block_text(&WriteBlock::OutsideChangeWindows {
+                policy: "office".into(),
+                windows: vec![("cron(0 8 ? * MON-FRI *)".into(), hours(9))],
+            }),
+            "outside the change windows of policy office (cron(0 8 ? * MON-FRI *) for 9h)"
+        );
+        assert_eq!(
+            skip_text(&SkipReason::Inactive(ExperimentStatus::Completed)),
+            "status Completed: nothing to steer"
+        );
+        assert_eq!(
+            staleness_text(&Staleness::Sampling { from: 5, to: 50 }),
+            "sampling changed 5 → 50 %"
+        );
     }
 }
