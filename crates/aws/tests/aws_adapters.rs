@@ -36,6 +36,7 @@ use shadowpilot_core::metrics::{
     VariantRole, Window,
 };
 use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
+use shadowpilot_core::report::ErrorKind;
 
 const NAME: &str = "churn-v2-shadow";
 const ARN: &str = "arn:aws:sagemaker:eu-west-1:123456789012:inference-experiment/churn-v2-shadow";
@@ -260,7 +261,7 @@ async fn denied_calls_are_access_denied_with_the_sdk_error_as_source() {
         )
     })
     .await;
-    assert_eq!(err.label(), "access_denied");
+    assert_eq!(ErrorKind::of_store_error(&err).as_str(), "access_denied");
     assert!(
         matches!(
             err,
@@ -302,7 +303,11 @@ async fn throttling_and_other_codes_are_told_apart() {
             )
         })
         .await;
-        assert_eq!(err.label(), label, "{code}: {err:?}");
+        assert_eq!(
+            ErrorKind::of_store_error(&err).as_str(),
+            label,
+            "{code}: {err:?}"
+        );
         assert!(err.source().is_some(), "{code}: the SDK error is kept");
     }
 }

@@ -15,6 +15,7 @@ use shadowpilot_core::metrics::{
     MeasuredExperiment, SageMakerMetric, SeriesQuery, Statistic, VariantRole, Window,
 };
 use shadowpilot_core::ports::{ExperimentStore, MetricSource, StoreError};
+use shadowpilot_core::report::ErrorKind;
 use shadowpilot_testkit::http::{cbor_to_json, Cbor, Recorded, Reply, Server};
 
 const NAME: &str = "churn-v2-shadow";
@@ -160,7 +161,7 @@ async fn wire_error_codes_map_to_store_errors() {
         "{err:?}"
     );
     let err = store.update(&update("other")).await.expect_err("service");
-    assert_eq!(err.label(), "service");
+    assert_eq!(ErrorKind::of_store_error(&err).as_str(), "service");
 
     let err = store.describe("gone").await.expect_err("not found");
     assert!(

@@ -13,8 +13,7 @@ use crate::judge::{evidence_window, judge, Finding, Verdict};
 use crate::metrics::{queries_for, MeasuredExperiment, Measurements, Series, Window};
 use crate::plan::{next_write_opportunity, plan, write_blocked};
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
-use crate::ports::{ExperimentStore, MetricSource, StoreError};
-use crate::report::render::error_chain;
+use crate::ports::{ExperimentStore, MetricError, MetricFailure, MetricSource, StoreError};
 use crate::report::{
     Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, WriteOutcome,
 };
@@ -301,7 +300,10 @@ impl<'a> Controller<'a> {
 
     /// One batch of queries for every judgeable experiment; a CloudWatch
     /// failure leaves each of them without measurements.
-    async fn measure(&self, judgeable: &[Judgeable<'_>]) -> Vec<Result<Measurements, String>> {
+    async fn measure(
+        &self,
+        judgeable: &[Judgeable<'_>],
+    ) -> Vec<Result<Measurements, MetricFailure>> {
         let mut all_queries = Vec::new();
         let mut ranges = Vec::new();
         for candidate in judgeable {
@@ -317,25 +319,24 @@ impl<'a> Controller<'a> {
             ));
             ranges.push(Some(first..all_queries.len()));
         }
-        let answered: Result<Vec<Series>, String> = if all_queries.is_empty() {
+        let answered: Result<Vec<Series>, MetricFailure> = if all_queries.is_empty() {
             Ok(Vec::new())
         } else {
             match self.metrics.fetch(&all_queries).await {
-                // Folding a misaligned answer would judge on another
-                // series' numbers.
-                Ok(series) if series.len() != all_queries.len() => Err(format!(
-                    "CloudWatch: {} series answered {} queries",
-                    series.len(),
-                    all_queries.len()
-                )),
+                Ok(series) if series.len() != all_queries.len() => {
+                    Err(MetricFailure(Arc::new(MetricError::Misaligned {
+                        asked: all_queries.len(),
+                        answered: series.len(),
+                    })))
+                }
                 Ok(series) => Ok(series),
-                Err(error) => Err(format!("CloudWatch: {}", error_chain(&error))),
+                Err(error) => Err(MetricFailure(Arc::new(error))),
             }
         };
         ranges
             .into_iter()
             .map(|range| match (&answered, range) {
-                (Err(message), _) => Err(message.clone()),
+                (Err(failure), _) => Err(failure.clone()),
                 (Ok(_), None) => Ok(Measurements::default()),
                 (Ok(series), Some(range)) => Ok(Measurements::collect(
                     all_queries[range.clone()].iter().zip(&series[range]),
@@ -428,7 +429,7 @@ fn described_entry(experiment: &Experiment, disposition: Disposition) -> Experim
 /// Judge, plan and gate one experiment: pure.
 fn decide(
     candidate: Judgeable<'_>,
-    measured: Result<Measurements, String>,
+    measured: Result<Measurements, MetricFailure>,
     now: DateTime<Utc>,
     next_tick: DateTime<Utc>,
 ) -> PlannedEntry {
@@ -440,11 +441,11 @@ fn decide(
     // Without measurements nothing can be judged, but an extension needs
     // none: the experiment is planned as inconclusive, which never ramps.
     let (verdict, metrics_error) = match (&window, measured) {
-        (_, Err(message)) => (
+        (_, Err(failure)) => (
             Verdict::without_evidence(Finding::NoMeasurements {
-                error: message.clone(),
+                error: failure.clone(),
             }),
-            Some(message),
+            Some(failure),
         ),
         (Ok(_), Ok(measurements)) => (judge(policy, &measurements), None),
         (Err(finding), Ok(_)) => (Verdict::without_evidence(finding.clone()), None),

@@ -6,6 +6,7 @@ use chrono::{DateTime, DurationRound, Utc};
 
 use crate::metrics::{Measurements, VariantRole, Window};
 use crate::policy::{Check, CheckMetric, Limit, Policy, Unit, WindowSpec};
+use crate::ports::MetricFailure;
 use crate::schedule::chrono_duration;
 
 pub use crate::metrics::INVOCATIONS;
@@ -64,9 +65,9 @@ pub enum Finding {
         last_modified: DateTime<Utc>,
         window_end: DateTime<Utc>,
     },
-    /// The metric source failed; the message is its error chain.
+    /// The metric source failed.
     NoMeasurements {
-        error: String,
+        error: MetricFailure,
     },
     /// Shadow invocations against the policy's minimum; `None` when
     /// CloudWatch had no datapoint at all.

@@ -2,6 +2,8 @@
 //! adapters, the simulator and the test fakes implement them; nothing else
 //! talks to SageMaker or CloudWatch.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::experiment::{Experiment, ExperimentSummary, ExperimentUpdate};
@@ -47,21 +49,6 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// A short, stable label for logs and report entries.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::NotFound { .. } => "not_found",
-            Self::Conflict { .. } => "conflict",
-            Self::Rejected { .. } => "rejected",
-            Self::InvalidResponse { .. } => "invalid_response",
-            Self::Throttled { .. } => "throttled",
-            Self::AccessDenied { .. } => "access_denied",
-            Self::Service { .. } => "service",
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum MetricError {
     #[error("CloudWatch GetMetricData failed")]
@@ -71,6 +58,21 @@ pub enum MetricError {
     },
     #[error("CloudWatch answered without a usable {field}: {problem}")]
     InvalidResponse { field: String, problem: String },
+    /// Folding a misaligned answer would judge on another series' numbers.
+    #[error("the metric source answered {answered} series for {asked} queries")]
+    Misaligned { asked: usize, answered: usize },
+}
+
+/// One failure of the metric source, shared by every experiment it left
+/// without measurements; the error and its causes are kept.
+#[derive(Debug, Clone)]
+pub struct MetricFailure(pub Arc<MetricError>);
+
+impl PartialEq for MetricFailure {
+    /// The same failure, not merely the same words.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Where inference experiments live: SageMaker, or the simulator.

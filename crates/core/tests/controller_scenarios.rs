@@ -655,3 +655,46 @@ async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ram
     assert_eq!(updates[0].1.name, "ending");
     assert!(updates[0].1.sampling.is_none() && updates[0].1.end_time.is_some());
 }
+
+#[tokio::test]
+async fn a_metric_source_answering_fewer_series_than_asked_judges_nothing() {
+    /// Answers every query but the last: the rest would be misaligned.
+    struct OneShort(FakeMetrics);
+    #[async_trait::async_trait]
+    impl shadowpilot_core::ports::MetricSource for OneShort {
+        async fn fetch(
+            &self,
+            queries: &[shadowpilot_core::metrics::SeriesQuery],
+        ) -> Result<Vec<shadowpilot_core::metrics::Series>, shadowpilot_core::ports::MetricError>
+        {
+            let mut series = self.0.fetch(queries).await?;
+            series.pop();
+            Ok(series)
+        }
+    }
+    let policies = builtin_policies().unwrap();
+    let now = t0() + Duration::hours(3);
+    let store = FakeStore::new([experiment("a", 5), experiment("b", 5)]);
+    store.set_now(now);
+    let metrics = OneShort(FakeMetrics::new(Profile::healthy(), Profile::healthy()));
+    let report = Controller::new(&store, &metrics, &policies)
+        .run_tick(&live(), now, now + Duration::minutes(TICK))
+        .await
+        .unwrap();
+    for entry in &report.experiments {
+        assert_eq!(entry.verdict(), VerdictKind::Inconclusive, "{entry:?}");
+        assert_eq!(entry.error_kind(), Some(ErrorKind::Metrics));
+        let failure = entry.steered().and_then(|s| s.metrics_error.as_ref());
+        assert!(
+            matches!(
+                failure.map(|f| f.0.as_ref()),
+                Some(shadowpilot_core::ports::MetricError::Misaligned { .. })
+            ),
+            "{entry:?}"
+        );
+    }
+    assert!(
+        store.updates().is_empty(),
+        "healthy, but nothing to stand on"
+    );
+}

@@ -25,4 +25,4 @@ pub use plot::{write_svg, PlotError};
 pub use report::{Decision, RunSummary};
 pub use runner::{run, ExperimentRun, SimError, SimulationOutcome, Stop, TickRecord};
 pub use scenario::{Scenario, ScenarioError, ScenarioProblem};
-pub use world::{Observation, SimUpdate, SimWorld, VariantObservation, WriteRecord};
+pub use world::{Observation, Refusal, SimUpdate, SimWorld, VariantObservation, WriteRecord};

@@ -12,7 +12,7 @@ use shadowpilot_core::experiment::ExperimentStatus;
 use shadowpilot_core::judge::{CheckId, CheckResult};
 use shadowpilot_core::plan::{Action, Attention};
 use shadowpilot_core::report::render::{action_summary, table};
-use shadowpilot_core::report::{VerdictCounts, VerdictKind, WriteOutcome};
+use shadowpilot_core::report::{ErrorKind, VerdictCounts, VerdictKind, WriteOutcome};
 
 /// `2d 4h`, `35m`: how long, as people say it, to the minute.
 pub fn show(duration: chrono::Duration) -> String {
@@ -162,7 +162,7 @@ impl ExperimentRun {
             extensions,
             rejected_writes: writes
                 .iter()
-                .filter(|w| w.request.name == self.name && w.rejected.is_some())
+                .filter(|w| w.request.name == self.name && w.refused.is_some())
                 .count(),
             first_fail_at,
             verdicts,
@@ -378,7 +378,10 @@ impl SimulationOutcome {
                     "experiment": w.request.name,
                     "sampling": w.request.sampling.as_ref().map(|s| s.percentage),
                     "end_time": w.request.end_time,
-                    "rejected": w.rejected.as_ref().map(|(label, message)| serde_json::json!({"kind": label, "message": message})),
+                    "rejected": w.refused.as_ref().map(|refusal| serde_json::json!({
+                        "kind": ErrorKind::of_store_error(&refusal.clone().into_store_error(&w.request.name)).as_str(),
+                        "message": refusal.to_string(),
+                    })),
                 })
             })
             .collect();

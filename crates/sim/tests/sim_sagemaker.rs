@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use shadowpilot_core::experiment::{ExperimentStatus, ExperimentUpdate, SamplingUpdate};
 use shadowpilot_core::ports::{ExperimentStore, StoreError};
-use shadowpilot_sim::{Scenario, SimUpdate, SimWorld};
+use shadowpilot_sim::{Refusal, Scenario, SimUpdate, SimWorld};
 
 /// Experiment `a` runs from day 0 for 7 days; `later` starts on day 1.
 const SCENARIO: &str = "
@@ -51,12 +51,16 @@ fn end_time(name: &str, end: DateTime<Utc>) -> ExperimentUpdate {
     }
 }
 
-fn rejected_with(result: Result<(), StoreError>, expected: &str) {
-    match result {
-        Err(StoreError::Rejected { message, .. }) => {
-            assert!(message.contains(expected), "{message}")
+/// The call failed as a ValidationException, and the rule the simulated
+/// SageMaker applied is the expected one.
+fn rejected_with(world: &SimWorld, result: Result<(), StoreError>, expected: fn(&Refusal) -> bool) {
+    let refused = world.writes().last().and_then(|w| w.refused.clone());
+    match (result, refused) {
+        (Err(StoreError::Rejected { message, .. }), Some(refusal)) => {
+            assert!(expected(&refusal), "{refusal:?}");
+            assert_eq!(message, refusal.to_string());
         }
-        other => panic!("expected a ValidationException about {expected:?}, got {other:?}"),
+        other => panic!("expected a ValidationException, got {other:?}"),
     }
 }
 
@@ -149,8 +153,8 @@ async fn an_update_shows_updating_then_running_and_conflicts_meanwhile() {
     let writes = world.writes();
     assert_eq!(writes.len(), 3);
     assert_eq!(
-        writes[1].rejected.as_ref().map(|(label, _)| label.as_str()),
-        Some("conflict")
+        writes[1].refused,
+        Some(Refusal::NotUpdatable(ExperimentStatus::Updating))
     );
 }
 
@@ -188,10 +192,9 @@ async fn while_running_only_end_time_and_sampling_change() {
         end_time: None,
         sampling: None,
     });
-    rejected_with(
-        result,
-        "StartTime can change only while the experiment is Created",
-    );
+    rejected_with(&world, result, |r| {
+        matches!(r, Refusal::StartTimeWhileRunning { .. })
+    });
     world
         .update(&end_time("a", start + Duration::days(9)))
         .await
@@ -208,20 +211,24 @@ async fn end_time_in_the_past_or_past_thirty_days_is_rejected() {
     let now = start + Duration::days(2);
     world.set_now(now);
     rejected_with(
+        &world,
         world
             .update(&end_time("a", now - Duration::minutes(1)))
             .await,
-        "is in the past",
+        |r| matches!(r, Refusal::EndTimeInPast(_)),
     );
-    rejected_with(world.update(&end_time("a", now)).await, "is in the past");
+    rejected_with(&world, world.update(&end_time("a", now)).await, |r| {
+        matches!(r, Refusal::EndTimeInPast(_))
+    });
     rejected_with(
+        &world,
         world
             .update(&end_time(
                 "a",
                 start + Duration::days(30) + Duration::seconds(1),
             ))
             .await,
-        "more than 30 days after StartTime",
+        |r| matches!(r, Refusal::LongerThanThirtyDays { .. }),
     );
     world
         .update(&end_time("a", start + Duration::days(30)))
@@ -239,10 +246,11 @@ async fn end_time_must_come_after_start_time_and_start_time_not_in_the_past() {
     world.set_now(start + Duration::hours(1));
     // `later` is Created and starts on day 1.
     rejected_with(
+        &world,
         world
             .update(&end_time("later", start + Duration::hours(20)))
             .await,
-        "is not after StartTime",
+        |r| matches!(r, Refusal::EndTimeNotAfterStart { .. }),
     );
     let result = world.request_update(&SimUpdate {
         name: "later".into(),
@@ -250,14 +258,16 @@ async fn end_time_must_come_after_start_time_and_start_time_not_in_the_past() {
         end_time: None,
         sampling: None,
     });
-    rejected_with(result, "StartTime");
+    rejected_with(&world, result, |r| matches!(r, Refusal::StartTimeInPast(_)));
     let result = world.request_update(&SimUpdate {
         name: "later".into(),
         start_time: Some(start + Duration::days(10)),
         end_time: None,
         sampling: None,
     });
-    rejected_with(result, "is not after StartTime");
+    rejected_with(&world, result, |r| {
+        matches!(r, Refusal::EndTimeNotAfterStart { .. })
+    });
     assert_eq!(
         world.describe("later").await.unwrap().start_time,
         Some(start + Duration::days(1))
@@ -268,28 +278,32 @@ async fn end_time_must_come_after_start_time_and_start_time_not_in_the_past() {
 async fn sampling_must_name_the_variants_and_stay_within_one_to_hundred() {
     let (world, start) = setup();
     world.set_now(start + Duration::hours(1));
-    rejected_with(
-        world.update(&sampling("a", 0)).await,
-        "SamplingPercentage 0 is outside 1–100",
-    );
-    rejected_with(
-        world.update(&sampling("a", 101)).await,
-        "SamplingPercentage 101",
-    );
+    rejected_with(&world, world.update(&sampling("a", 0)).await, |r| {
+        *r == Refusal::SamplingOutOfRange(0)
+    });
+    rejected_with(&world, world.update(&sampling("a", 101)).await, |r| {
+        *r == Refusal::SamplingOutOfRange(101)
+    });
     let mut wrong = sampling("a", 10);
     if let Some(s) = wrong.sampling.as_mut() {
         s.source_variant = "green".into();
     }
     rejected_with(
+        &world,
         world.update(&wrong).await,
-        "SourceModelVariantName green is not the production variant blue",
+        |r| matches!(r, Refusal::WrongSourceVariant { sent, production } if sent == "green" && production == "blue"),
     );
     let mut wrong = sampling("a", 10);
     if let Some(s) = wrong.sampling.as_mut() {
         s.shadow_variant = "red".into();
     }
-    rejected_with(world.update(&wrong).await, "ShadowModelVariantName red");
     rejected_with(
+        &world,
+        world.update(&wrong).await,
+        |r| matches!(r, Refusal::WrongShadowVariant { sent, .. } if sent == "red"),
+    );
+    rejected_with(
+        &world,
         world
             .update(&ExperimentUpdate {
                 name: "a".into(),
@@ -297,7 +311,7 @@ async fn sampling_must_name_the_variants_and_stay_within_one_to_hundred() {
                 end_time: None,
             })
             .await,
-        "changes nothing",
+        |r| *r == Refusal::NothingToChange,
     );
     // Nothing rejected changed anything.
     let a = world.describe("a").await.unwrap();

@@ -64,7 +64,7 @@ async fn healthy_shadow_reaches_100_and_is_never_extended() {
     assert_eq!(summary.verdicts.fail, 0);
     assert_eq!(summary.final_status, Some(ExperimentStatus::Completed));
     assert!(
-        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        outcome.writes.iter().all(|w| w.refused.is_none()),
         "{:?}",
         outcome.writes
     );
@@ -243,7 +243,7 @@ async fn low_traffic_is_extended_and_never_past_thirty_days() {
         outcome.summary_table()
     );
     assert!(
-        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        outcome.writes.iter().all(|w| w.refused.is_none()),
         "SageMaker rejected a write: {:?}",
         outcome.writes
     );
@@ -312,7 +312,7 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
         );
     }
     assert!(
-        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        outcome.writes.iter().all(|w| w.refused.is_none()),
         "SageMaker rejected a write"
     );
 }
@@ -359,7 +359,7 @@ experiments:
         "the controller should have met Updating"
     );
     assert!(
-        outcome.writes.iter().all(|w| w.rejected.is_none()),
+        outcome.writes.iter().all(|w| w.refused.is_none()),
         "{:?}",
         outcome.writes
     );

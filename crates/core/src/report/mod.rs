@@ -16,7 +16,7 @@ use crate::experiment::ExperimentStatus;
 use crate::judge::{CheckResult, Outcome, Verdict};
 use crate::metrics::Window;
 use crate::plan::{Action, Attention, Plan, WriteBlock};
-use crate::ports::StoreError;
+use crate::ports::{MetricFailure, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,7 +217,7 @@ pub struct Steered {
     pub write: WriteOutcome,
     /// The metric source failed: judged without measurements (never ramps;
     /// an extension may still be planned).
-    pub metrics_error: Option<String>,
+    pub metrics_error: Option<MetricFailure>,
 }
 
 #[derive(Debug, Clone)]

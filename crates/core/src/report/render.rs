@@ -17,6 +17,7 @@ use crate::experiment::{HOLD_TAG, POLICY_TAG};
 use crate::judge::{Against, CheckResult, Finding, Outcome};
 use crate::plan::{Action, Attention, Extension, Note, SamplingChange, WriteBlock};
 use crate::policy::Unit;
+use crate::ports::MetricFailure;
 
 /// `412 ms`, `1.25 %`, `500 invocations`.
 pub fn show(unit: Unit, value: f64) -> String {
@@ -78,7 +79,9 @@ impl fmt::Display for CheckResult {
                 last_modified.format("%Y-%m-%d %H:%M:%S UTC"),
                 window_end.format("%H:%M UTC")
             ),
-            Finding::NoMeasurements { error } => write!(f, "no measurements: {error}"),
+            Finding::NoMeasurements { error } => {
+                write!(f, "no measurements: {}", metrics_failure_text(error))
+            }
             Finding::Evidence {
                 invocations,
                 minimum,
@@ -357,7 +360,7 @@ impl ExperimentReport {
             Disposition::Skipped(_) => return None,
             Disposition::Steered(steered) => match steered.write.error() {
                 Some(error) => error_chain(error),
-                None => steered.metrics_error.clone()?,
+                None => metrics_failure_text(steered.metrics_error.as_ref()?),
             },
         };
         Some((kind, message))
@@ -418,6 +421,11 @@ impl Serialize for ExperimentReport {
         }
         out.end()
     }
+}
+
+/// `CloudWatch: ` and the failure with its causes.
+fn metrics_failure_text(failure: &MetricFailure) -> String {
+    format!("CloudWatch: {}", error_chain(failure.0.as_ref()))
 }
 
 /// The error and its causes on one line.
@@ -555,6 +563,7 @@ mod tests {
     use crate::judge::CheckId;
     use crate::metrics::VariantRole;
     use crate::policy::CheckMetric;
+    use crate::ports::MetricError;
 
     fn check(id: CheckId, unit: Unit, outcome: Outcome, finding: Finding) -> CheckResult {
         CheckResult {
@@ -580,8 +589,8 @@ mod tests {
         let checks = [
             (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoWindow { last_modified: at, window_end: at }),
              "no complete minute of evidence since the last change at 2026-11-02 10:30:15 UTC (window would end at 10:30 UTC)"),
-            (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoMeasurements { error: "CloudWatch: down".into() }),
-             "no measurements: CloudWatch: down"),
+            (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoMeasurements { error: MetricFailure(std::sync::Arc::new(MetricError::Misaligned { asked: 4, answered: 3 })) }),
+             "no measurements: CloudWatch: the metric source answered 3 series for 4 queries"),
             (check(CheckId::ShadowInvocations, inv, Outcome::Pass, Finding::Evidence { invocations: Some(500.0), minimum: 200.0 }),
              "shadow invocations 500 ≥ minimum 200"),
             (check(CheckId::ShadowInvocations, inv, Outcome::Inconclusive, Finding::Evidence { invocations: None, minimum: 200.0 }),

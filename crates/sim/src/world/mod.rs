@@ -27,7 +27,7 @@ use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreE
 use shadowpilot_core::schedule::chrono_duration;
 use traffic::Traffic;
 
-pub use sagemaker::{SimUpdate, WriteRecord};
+pub use sagemaker::{Refusal, SimUpdate, WriteRecord};
 pub use traffic::{Observation, VariantObservation};
 
 /// The simulated world. Cloning shares it.

@@ -42,8 +42,63 @@ impl From<&ExperimentUpdate> for SimUpdate {
 pub struct WriteRecord {
     pub at: DateTime<Utc>,
     pub request: SimUpdate,
-    /// `None` when accepted; else the error's label and message.
-    pub rejected: Option<(String, String)>,
+    /// `None` when accepted.
+    pub refused: Option<Refusal>,
+}
+
+/// Why the simulated SageMaker refused an update: the rules AWS enforces,
+/// as values. Its message is what the port's error carries, worded like
+/// AWS's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no inference experiment of this name")]
+    NotFound,
+    #[error("ConflictException: an inference experiment in status {0} cannot be updated")]
+    NotUpdatable(ExperimentStatus),
+    #[error("ValidationException: the request changes nothing")]
+    NothingToChange,
+    #[error("ValidationException: StartTime can change only while the experiment is Created; it is Running since {}", .since.to_rfc3339())]
+    StartTimeWhileRunning { since: DateTime<Utc> },
+    #[error("ValidationException: StartTime {} is in the past", .0.to_rfc3339())]
+    StartTimeInPast(DateTime<Utc>),
+    #[error("ValidationException: EndTime {} is in the past", .0.to_rfc3339())]
+    EndTimeInPast(DateTime<Utc>),
+    #[error("ValidationException: EndTime {} is not after StartTime {}", .end.to_rfc3339(), .start.to_rfc3339())]
+    EndTimeNotAfterStart {
+        end: DateTime<Utc>,
+        start: DateTime<Utc>,
+    },
+    #[error("ValidationException: EndTime {} is more than 30 days after StartTime {}", .end.to_rfc3339(), .start.to_rfc3339())]
+    LongerThanThirtyDays {
+        end: DateTime<Utc>,
+        start: DateTime<Utc>,
+    },
+    #[error("ValidationException: SourceModelVariantName {sent} is not the production variant {production}")]
+    WrongSourceVariant { sent: String, production: String },
+    #[error(
+        "ValidationException: ShadowModelVariantName {sent} is not the shadow variant {shadow}"
+    )]
+    WrongShadowVariant { sent: String, shadow: String },
+    #[error("ValidationException: SamplingPercentage {0} is outside 1–100 (the simulator refuses 0, which AWS may or may not accept)")]
+    SamplingOutOfRange(u8),
+}
+
+impl Refusal {
+    /// What the port answers, as the AWS adapter would classify AWS's answer.
+    pub(crate) fn into_store_error(self, name: &str) -> StoreError {
+        let name = name.to_string();
+        match self {
+            Self::NotFound => StoreError::NotFound { name },
+            Self::NotUpdatable(_) => StoreError::Conflict {
+                name,
+                message: self.to_string(),
+            },
+            _ => StoreError::Rejected {
+                name,
+                message: self.to_string(),
+            },
+        }
+    }
 }
 
 /// Every inference experiment, and every update call made to them.
@@ -118,12 +173,12 @@ impl SageMaker {
     }
 
     fn experiment(&self, name: &str) -> Result<usize, StoreError> {
-        self.by_name
-            .get(name)
-            .copied()
-            .ok_or_else(|| StoreError::NotFound {
-                name: name.to_string(),
-            })
+        self.index(name)
+            .map_err(|refusal| refusal.into_store_error(name))
+    }
+
+    fn index(&self, name: &str) -> Result<usize, Refusal> {
+        self.by_name.get(name).copied().ok_or(Refusal::NotFound)
     }
 
     /// The experiment of this name and its position, which keys its traffic.
@@ -187,85 +242,57 @@ impl SageMaker {
         index: usize,
         request: &SimUpdate,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Refusal> {
         let experiment = &self.experiments[index];
-        let name = &request.name;
-        let rejected = |message: String| StoreError::Rejected {
-            name: name.clone(),
-            message,
-        };
         let status = experiment.status(now);
         if !matches!(
             status,
             ExperimentStatus::Created | ExperimentStatus::Running
         ) {
-            return Err(StoreError::Conflict {
-                name: name.clone(),
-                message: format!("ConflictException: an inference experiment in status {status} cannot be updated"),
-            });
+            return Err(Refusal::NotUpdatable(status));
         }
         if request.start_time.is_none() && request.end_time.is_none() && request.sampling.is_none()
         {
-            return Err(rejected(
-                "ValidationException: the request changes nothing".into(),
-            ));
+            return Err(Refusal::NothingToChange);
         }
         if let Some(start) = request.start_time {
             if status == ExperimentStatus::Running {
-                return Err(rejected(format!(
-                    "ValidationException: StartTime can change only while the experiment is Created; it is Running since {}",
-                    experiment.start_time.to_rfc3339()
-                )));
+                return Err(Refusal::StartTimeWhileRunning {
+                    since: experiment.start_time,
+                });
             }
             if start < now {
-                return Err(rejected(format!(
-                    "ValidationException: StartTime {} is in the past",
-                    start.to_rfc3339()
-                )));
+                return Err(Refusal::StartTimeInPast(start));
             }
         }
         let start = request.start_time.unwrap_or(experiment.start_time);
         let end = request.end_time.unwrap_or(experiment.end_time);
         if request.end_time.is_some() || request.start_time.is_some() {
             if end <= now {
-                return Err(rejected(format!(
-                    "ValidationException: EndTime {} is in the past",
-                    end.to_rfc3339()
-                )));
+                return Err(Refusal::EndTimeInPast(end));
             }
             if end <= start {
-                return Err(rejected(format!(
-                    "ValidationException: EndTime {} is not after StartTime {}",
-                    end.to_rfc3339(),
-                    start.to_rfc3339()
-                )));
+                return Err(Refusal::EndTimeNotAfterStart { end, start });
             }
             if end - start > chrono_duration(MAX_EXPERIMENT_DURATION) {
-                return Err(rejected(format!(
-                    "ValidationException: EndTime {} is more than 30 days after StartTime {}",
-                    end.to_rfc3339(),
-                    start.to_rfc3339()
-                )));
+                return Err(Refusal::LongerThanThirtyDays { end, start });
             }
         }
         if let Some(sampling) = &request.sampling {
             if sampling.source_variant != experiment.spec.production_variant {
-                return Err(rejected(format!(
-                    "ValidationException: SourceModelVariantName {} is not the production variant {}",
-                    sampling.source_variant, experiment.spec.production_variant
-                )));
+                return Err(Refusal::WrongSourceVariant {
+                    sent: sampling.source_variant.clone(),
+                    production: experiment.spec.production_variant.clone(),
+                });
             }
             if sampling.shadow_variant != experiment.spec.shadow_variant {
-                return Err(rejected(format!(
-                    "ValidationException: ShadowModelVariantName {} is not the shadow variant {}",
-                    sampling.shadow_variant, experiment.spec.shadow_variant
-                )));
+                return Err(Refusal::WrongShadowVariant {
+                    sent: sampling.shadow_variant.clone(),
+                    shadow: experiment.spec.shadow_variant.clone(),
+                });
             }
             if !(1..=100).contains(&sampling.percentage) {
-                return Err(rejected(format!(
-                    "ValidationException: SamplingPercentage {} is outside 1–100 (the simulator refuses 0, which AWS may or may not accept)",
-                    sampling.percentage
-                )));
+                return Err(Refusal::SamplingOutOfRange(sampling.percentage));
             }
         }
         Ok(())
@@ -276,7 +303,7 @@ impl SageMaker {
         request: &SimUpdate,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let result = self.experiment(&request.name).and_then(|index| {
+        let result = self.index(&request.name).and_then(|index| {
             self.check_update(index, request, now)?;
             let takes = self.update_takes;
             let experiment = &mut self.experiments[index];
@@ -308,12 +335,9 @@ impl SageMaker {
         self.writes.push(WriteRecord {
             at: now,
             request: request.clone(),
-            rejected: result
-                .as_ref()
-                .err()
-                .map(|e| (e.label().to_string(), e.to_string())),
+            refused: result.as_ref().err().cloned(),
         });
-        result
+        result.map_err(|refusal| refusal.into_store_error(&request.name))
     }
 
     pub(crate) fn describe(
