@@ -45,11 +45,18 @@ pub enum SamplingChange {
 /// Why and how far the end time moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extension {
-    /// Pass (still climbing) or Inconclusive.
-    pub verdict: Outcome,
+    pub because: NeedsTime,
     pub margin: Duration,
     /// The cap that shortened it: StartTime + this.
     pub capped_at: Option<Duration>,
+}
+
+/// Why an experiment needs more time: a failing one never gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeedsTime {
+    /// Passing, below the top step.
+    StillClimbing,
+    Inconclusive,
 }
 
 /// Why nothing (more) is done.
@@ -147,8 +154,7 @@ fn plan_sampling(
 ) {
     let ramp = &policy.ramp;
     let current = experiment.sampling_percentage;
-    let ceiling = ramp.ceiling();
-    let floor = ramp.effective_floor();
+    let (ceiling, floor) = (ramp.ceiling, ramp.floor);
     let mut set = |to: u8, why: SamplingChange| {
         plan.actions.push(Action::SetSampling {
             from: current,
@@ -229,15 +235,12 @@ fn plan_extension(
         return;
     }
     let outcome = verdict.outcome;
-    let still_climbing = experiment.sampling_percentage < policy.ramp.ceiling();
-    let wants_time = match outcome {
-        Outcome::Inconclusive => true,
-        Outcome::Pass => still_climbing,
-        Outcome::Fail => false,
+    let still_climbing = experiment.sampling_percentage < policy.ramp.ceiling;
+    let because = match outcome {
+        Outcome::Inconclusive => NeedsTime::Inconclusive,
+        Outcome::Pass if still_climbing => NeedsTime::StillClimbing,
+        Outcome::Pass | Outcome::Fail => return,
     };
-    if !wants_time {
-        return;
-    }
     // Thin evidence that still shows a check over its limit is a failing
     // shadow in a quiet hour: more time would only prolong it.
     if let Some(failed) = verdict.first_failed_check() {
@@ -264,7 +267,7 @@ fn plan_extension(
         from: end,
         to,
         why: Extension {
-            verdict: outcome,
+            because,
             margin: extend.margin,
             capped_at: (to < wanted).then_some(max_duration),
         },

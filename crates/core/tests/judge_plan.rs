@@ -510,8 +510,11 @@ fn plan_table() {
 
 #[test]
 fn floor_mode_goes_straight_to_the_floor() {
-    let mut floor_policy = policy("");
-    floor_policy.ramp.on_fail = shadowpilot_core::policy::OnFail::Floor;
+    let floor_policy = parse_policy(
+        "t.yaml",
+        "name: t\nramp:\n  steps: [5, 10, 25, 50, 100]\n  bake_time: 2h\n  on_fail: floor\n",
+    )
+    .unwrap();
     let e = experiment("x", 50);
     let planned = plan(
         &e,

@@ -35,13 +35,18 @@ proptest! {
     ) {
         let steps: Vec<u8> = steps.into_iter().collect();
         let steps_yaml = steps.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
+        let top = *steps.last().unwrap();
+        let ceiling = max.map_or(top, |max| max.min(top));
         let text = format!(
-            "name: p\nramp:\n  steps: [{steps_yaml}]\n  bake_time: {bake_minutes}m\n  floor: 1\n"
+            "name: p\nramp:\n  steps: [{steps_yaml}]\n  bake_time: {bake_minutes}m\n  floor: {}\n  on_fail: {}\n{}",
+            floor.min(ceiling),
+            if on_fail_floor { "floor" } else { "step_down" },
+            max.map_or(String::new(), |max| format!("  max: {max}\n")),
         );
-        let mut policy = parse_policy("p.yaml", &text).unwrap();
-        policy.ramp.max = max;
-        policy.ramp.floor = floor.min(policy.ramp.ceiling());
-        policy.ramp.on_fail = if on_fail_floor { OnFail::Floor } else { OnFail::StepDown };
+        // Every policy the loader accepts, through the loader.
+        let policy = parse_policy("p.yaml", &text).unwrap();
+        assert_eq!(policy.ramp.ceiling, ceiling);
+        assert_eq!(policy.ramp.on_fail == OnFail::Floor, on_fail_floor);
 
         let now = t0() + Duration::days(days_since_start) + Duration::hours(1);
         let mut e = experiment("x", sampling);
@@ -50,7 +55,7 @@ proptest! {
         e.end_time = Some(now + Duration::minutes(minutes_to_end));
         let planned = plan(&e, &Verdict::from_outcome(outcome), &policy, now, now + Duration::minutes(10));
 
-        let ceiling = policy.ramp.ceiling();
+        let ceiling = policy.ramp.ceiling;
         let mut sampling_actions = 0;
         for action in &planned.actions {
             match action {

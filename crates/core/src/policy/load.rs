@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use super::model::{Check, CheckDoc, Limit, Policy, PolicyDoc, Selector, Unit};
+use super::model::{Check, CheckDoc, Limit, Policy, PolicyDoc, Ramp, Selector, Unit};
 use super::select::PolicySet;
 use crate::schedule::CronWindow;
 use crate::validation::{self, Problem, Problems};
@@ -145,7 +145,8 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         .enumerate()
         .filter_map(|(index, check)| compile_check(&format!("checks[{index}]"), check, problems))
         .collect();
-    check_ramp_and_extend(&doc, problems);
+    let ramp = compile_ramp(&doc, problems);
+    check_extend(&doc, problems);
     let mut change_windows = Vec::new();
     for (index, window) in doc.change_windows.iter().enumerate() {
         let field = format!("change_windows[{index}]");
@@ -168,7 +169,7 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         window: doc.window,
         evidence: doc.evidence,
         checks,
-        ramp: doc.ramp,
+        ramp,
         extend: doc.extend,
         change_windows,
     }
@@ -306,7 +307,9 @@ fn compile_check(field: &str, check: &CheckDoc, problems: &mut Problems<'_>) -> 
     })
 }
 
-fn check_ramp_and_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
+/// The ramp with its ceiling and floor worked out once; its stand-in
+/// values only matter when `problems` is not empty.
+fn compile_ramp(doc: &PolicyDoc, problems: &mut Problems<'_>) -> Ramp {
     let ramp = &doc.ramp;
     if ramp.steps.is_empty() {
         problems.add("ramp.steps", "needs at least one sampling percentage");
@@ -324,10 +327,11 @@ fn check_ramp_and_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
         problems.percentage("ramp.max", max);
     }
     problems.percentage("ramp.floor", ramp.floor);
-    if ramp.floor > ramp.ceiling() {
+    let ceiling = ramp.ceiling().unwrap_or(100);
+    if ramp.floor > ceiling {
         problems.add(
             "ramp.floor",
-            format!("{} is above the ceiling {}", ramp.floor, ramp.ceiling()),
+            format!("{} is above the ceiling {ceiling}", ramp.floor),
         );
     }
     problems.duration(
@@ -336,7 +340,16 @@ fn check_ramp_and_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
         Duration::ZERO,
         MAX_EXPERIMENT_DURATION,
     );
+    Ramp {
+        steps: ramp.steps.clone(),
+        ceiling,
+        floor: ramp.floor,
+        bake_time: ramp.bake_time,
+        on_fail: ramp.on_fail,
+    }
+}
 
+fn check_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
     let extend = &doc.extend;
     problems.duration(
         "extend.margin",

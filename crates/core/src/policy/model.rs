@@ -26,7 +26,7 @@ pub(crate) struct PolicyDoc {
     pub evidence: Evidence,
     #[serde(default)]
     pub checks: Vec<CheckDoc>,
-    pub ramp: Ramp,
+    pub ramp: RampDoc,
     #[serde(default)]
     pub extend: Extend,
     /// When empty, writes may happen at any tick.
@@ -300,13 +300,14 @@ pub enum OnFail {
     Floor,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// How sampling moves, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Ramp {
+pub(crate) struct RampDoc {
     /// Increasing sampling percentages, each 1–100.
     pub steps: Vec<u8>,
     /// Never sample more than this; defaults to the last step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max: Option<u8>,
     /// How long a percentage must have been in force before the next step up.
     #[serde(with = "crate::duration")]
@@ -326,18 +327,26 @@ fn default_floor() -> u8 {
     1
 }
 
-impl Ramp {
-    /// The highest percentage this policy will ever set.
-    pub fn ceiling(&self) -> u8 {
-        let top = self.steps.last().copied().unwrap_or(100);
-        self.max.map_or(top, |max| max.min(top))
+impl RampDoc {
+    /// The highest percentage the policy allows; `None` without steps.
+    pub(crate) fn ceiling(&self) -> Option<u8> {
+        let top = *self.steps.last()?;
+        Some(self.max.map_or(top, |max| max.min(top)))
     }
+}
 
-    /// The floor, never below 1 whatever the file says: whether AWS accepts 0
-    /// is unverified.
-    pub fn effective_floor(&self) -> u8 {
-        self.floor.max(1)
-    }
+/// How sampling moves, checked: steps strictly increasing within 1–100,
+/// `floor ≤ ceiling`, both at least 1 (whether AWS accepts 0 is unverified).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ramp {
+    pub steps: Vec<u8>,
+    /// The highest percentage this policy will ever set.
+    pub ceiling: u8,
+    /// The lowest percentage a failing shadow is taken down to.
+    pub floor: u8,
+    /// How long a percentage must have been in force before the next step up.
+    pub bake_time: Duration,
+    pub on_fail: OnFail,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -15,7 +15,7 @@ use super::{
 use crate::duration::format as show_duration;
 use crate::experiment::{HOLD_TAG, POLICY_TAG};
 use crate::judge::{Against, CheckResult, Finding, Outcome};
-use crate::plan::{Action, Attention, Extension, Note, SamplingChange, WriteBlock};
+use crate::plan::{Action, Attention, Extension, NeedsTime, Note, SamplingChange, WriteBlock};
 use crate::policy::Unit;
 use crate::ports::MetricFailure;
 
@@ -168,15 +168,15 @@ fn action_reason(action: &Action) -> String {
             to,
             why:
                 Extension {
-                    verdict,
+                    because,
                     margin,
                     capped_at,
                 },
         } => format!(
             "{} and ends {}, before the next chance to write + margin {}: extended by {}{}",
-            match verdict {
-                Outcome::Pass => "passing below the top step",
-                _ => "inconclusive",
+            match because {
+                NeedsTime::StillClimbing => "passing below the top step",
+                NeedsTime::Inconclusive => "inconclusive",
             },
             utc_minute(*from),
             show_duration(*margin),
@@ -620,7 +620,7 @@ mod tests {
             (Action::SetSampling { from: 25, to: 10, why: SamplingChange::Failing }, "failing: down from 25 % to 10 %"),
             (Action::SetSampling { from: 60, to: 50, why: SamplingChange::AboveMaximum { ceiling: 50 } }, "60 % is above the policy maximum 50 %"),
             (Action::SetSampling { from: 5, to: 10, why: SamplingChange::Passing { baked: hours(3), bake_time: hours(2) } }, "passing for 3h at 5 % (bake 2h): up to 10 %"),
-            (Action::ExtendEndTime { from: end, to: end + chrono::Duration::days(1), why: Extension { verdict: Outcome::Inconclusive, margin: hours(6), capped_at: Some(hours(720)) } },
+            (Action::ExtendEndTime { from: end, to: end + chrono::Duration::days(1), why: Extension { because: NeedsTime::Inconclusive, margin: hours(6), capped_at: Some(hours(720)) } },
              "inconclusive and ends 2026-11-09 00:00 UTC, before the next chance to write + margin 6h: extended by 1d, capped at StartTime + 30d"),
         ];
         for (action, words) in &actions {
