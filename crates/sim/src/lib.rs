@@ -22,7 +22,7 @@ pub mod scenario;
 mod world;
 
 pub use plot::{write_svg, PlotError};
-pub use report::{Decision, RunSummary};
+pub use report::{Decision, Ended, RunSummary};
 pub use runner::{run, ExperimentRun, SimError, SimulationOutcome, Stop, TickRecord};
 pub use scenario::{Scenario, ScenarioError, ScenarioProblem};
 pub use world::{Observation, Refusal, SimUpdate, SimWorld, VariantObservation, WriteRecord};

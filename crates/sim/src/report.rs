@@ -14,21 +14,71 @@ use shadowpilot_core::plan::{Action, Attention};
 use shadowpilot_core::report::render::{action_summary, table};
 use shadowpilot_core::report::{ErrorKind, VerdictCounts, VerdictKind, WriteOutcome};
 
-/// `2d 4h`, `35m`: how long, as people say it, to the minute.
+/// `2d 4h`, `35m`: how long, as policies write it, to the minute.
 pub fn show(duration: chrono::Duration) -> String {
-    let minutes = duration.num_minutes().max(0);
-    let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
-    let mut parts = Vec::new();
-    if days > 0 {
-        parts.push(format!("{days}d"));
+    let minutes = u64::try_from(duration.num_minutes()).unwrap_or(0);
+    shadowpilot_core::duration::format(std::time::Duration::from_secs(minutes * 60))
+}
+
+/// How an experiment's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Completed {
+        sampling: u8,
+        ran_for: chrono::Duration,
+        extensions: usize,
+        at_cap: bool,
+    },
+    /// The simulation stopped first; `status` is `None` when no tick saw it.
+    Stopped {
+        status: Option<ExperimentStatus>,
+        sampling: u8,
+        stop: Stop,
+    },
+}
+
+/// `completed at 100 % after 7d (2 extension(s))`,
+/// `running at 25 % when the run stopped (--until)`.
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Completed {
+                sampling,
+                ran_for,
+                extensions,
+                at_cap,
+            } => {
+                write!(f, "completed at {sampling} % after {}", show(*ran_for))?;
+                if *extensions > 0 {
+                    write!(f, " ({extensions} extension(s))")?;
+                }
+                if *at_cap {
+                    f.write_str(", at the 30-day cap")?;
+                }
+                Ok(())
+            }
+            Self::Stopped {
+                status,
+                sampling,
+                stop,
+            } => write!(
+                f,
+                "{} at {sampling} % when the run stopped ({})",
+                status
+                    .as_ref()
+                    .map_or("not seen".to_string(), |s| s.as_str().to_lowercase()),
+                match stop {
+                    Stop::Until => "--until",
+                    Stop::Horizon => "the horizon",
+                    Stop::AllCompleted => "the end",
+                }
+            ),
+        }
     }
-    if hours > 0 {
-        parts.push(format!("{hours}h"));
-    }
-    if mins > 0 || parts.is_empty() {
-        parts.push(format!("{mins}m"));
-    }
-    parts.join(" ")
+}
+
+fn serialize_ended<S: serde::Serializer>(value: &Ended, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Counts and outcome of one experiment over the run.
@@ -56,8 +106,8 @@ pub struct RunSummary {
     #[serde(serialize_with = "serialize_status")]
     pub final_status: Option<ExperimentStatus>,
     pub last_attention: Vec<Attention>,
-    /// In words: `completed at 100 % after 7d`, `still running at --until`.
-    pub ended: String,
+    #[serde(serialize_with = "serialize_ended")]
+    pub ended: Ended,
 }
 
 fn serialize_status<S: serde::Serializer>(
@@ -121,30 +171,19 @@ impl ExperimentRun {
             .find(|t| t.verdict() != VerdictKind::Skipped)
             .map(|t| t.attention().to_vec())
             .unwrap_or_default();
-        let ran_for = show(final_end_time - self.start_time);
         let ended = if final_status == Some(ExperimentStatus::Completed) {
-            let capped = final_end_time - self.start_time >= chrono::Duration::days(30);
-            format!(
-                "completed at {final_sampling} % after {ran_for}{}{}",
-                if extensions > 0 {
-                    format!(" ({extensions} extension(s))")
-                } else {
-                    String::new()
-                },
-                if capped { ", at the 30-day cap" } else { "" }
-            )
+            Ended::Completed {
+                sampling: final_sampling,
+                ran_for: final_end_time - self.start_time,
+                extensions,
+                at_cap: final_end_time - self.start_time >= chrono::Duration::days(30),
+            }
         } else {
-            let why = match stop {
-                Stop::Until => "--until",
-                Stop::Horizon => "the horizon",
-                Stop::AllCompleted => "the end",
-            };
-            format!(
-                "{} at {final_sampling} % when the run stopped ({why})",
-                final_status
-                    .as_ref()
-                    .map_or("not seen".to_string(), |s| s.as_str().to_lowercase())
-            )
+            Ended::Stopped {
+                status: final_status.clone(),
+                sampling: final_sampling,
+                stop,
+            }
         };
         RunSummary {
             name: self.name.clone(),
@@ -341,7 +380,7 @@ impl SimulationOutcome {
                         "{}/{}/{}",
                         s.verdicts.pass, s.verdicts.fail, s.verdicts.inconclusive
                     ),
-                    s.ended.clone(),
+                    s.ended.to_string(),
                 ]
             })
             .collect();
