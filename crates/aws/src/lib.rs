@@ -1,13 +1,17 @@
 //! AWS SDK adapters: the only code that speaks to SageMaker and CloudWatch.
 
+mod calls;
 mod cloudwatch;
 mod sagemaker;
 mod time;
 
+pub use calls::{
+    CallSettings, CallSettingsError, ATTEMPT_TIMEOUT_VAR, MAX_ATTEMPTS_VAR, OPERATION_TIMEOUT_VAR,
+    RETRY_MODE_VAR,
+};
 pub use cloudwatch::{CloudWatchMessages, CloudWatchSource, GetMetricDataProblem};
 pub use sagemaker::SageMakerStore;
 
-use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 /// Loads the AWS configuration once and builds both adapters from it. Call it
@@ -24,19 +28,21 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// one. `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` turns all of them off.
 /// `tests/aws_env.rs` proves the per-service routing against local servers.
 ///
-/// Retries use the adaptive mode, which also slows down on throttling:
-/// GetMetricData is limited to about 50 calls per second per account, and a
-/// tick may describe many experiments at once. This replaces any
-/// `AWS_RETRY_MODE` in the environment; `AWS_MAX_ATTEMPTS` (a whole number
-/// of at least 1) still sets the attempts, three when it is absent or unusable.
-pub async fn clients_from_env() -> (SageMakerStore, CloudWatchSource) {
-    let max_attempts = std::env::var("AWS_MAX_ATTEMPTS")
-        .ok()
-        .and_then(|raw| raw.trim().parse::<u32>().ok())
-        .filter(|attempts| *attempts >= 1)
-        .unwrap_or(3);
+/// Retries and timeouts come from [`CallSettings::from_env`]: standard
+/// retries with a 200 ms initial backoff and 5 attempts unless
+/// `AWS_RETRY_MODE` / `AWS_MAX_ATTEMPTS` say otherwise, and the timeouts of
+/// `SHADOWPILOT_ATTEMPT_TIMEOUT` / `SHADOWPILOT_OPERATION_TIMEOUT`. A bad
+/// value is an error naming the variable, so the function refuses to start.
+pub async fn clients_from_env() -> Result<(SageMakerStore, CloudWatchSource), CallSettingsError> {
+    Ok(clients_with(&CallSettings::from_env()?).await)
+}
+
+/// Both adapters from the usual configuration chain with these retries
+/// and timeouts.
+pub async fn clients_with(settings: &CallSettings) -> (SageMakerStore, CloudWatchSource) {
     let config = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::adaptive().with_max_attempts(max_attempts))
+        .retry_config(settings.retry_config())
+        .timeout_config(settings.timeout_config())
         .load()
         .await;
     clients_from_config(&config)

@@ -1,8 +1,10 @@
-//! `clients_from_env` honours the endpoint variables. This binary holds one
-//! test on purpose: it changes the process environment, which no other test
-//! may read at the same time.
+//! `clients_from_env` honours the endpoint variables and the retry and
+//! timeout settings. This binary holds one test on purpose: it changes the
+//! process environment, which no other test may read at the same time.
 
 use aws_smithy_types::retry::RetryMode;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -100,7 +102,7 @@ async fn endpoint_variables_route_each_service() {
     std::env::set_var("AWS_ENDPOINT_URL_SAGEMAKER", &sagemaker.url);
     std::env::set_var("AWS_ENDPOINT_URL_CLOUDWATCH", &cloudwatch.url);
 
-    let (store, source) = clients_from_env().await;
+    let (store, source) = clients_from_env().await.expect("usable settings");
     one_call_each(&store, &source)
         .await
         .expect("both calls reach local servers");
@@ -129,14 +131,29 @@ async fn endpoint_variables_route_each_service() {
         "signed with the environment's credentials and region: {:?}",
         sm[0].header("authorization")
     );
-    assert_eq!(
-        store.client().config().retry_config().map(|r| r.mode()),
-        Some(RetryMode::Adaptive)
-    );
-    assert_eq!(
-        source.client().config().retry_config().map(|r| r.mode()),
-        Some(RetryMode::Adaptive)
-    );
+    // Standard retries with a short backoff and per-attempt and
+    // per-operation timeouts, on both clients.
+    for (retry, timeouts) in [
+        (
+            store.client().config().retry_config().cloned(),
+            store.client().config().timeout_config().cloned(),
+        ),
+        (
+            source.client().config().retry_config().cloned(),
+            source.client().config().timeout_config().cloned(),
+        ),
+    ] {
+        let retry = retry.expect("a retry config");
+        assert_eq!(retry.mode(), RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), 5);
+        assert_eq!(retry.initial_backoff(), Duration::from_millis(200));
+        let timeouts = timeouts.expect("a timeout config");
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(30)));
+    }
 
     // 2. Without them, AWS_ENDPOINT_URL serves both services.
     let shared = Server::start(|request| {
@@ -152,7 +169,29 @@ async fn endpoint_variables_route_each_service() {
     std::env::remove_var("AWS_ENDPOINT_URL_SAGEMAKER");
     std::env::remove_var("AWS_ENDPOINT_URL_CLOUDWATCH");
 
-    let (store, source) = clients_from_env().await;
+    // The SDK's own variables win, each for what it names.
+    std::env::set_var("AWS_RETRY_MODE", "adaptive");
+    std::env::set_var("AWS_MAX_ATTEMPTS", "2");
+    std::env::set_var("SHADOWPILOT_ATTEMPT_TIMEOUT", "3s");
+    let (store, source) = clients_from_env().await.expect("usable settings");
+    let retry = store
+        .client()
+        .config()
+        .retry_config()
+        .cloned()
+        .expect("retry");
+    assert_eq!(
+        (retry.mode(), retry.max_attempts(), retry.initial_backoff()),
+        (RetryMode::Adaptive, 2, Duration::from_millis(200))
+    );
+    assert_eq!(
+        store
+            .client()
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout()),
+        Some(Duration::from_secs(3))
+    );
     one_call_each(&store, &source)
         .await
         .expect("both calls reach the shared server");
@@ -163,4 +202,12 @@ async fn endpoint_variables_route_each_service() {
         "the old servers saw nothing new"
     );
     assert_eq!(cloudwatch.requests().len(), 1);
+
+    // A bad value names its variable instead of being ignored.
+    std::env::set_var("AWS_MAX_ATTEMPTS", "many");
+    let error = clients_from_env().await.expect_err("refused");
+    assert!(
+        error.to_string().starts_with("AWS_MAX_ATTEMPTS=\"many\""),
+        "{error}"
+    );
 }

@@ -69,9 +69,10 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
         dry_run: config.force_dry_run || !apply,
         only: (!args.experiments.is_empty()).then_some(args.experiments),
     };
+    let calls = shadowpilot_aws::CallSettings::from_env()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let (store, metrics) = shadowpilot_aws::clients_from_env().await;
+        let (store, metrics) = shadowpilot_aws::clients_with(&calls).await;
         let now = chrono::Utc::now();
         Controller::new(&store, &metrics, &policies)
             .run_tick(&options, now, schedule.next_tick_after(now))

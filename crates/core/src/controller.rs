@@ -39,7 +39,7 @@ pub enum TickError {
 pub const DEFAULT_DESCRIBE_CONCURRENCY: usize = 8;
 
 /// Experiments written at once; SageMaker's write limits are lower than its
-/// read limits, and adaptive retry absorbs any throttling.
+/// read limits, and the adapters retry a throttled call with backoff.
 const APPLY_CONCURRENCY: usize = 4;
 
 pub struct Controller<'a> {

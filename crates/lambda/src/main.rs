@@ -39,6 +39,8 @@ async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
     let policies = config
         .load_policies()
         .context("the function cannot start")?;
-    let (store, metrics) = shadowpilot_aws::clients_from_env().await;
+    let (store, metrics) = shadowpilot_aws::clients_from_env()
+        .await
+        .context("the function cannot start")?;
     Ok(App::new(store, metrics, policies, &config, schedule))
 }
