@@ -60,7 +60,8 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
     let expression = args.schedule.with_context(|| {
         format!("set --schedule or {SCHEDULE_VAR} to the expression the function runs on, e.g. rate(10 minutes)")
     })?;
-    let schedule = Schedule::parse(&expression)?;
+    let schedule =
+        Schedule::parse(&expression).with_context(|| format!("--schedule (or {SCHEDULE_VAR})"))?;
     let policies = load_policies(args.policies.as_deref().or(config.policies_path.as_deref()))?;
     if apply && config.force_dry_run {
         eprintln!("note: SHADOWPILOT_DRY_RUN=true overrides --apply; nothing will be written");

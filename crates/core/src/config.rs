@@ -15,7 +15,7 @@ pub enum ConfigError {
     DryRun { value: String },
     #[error("{SCHEDULE_VAR} is not set: it must hold the schedule expression the function runs on, e.g. rate(10 minutes)")]
     MissingSchedule,
-    #[error("{SCHEDULE_VAR} is not usable")]
+    #[error("{SCHEDULE_VAR}")]
     Schedule(#[source] ScheduleError),
     #[error("policies could not be loaded")]
     Policies(#[source] PolicyError),

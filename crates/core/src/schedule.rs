@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    #[error("schedule expression {expression:?} is neither rate(...) nor cron(...)")]
+    #[error("{expression}: neither rate(...) nor cron(...), e.g. rate(10 minutes) or cron(0/15 * * * ? *)")]
     UnknownForm { expression: String },
-    #[error("schedule expression {expression:?}: {problem}")]
+    #[error("{expression}: {problem}")]
     Invalid { expression: String, problem: String },
 }
 
@@ -180,6 +180,9 @@ pub(crate) fn parse_eventbridge_cron(
             ));
         }
     }
+    for (field, spec) in fields.iter().zip(&CRON_FIELDS) {
+        check_cron_field(field, spec).map_err(|problem| invalid(expression, problem))?;
+    }
     if fields[2] != "?" && fields[4] != "?" {
         return Err(invalid(
             expression,
@@ -188,6 +191,122 @@ pub(crate) fn parse_eventbridge_cron(
     }
     cron::Schedule::from_str(&format!("0 {}", fields.join(" ")))
         .map_err(|error| invalid(expression, error.to_string()))
+}
+
+/// One field of an EventBridge cron: its name in messages, its range and
+/// the names it takes.
+struct CronField {
+    name: &'static str,
+    low: u32,
+    high: u32,
+    names: &'static [&'static str],
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+const CRON_FIELDS: [CronField; 6] = [
+    CronField {
+        name: "minute",
+        low: 0,
+        high: 59,
+        names: &[],
+    },
+    CronField {
+        name: "hour",
+        low: 0,
+        high: 23,
+        names: &[],
+    },
+    CronField {
+        name: "day-of-month",
+        low: 1,
+        high: 31,
+        names: &[],
+    },
+    CronField {
+        name: "month",
+        low: 1,
+        high: 12,
+        names: &MONTHS,
+    },
+    CronField {
+        name: "day-of-week",
+        low: 1,
+        high: 7,
+        names: &WEEKDAYS,
+    },
+    CronField {
+        name: "year",
+        low: 1970,
+        high: 2199,
+        names: &[],
+    },
+];
+
+/// Every value, range end and step of a field within its range, so a
+/// mistake is named in EventBridge's terms (`minute 61 is out of range
+/// 0-59`) rather than the cron crate's.
+fn check_cron_field(field: &str, spec: &CronField) -> Result<(), String> {
+    let value = |text: &str| -> Result<u32, String> {
+        let upper = text.to_ascii_uppercase();
+        if let Some(index) = spec.names.iter().position(|name| *name == upper) {
+            return Ok(spec.low + index as u32);
+        }
+        let number: u32 = text.parse().map_err(|_| {
+            format!(
+                "{} {text:?} is neither a number from {} to {}{}",
+                spec.name,
+                spec.low,
+                spec.high,
+                if spec.names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" nor one of {}", spec.names.join(", "))
+                }
+            )
+        })?;
+        if !(spec.low..=spec.high).contains(&number) {
+            return Err(format!(
+                "{} {number} is out of range {}-{}",
+                spec.name, spec.low, spec.high
+            ));
+        }
+        Ok(number)
+    };
+    for item in field.split(',') {
+        let (base, step) = match item.split_once('/') {
+            Some((base, step)) => (base, Some(step)),
+            None => (item, None),
+        };
+        if let Some(step) = step {
+            let size = spec.high - spec.low + 1;
+            match step.parse::<u32>() {
+                Ok(step) if (1..=size).contains(&step) => {}
+                _ => {
+                    return Err(format!(
+                        "{} step {step:?} must be a whole number from 1 to {size}",
+                        spec.name
+                    ))
+                }
+            }
+        }
+        match base {
+            "*" | "?" => {}
+            _ => match base.split_once('-') {
+                Some((from, to)) => {
+                    value(from)?;
+                    value(to)?;
+                }
+                None => {
+                    value(base)?;
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Month and weekday names (JUL, WED) contain letters the L/W/# guard must
@@ -295,5 +414,63 @@ mod tests {
         assert!(window.is_open(at(2026, 11, 23, 16, 59)));
         assert!(!window.is_open(at(2026, 11, 23, 17, 0)));
         assert!(!window.is_open(at(2026, 11, 22, 12, 0)), "Sunday is closed");
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_fields_are_named_in_eventbridge_terms() {
+        let cases = [
+            (
+                "cron(61 25 * * ? *)",
+                "cron(61 25 * * ? *): minute 61 is out of range 0-59",
+            ),
+            (
+                "cron(0 25 * * ? *)",
+                "cron(0 25 * * ? *): hour 25 is out of range 0-23",
+            ),
+            ("cron(0 8 32 * ? *)", "day-of-month 32 is out of range 1-31"),
+            ("cron(0 8 ? 13 MON *)", "month 13 is out of range 1-12"),
+            ("cron(0 8 ? * 8 *)", "day-of-week 8 is out of range 1-7"),
+            (
+                "cron(0 8 ? * FUN *)",
+                "day-of-week \"FUN\" is neither a number from 1 to 7 nor one of SUN, MON",
+            ),
+            (
+                "cron(0/0 * * * ? *)",
+                "minute step \"0\" must be a whole number from 1 to 60",
+            ),
+            ("cron(0 8-30 * * ? *)", "hour 30 is out of range 0-23"),
+            (
+                "cron(0 8 * * ? 1969)",
+                "year 1969 is out of range 1970-2199",
+            ),
+            (
+                "every minute",
+                "every minute: neither rate(...) nor cron(...)",
+            ),
+        ];
+        for (expression, expected) in cases {
+            let error = Schedule::parse(expression)
+                .expect_err(expression)
+                .to_string();
+            assert!(error.contains(expected), "{expression}: {error}");
+        }
+        for valid in [
+            "cron(0/15 8-17 ? * MON-FRI *)",
+            "cron(0,30 8 ? JAN-MAR 2-6 2026-2030)",
+            "cron(59 23 31 12 ? 2099)",
+            "cron(59 23 ? 12 SAT 2100)",
+            "cron(0 8 ? * sun *)",
+        ] {
+            assert!(
+                Schedule::parse(valid).is_ok(),
+                "{valid}: {:?}",
+                Schedule::parse(valid).err()
+            );
+        }
     }
 }

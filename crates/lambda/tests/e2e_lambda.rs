@@ -256,7 +256,7 @@ fn warm_container_serves_a_retried_tick_without_writing_twice() {
 
 #[test]
 fn without_a_valid_configuration_the_function_exits_during_init() {
-    let cases: [(&str, Option<&str>, &str); 3] = [
+    let cases: [(&str, Option<&str>, &str); 4] = [
         (
             "SHADOWPILOT_SCHEDULE",
             None,
@@ -268,6 +268,11 @@ fn without_a_valid_configuration_the_function_exits_during_init() {
             "uses L, W or #",
         ),
         ("SHADOWPILOT_DRY_RUN", Some("yes"), "must be true or false"),
+        (
+            "SHADOWPILOT_SCHEDULE",
+            Some("cron(61 25 * * ? *)"),
+            "SHADOWPILOT_SCHEDULE: cron(61 25 * * ? *): minute 61 is out of range 0-59",
+        ),
     ];
     for (variable, value, expected) in cases {
         let aws = FakeAws::start(vec![FakeExperiment::new("fraud-shadow")]);
@@ -285,9 +290,12 @@ fn without_a_valid_configuration_the_function_exits_during_init() {
 
         assert!(!status.success(), "{variable}={value:?}: exit {status:?}");
         let stderr = function.stderr().join("\n");
+        // The log line (stdout) has the cause on one line; stderr has the
+        // runtime's exit error with the causes listed.
+        let logged = function.stdout().join("\n");
         assert!(
-            stderr.contains("Error: ") && stderr.contains(expected),
-            "{variable}={value:?}: {stderr}"
+            stderr.contains("Error: ") && (logged.contains(expected) || stderr.contains(expected)),
+            "{variable}={value:?}: {stderr}\n{logged}"
         );
         // It exits before the runtime client exists: no /init/error post,
         // no poll for work, no AWS call. Lambda reports such an init as

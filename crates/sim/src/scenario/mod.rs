@@ -280,7 +280,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            error.contains("x.yaml: schedule: schedule expression \"every minute\""),
+            error.contains("x.yaml: schedule: every minute: neither rate(...) nor cron(...)"),
             "{error}"
         );
     }
