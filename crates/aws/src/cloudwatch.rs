@@ -15,20 +15,27 @@
 //!   a minute without traffic has no datapoint, and zero would be a lie.
 //! - StatusCode `PartialData` means "more on the next page"; pages are
 //!   followed and merged per query. A query still partial after the last
-//!   page fails the fetch. CloudWatch also pages a call whose answer would
-//!   pass 100,800 datapoints, so series of many periods need no batching of
-//!   their own.
-//! - StatusCode `InternalError`, `Forbidden` or one CloudWatch added later,
-//!   and any `Messages` entry (per query or for the whole call), fail the
-//!   fetch with [`MetricError::Service`] whose source is a
-//!   [`GetMetricDataProblem`] naming the query, status and messages.
-//!   CloudWatch documents messages as "as much of the operation as possible
-//!   was still executed", so the data may be incomplete; a judge fed
-//!   incomplete data could pass a shadow on evidence that is not there,
-//!   while a failed fetch only costs one tick without writes.
+//!   page is that query's error. CloudWatch also pages a call whose answer
+//!   would pass 100,800 datapoints, so series of many periods need no
+//!   batching of their own.
+//! - Answers are read per query: StatusCode `InternalError`, `Forbidden` or
+//!   one CloudWatch added later, a `Messages` entry on the query, or values
+//!   that do not fit its timestamps make that query's answer an error
+//!   ([`MetricError::Service`] whose source is a [`GetMetricDataProblem`]
+//!   naming the query, status and messages), so only the experiment it
+//!   belongs to goes without measurements. CloudWatch documents messages as
+//!   "as much of the operation as possible was still executed": a judge fed
+//!   that query's incomplete data could pass a shadow on evidence that is
+//!   not there.
+//! - A failed call (the SDK's error after its retries, or an answer naming
+//!   no query or one never asked) is the error of every query of that call.
+//! - `Messages` on the call itself name no query and may concern any of
+//!   them: they fail the whole fetch, and every experiment of the round is
+//!   judged without measurements.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,7 +48,7 @@ use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::metrics::{
     SageMakerMetric, Series, SeriesQuery, Statistic, VariantRole, Window,
 };
-use shadowpilot_core::ports::{MetricError, MetricSource};
+use shadowpilot_core::ports::{MetricError, MetricSource, SeriesAnswer};
 
 /// Where SageMaker publishes endpoint metrics.
 const NAMESPACE: &str = "AWS/SageMaker";
@@ -120,6 +127,14 @@ impl fmt::Display for CloudWatchMessages {
     }
 }
 
+/// What a call's failure spoils.
+enum CallFailure {
+    /// Messages on the call itself: every answer of the round is in doubt.
+    Round(MetricError),
+    /// The call's own queries.
+    Call(MetricError),
+}
+
 /// A query as it goes out, and where its answer goes back to.
 struct Outgoing {
     /// Position in the fetched slice.
@@ -130,19 +145,33 @@ struct Outgoing {
 
 #[async_trait]
 impl MetricSource for CloudWatchSource {
-    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
         // Experiments changed recently have windows of their own, so a tick
         // can need several calls; a few at once keep the tick short while
         // staying far below GetMetricData's ~50 calls per second.
         let results: Vec<_> = stream::iter(calls(queries)?)
-            .map(|(window, batch)| async move { self.fetch_batch(window, &batch).await })
+            .map(|(window, batch)| async move {
+                let indexes: Vec<usize> = batch.iter().map(|q| q.index).collect();
+                (indexes, self.fetch_batch(window, &batch).await)
+            })
             .buffer_unordered(CONCURRENT_CALLS)
             .collect()
             .await;
-        let mut answers = vec![Series::new(); queries.len()];
-        for result in results {
-            for (index, series) in result? {
-                answers[index] = series;
+        let mut answers: Vec<SeriesAnswer> = vec![Ok(Series::new()); queries.len()];
+        for (indexes, result) in results {
+            match result {
+                Ok(answered) => {
+                    for (index, answer) in answered {
+                        answers[index] = answer;
+                    }
+                }
+                Err(CallFailure::Round(error)) => return Err(error),
+                Err(CallFailure::Call(error)) => {
+                    let error = Arc::new(error);
+                    for index in indexes {
+                        answers[index] = Err(error.clone());
+                    }
+                }
             }
         }
         Ok(answers)
@@ -179,7 +208,7 @@ impl CloudWatchSource {
         &self,
         window: Window,
         batch: &[Outgoing],
-    ) -> Result<Vec<(usize, Series)>, MetricError> {
+    ) -> Result<Vec<(usize, SeriesAnswer)>, CallFailure> {
         let sdk_queries = batch.iter().map(|q| q.query.clone()).collect();
         let mut pages = self
             .client
@@ -205,16 +234,20 @@ impl CloudWatchSource {
         let mut page_count = 0;
         while let Some(page) = pages.next().await {
             page_count += 1;
-            let page = page.map_err(|err| MetricError::Service {
-                source: Box::new(err),
+            let page = page.map_err(|err| {
+                CallFailure::Call(MetricError::Service {
+                    source: Box::new(err),
+                })
             })?;
             if !page.messages().is_empty() {
-                return Err(problem(GetMetricDataProblem::CallMessages {
-                    messages: CloudWatchMessages::from_sdk(page.messages()),
-                }));
+                let messages = CloudWatchMessages::from_sdk(page.messages());
+                tracing::warn!(%messages, "GetMetricData answered with messages for the call");
+                return Err(CallFailure::Round(problem(
+                    GetMetricDataProblem::CallMessages { messages },
+                )));
             }
             for (index, result) in page.metric_data_results().iter().enumerate() {
-                merge_result(index, result, &mut merged)?;
+                merge_result(index, result, &mut merged).map_err(CallFailure::Call)?;
             }
         }
         // GetMetricData is billed per metric requested: worth seeing per tick.
@@ -226,16 +259,17 @@ impl CloudWatchSource {
             "GetMetricData"
         );
 
-        merged
+        Ok(merged
             .into_iter()
             .map(|(id, answer)| {
-                if answer.partial {
-                    Err(problem(GetMetricDataProblem::Incomplete { id }))
-                } else {
-                    Ok((answer.index, answer.points))
-                }
+                let result = match (answer.failed, answer.partial) {
+                    (Some(error), _) => Err(Arc::new(error)),
+                    (None, true) => Err(Arc::new(problem(GetMetricDataProblem::Incomplete { id }))),
+                    (None, false) => Ok(answer.points),
+                };
+                (answer.index, result)
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -245,8 +279,14 @@ struct Answer {
     points: Series,
     /// The status of the last page that mentioned this query was PartialData.
     partial: bool,
+    /// The first problem with this query's answer; later pages cannot
+    /// repair it.
+    failed: Option<MetricError>,
 }
 
+/// Folds one result into its query's answer. `Err` only when the result
+/// cannot be attributed to a query; a problem with a known query is
+/// recorded on that query alone.
 fn merge_result(
     index: usize,
     result: &MetricDataResult,
@@ -257,7 +297,21 @@ fn merge_result(
     let answer = merged
         .get_mut(id)
         .ok_or_else(|| invalid(field("Id"), format!("{id:?} was not asked for")))?;
+    if answer.failed.is_some() {
+        return Ok(());
+    }
+    if let Err(error) = merge_into(answer, id, &field, result) {
+        answer.failed = Some(error);
+    }
+    Ok(())
+}
 
+fn merge_into(
+    answer: &mut Answer,
+    id: &str,
+    field: &dyn Fn(&str) -> String,
+    result: &MetricDataResult,
+) -> Result<(), MetricError> {
     match result.status_code() {
         Some(StatusCode::Complete) => answer.partial = false,
         Some(StatusCode::PartialData) => answer.partial = true,

@@ -35,7 +35,9 @@ use shadowpilot_core::metrics::{
     queries_for, MeasuredExperiment, SageMakerMetric, SeriesKey, SeriesQuery, Statistic,
     VariantRole, Window,
 };
-use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
+use shadowpilot_core::ports::{
+    ExperimentStore, MetricError, MetricSource, SeriesAnswer, StoreError,
+};
 use shadowpilot_core::report::ErrorKind;
 
 const NAME: &str = "churn-v2-shadow";
@@ -940,7 +942,7 @@ async fn eleven_hundred_queries_of_one_window_take_three_calls() {
     assert_eq!(series.len(), 1_100);
     for (position, answered) in series.iter().enumerate() {
         assert_eq!(
-            answered.iter().collect::<Vec<_>>(),
+            ok(answered).iter().collect::<Vec<_>>(),
             vec![(&w.start, &(position as f64))],
             "the answer to query {position} is its own"
         );
@@ -1005,7 +1007,7 @@ async fn two_windows_are_two_calls_with_their_own_times() {
     assert_eq!(endpoints_seen, vec!["endpoint-0", "endpoint-1"]);
     for (position, (query, answered)) in queries.iter().zip(&series).enumerate() {
         assert_eq!(
-            answered.iter().collect::<Vec<_>>(),
+            ok(answered).iter().collect::<Vec<_>>(),
             vec![(&query.window.start, &(position as f64))]
         );
     }
@@ -1132,7 +1134,7 @@ async fn next_token_pages_are_merged_per_query_and_silent_queries_stay_empty() {
 
     assert_eq!((page_1.num_calls(), page_2.num_calls()), (1, 1));
     assert_eq!(series.len(), 3);
-    let busy: Vec<(DateTime<Utc>, f64)> = series[0].iter().map(|(t, v)| (*t, *v)).collect();
+    let busy: Vec<(DateTime<Utc>, f64)> = ok(&series[0]).iter().map(|(t, v)| (*t, *v)).collect();
     assert_eq!(
         busy,
         vec![
@@ -1142,22 +1144,31 @@ async fn next_token_pages_are_merged_per_query_and_silent_queries_stay_empty() {
             (at("2025-03-02T10:04:00Z"), 7.0),
         ]
     );
-    assert!(series[1].is_empty(), "no datapoints is empty, not zero");
-    assert!(series[2].is_empty(), "never mentioned is empty too");
+    assert!(
+        ok(&series[1]).is_empty(),
+        "no datapoints is empty, not zero"
+    );
+    assert!(ok(&series[2]).is_empty(), "never mentioned is empty too");
 }
 
 #[tokio::test]
 async fn no_queries_make_no_call() {
     // No rule at all: any call would panic in the mock.
     let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, []));
-    assert_eq!(source.fetch(&[]).await.expect("nothing to fetch"), vec![]);
+    assert!(source
+        .fetch(&[])
+        .await
+        .expect("nothing to fetch")
+        .is_empty());
 }
 
 /// The ids the adapter gives the two queries of `fetch_answered_with`.
 const A: &str = "q0_s_inv_sum";
 const B: &str = "q1_s_e5xx_sum";
 
-async fn fetch_answered_with(output: GetMetricDataOutput) -> MetricError {
+async fn fetch_answered_with(
+    output: GetMetricDataOutput,
+) -> Result<Vec<SeriesAnswer>, MetricError> {
     let w = window("2025-03-02T10:00:00Z", "2025-03-02T10:05:00Z");
     let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
         .match_requests(|req| {
@@ -1172,7 +1183,26 @@ async fn fetch_answered_with(output: GetMetricDataOutput) -> MetricError {
             simple_query(SageMakerMetric::Invocation5XXErrors, w),
         ])
         .await
-        .expect_err("the answer is unusable")
+}
+
+/// The two answers, when the round as a whole was usable.
+async fn answers_with(output: GetMetricDataOutput) -> Vec<SeriesAnswer> {
+    fetch_answered_with(output)
+        .await
+        .expect("the round as a whole is usable")
+}
+
+fn ok(answer: &SeriesAnswer) -> &shadowpilot_core::metrics::Series {
+    answer
+        .as_ref()
+        .unwrap_or_else(|error| panic!("expected an answer, got {error:?}"))
+}
+
+fn failed(answer: &SeriesAnswer) -> &MetricError {
+    match answer {
+        Err(error) => error,
+        Ok(series) => panic!("expected an error, got {series:?}"),
+    }
 }
 
 fn problem_of(err: &MetricError) -> &GetMetricDataProblem {
@@ -1187,9 +1217,9 @@ fn message(code: &str, value: &str) -> MessageData {
 }
 
 #[tokio::test]
-async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
+async fn forbidden_and_internal_error_fail_only_their_query() {
     for status in [StatusCode::Forbidden, StatusCode::InternalError] {
-        let err = fetch_answered_with(
+        let answers = answers_with(
             GetMetricDataOutput::builder()
                 .metric_data_results(complete(A, &[("2025-03-02T10:00:00Z", 1.0)]))
                 .metric_data_results(
@@ -1202,6 +1232,7 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
                 .build(),
         )
         .await;
+        assert_eq!(ok(&answers[0]).len(), 1, "the other query is answered");
         let expected = GetMetricDataProblem::QueryFailed {
             id: B.into(),
             status: status.as_str().into(),
@@ -1210,7 +1241,7 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
                 "cross-account access".into(),
             )]),
         };
-        assert_eq!(problem_of(&err), &expected);
+        assert_eq!(problem_of(failed(&answers[1])), &expected);
         assert_eq!(
             expected.to_string(),
             format!(
@@ -1222,8 +1253,8 @@ async fn forbidden_and_internal_error_fail_the_fetch_naming_the_query() {
 }
 
 #[tokio::test]
-async fn messages_fail_the_fetch() {
-    let err = fetch_answered_with(
+async fn a_query_s_messages_fail_that_query_and_the_call_s_fail_the_round() {
+    let answers = answers_with(
         GetMetricDataOutput::builder()
             .metric_data_results(
                 MetricDataResult::builder()
@@ -1236,16 +1267,18 @@ async fn messages_fail_the_fetch() {
     )
     .await;
     assert!(matches!(
-        problem_of(&err),
+        problem_of(failed(&answers[0])),
         GetMetricDataProblem::QueryMessages { id, .. } if id == A
     ));
+    assert!(ok(&answers[1]).is_empty(), "never mentioned: no datapoints");
 
     let err = fetch_answered_with(
         GetMetricDataOutput::builder()
             .messages(message("MaxMetricsExceeded", "too many metrics"))
             .build(),
     )
-    .await;
+    .await
+    .expect_err("messages on the call spoil the round");
     assert_eq!(
         problem_of(&err).to_string(),
         "GetMetricData answered with messages, so some queries may be incomplete: MaxMetricsExceeded: too many metrics"
@@ -1253,8 +1286,8 @@ async fn messages_fail_the_fetch() {
 }
 
 #[tokio::test]
-async fn partial_data_without_a_next_page_fails_the_fetch() {
-    let err = fetch_answered_with(
+async fn partial_data_without_a_next_page_fails_that_query() {
+    let answers = answers_with(
         GetMetricDataOutput::builder()
             .metric_data_results(
                 MetricDataResult::builder()
@@ -1266,13 +1299,15 @@ async fn partial_data_without_a_next_page_fails_the_fetch() {
     )
     .await;
     assert_eq!(
-        problem_of(&err),
+        problem_of(failed(&answers[0])),
         &GetMetricDataProblem::Incomplete { id: A.into() }
     );
+    assert!(ok(&answers[1]).is_empty());
 }
 
 #[tokio::test]
 async fn malformed_results_are_invalid_responses() {
+    // (result, field, problem, whether it names a query of the call)
     let cases = [
         (
             MetricDataResult::builder()
@@ -1282,6 +1317,7 @@ async fn malformed_results_are_invalid_responses() {
                 .build(),
             "MetricDataResults[0].Values",
             "0 values for 1 timestamps of q0_s_inv_sum",
+            true,
         ),
         (
             MetricDataResult::builder()
@@ -1290,6 +1326,7 @@ async fn malformed_results_are_invalid_responses() {
                 .build(),
             "MetricDataResults[0].Id",
             "\"zzz\" was not asked for",
+            false,
         ),
         (
             MetricDataResult::builder()
@@ -1297,21 +1334,23 @@ async fn malformed_results_are_invalid_responses() {
                 .build(),
             "MetricDataResults[0].Id",
             "missing",
+            false,
         ),
         (
             MetricDataResult::builder().id(A).build(),
             "MetricDataResults[0].StatusCode",
             "missing for q0_s_inv_sum",
+            true,
         ),
     ];
-    for (result, field, problem) in cases {
-        let err = fetch_answered_with(
+    for (result, field, problem, names_a_query) in cases {
+        let answers = answers_with(
             GetMetricDataOutput::builder()
                 .metric_data_results(result)
                 .build(),
         )
         .await;
-        match err {
+        match failed(&answers[0]) {
             MetricError::InvalidResponse {
                 field: f,
                 problem: p,
@@ -1321,6 +1360,8 @@ async fn malformed_results_are_invalid_responses() {
             }
             other => panic!("expected InvalidResponse, got {other:?}"),
         }
+        // A result that names no query of the call spoils the whole call.
+        assert_eq!(answers[1].is_err(), !names_a_query, "{field}: {problem}");
     }
 }
 
@@ -1335,11 +1376,11 @@ async fn sdk_errors_keep_their_source() {
         )
     });
     let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, [&rule]));
-    let err = source
+    let answers = source
         .fetch(&[simple_query(SageMakerMetric::Invocations, w)])
         .await
-        .expect_err("the call fails");
-    let sdk = err
+        .expect("a failed call is its queries' error");
+    let sdk = failed(&answers[0])
         .source()
         .and_then(|s| {
             s.downcast_ref::<aws_sdk_cloudwatch::error::SdkError<

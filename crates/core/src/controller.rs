@@ -10,10 +10,12 @@ use futures::stream::{self, StreamExt};
 
 use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
 use crate::judge::{evidence_window, judge, Finding, Verdict};
-use crate::metrics::{queries_for, MeasuredExperiment, Measurements, Series, Window};
+use crate::metrics::{queries_for, MeasuredExperiment, Measurements, Window};
 use crate::plan::{next_write_opportunity, plan, write_blocked};
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
-use crate::ports::{ExperimentStore, MetricError, MetricFailure, MetricSource, StoreError};
+use crate::ports::{
+    ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
+};
 use crate::report::{
     Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, WriteOutcome,
 };
@@ -298,8 +300,9 @@ impl<'a> Controller<'a> {
         }
     }
 
-    /// One batch of queries for every judgeable experiment; a CloudWatch
-    /// failure leaves each of them without measurements.
+    /// One batch of queries for every judgeable experiment. A failed query
+    /// leaves its experiment without measurements; a failure of the whole
+    /// round leaves every one of them so.
     async fn measure(
         &self,
         judgeable: &[Judgeable<'_>],
@@ -319,7 +322,7 @@ impl<'a> Controller<'a> {
             ));
             ranges.push(Some(first..all_queries.len()));
         }
-        let answered: Result<Vec<Series>, MetricFailure> = if all_queries.is_empty() {
+        let answered: Result<Vec<SeriesAnswer>, MetricFailure> = if all_queries.is_empty() {
             Ok(Vec::new())
         } else {
             match self.metrics.fetch(&all_queries).await {
@@ -338,9 +341,16 @@ impl<'a> Controller<'a> {
             .map(|range| match (&answered, range) {
                 (Err(failure), _) => Err(failure.clone()),
                 (Ok(_), None) => Ok(Measurements::default()),
-                (Ok(series), Some(range)) => Ok(Measurements::collect(
-                    all_queries[range.clone()].iter().zip(&series[range]),
-                )),
+                (Ok(answers), Some(range)) => {
+                    let mut series = Vec::with_capacity(range.len());
+                    for answer in &answers[range.clone()] {
+                        match answer {
+                            Ok(answered) => series.push(answered),
+                            Err(error) => return Err(MetricFailure(error.clone())),
+                        }
+                    }
+                    Ok(Measurements::collect(all_queries[range].iter().zip(series)))
+                }
             })
             .collect()
     }

@@ -63,6 +63,9 @@ pub enum MetricError {
     Misaligned { asked: usize, answered: usize },
 }
 
+/// One query's answer; an error may be shared by the queries of one call.
+pub type SeriesAnswer = Result<Series, Arc<MetricError>>;
+
 /// One failure of the metric source, shared by every experiment it left
 /// without measurements; the error and its causes are kept.
 #[derive(Debug, Clone)]
@@ -88,9 +91,12 @@ pub trait ExperimentStore: Send + Sync {
 /// Where metric series come from: CloudWatch GetMetricData, or the simulator.
 #[async_trait]
 pub trait MetricSource: Send + Sync {
-    /// Answers every query, index-aligned: the `i`-th series answers the
-    /// `i`-th query, so the result is exactly as long as `queries`. A period
+    /// Answers every query, index-aligned: the `i`-th answer is the `i`-th
+    /// query's, so the result is exactly as long as `queries`. A period
     /// without datapoints is absent from its series, never a zero; a query
-    /// with none at all comes back as an empty series.
-    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError>;
+    /// with none at all comes back as an empty series. A problem with one
+    /// query (or one call's queries) is that answer's error, so it costs
+    /// only the experiments it belongs to; `Err` is for what spoils every
+    /// answer of the round.
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError>;
 }

@@ -628,7 +628,7 @@ async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ram
         async fn fetch(
             &self,
             _: &[shadowpilot_core::metrics::SeriesQuery],
-        ) -> Result<Vec<shadowpilot_core::metrics::Series>, shadowpilot_core::ports::MetricError>
+        ) -> Result<Vec<shadowpilot_core::ports::SeriesAnswer>, shadowpilot_core::ports::MetricError>
         {
             Err(shadowpilot_core::ports::MetricError::InvalidResponse {
                 field: "MetricDataResults".into(),
@@ -665,7 +665,7 @@ async fn a_metric_source_answering_fewer_series_than_asked_judges_nothing() {
         async fn fetch(
             &self,
             queries: &[shadowpilot_core::metrics::SeriesQuery],
-        ) -> Result<Vec<shadowpilot_core::metrics::Series>, shadowpilot_core::ports::MetricError>
+        ) -> Result<Vec<shadowpilot_core::ports::SeriesAnswer>, shadowpilot_core::ports::MetricError>
         {
             let mut series = self.0.fetch(queries).await?;
             series.pop();
@@ -697,4 +697,49 @@ async fn a_metric_source_answering_fewer_series_than_asked_judges_nothing() {
         store.updates().is_empty(),
         "healthy, but nothing to stand on"
     );
+}
+
+#[tokio::test]
+async fn a_failed_query_costs_only_the_experiment_it_belongs_to() {
+    /// CloudWatch answering one experiment's p99 with a message.
+    struct OneQueryFails(FakeMetrics);
+    #[async_trait::async_trait]
+    impl shadowpilot_core::ports::MetricSource for OneQueryFails {
+        async fn fetch(
+            &self,
+            queries: &[shadowpilot_core::metrics::SeriesQuery],
+        ) -> Result<Vec<shadowpilot_core::ports::SeriesAnswer>, shadowpilot_core::ports::MetricError>
+        {
+            let mut answers = self.0.fetch(queries).await?;
+            for (query, answer) in queries.iter().zip(&mut answers) {
+                if query.experiment.name == "broken"
+                    && query.metric == shadowpilot_core::metrics::SageMakerMetric::ModelLatency
+                {
+                    *answer = Err(std::sync::Arc::new(
+                        shadowpilot_core::ports::MetricError::InvalidResponse {
+                            field: "MetricDataResults[3].Messages".into(),
+                            problem: "ArithmeticError".into(),
+                        },
+                    ));
+                }
+            }
+            Ok(answers)
+        }
+    }
+    let policies = builtin_policies().unwrap();
+    let now = t0() + Duration::hours(3);
+    let store = FakeStore::new([experiment("broken", 5), experiment("fine", 5)]);
+    store.set_now(now);
+    let metrics = OneQueryFails(FakeMetrics::new(Profile::healthy(), Profile::healthy()));
+    let report = Controller::new(&store, &metrics, &policies)
+        .run_tick(&live(), now, now + Duration::minutes(TICK))
+        .await
+        .unwrap();
+    let by_name = |name: &str| report.experiments.iter().find(|e| e.name == name).unwrap();
+    assert_eq!(by_name("broken").verdict(), VerdictKind::Inconclusive);
+    assert_eq!(by_name("broken").error_kind(), Some(ErrorKind::Metrics));
+    assert_eq!(by_name("fine").verdict(), VerdictKind::Pass);
+    assert!(by_name("fine").applied());
+    let written: Vec<String> = store.updates().into_iter().map(|(_, u)| u.name).collect();
+    assert_eq!(written, ["fine"]);
 }

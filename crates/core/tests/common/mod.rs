@@ -11,7 +11,9 @@ use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, POLICY_TAG,
 };
 use shadowpilot_core::metrics::{SageMakerMetric, Series, SeriesQuery, Statistic};
-use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
+use shadowpilot_core::ports::{
+    ExperimentStore, MetricError, MetricSource, SeriesAnswer, StoreError,
+};
 
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap()
@@ -227,7 +229,7 @@ impl FakeMetrics {
 
 #[async_trait]
 impl MetricSource for FakeMetrics {
-    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
         self.calls.lock().unwrap().push(queries.to_vec());
         let profiles = self.profiles.lock().unwrap();
         Ok(queries
@@ -264,6 +266,7 @@ impl MetricSource for FakeMetrics {
                 series.insert(q.window.start, value);
                 series
             })
+            .map(Ok)
             .collect())
     }
 }

@@ -22,8 +22,10 @@ use sagemaker::SageMaker;
 use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate,
 };
-use shadowpilot_core::metrics::{Series, SeriesQuery};
-use shadowpilot_core::ports::{ExperimentStore, MetricError, MetricSource, StoreError};
+use shadowpilot_core::metrics::SeriesQuery;
+use shadowpilot_core::ports::{
+    ExperimentStore, MetricError, MetricSource, SeriesAnswer, StoreError,
+};
 use shadowpilot_core::schedule::chrono_duration;
 use traffic::Traffic;
 
@@ -166,10 +168,13 @@ impl ExperimentStore for SimWorld {
 
 #[async_trait]
 impl MetricSource for SimWorld {
-    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<Series>, MetricError> {
+    async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
         let mut guard = self.lock();
         let world = &mut *guard;
         let published = world.now - world.publish_delay;
+        // The simulated CloudWatch refuses a bad request whole and otherwise
+        // answers every query.
         cloudwatch::fetch(&mut world.traffic, &world.sagemaker, published, queries)
+            .map(|series| series.into_iter().map(Ok).collect())
     }
 }
