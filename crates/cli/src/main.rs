@@ -48,6 +48,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
+    /// Prints the JSON Schema of policy files (policies/policy.schema.json).
+    Schema,
     /// Validates policy files or directories; lists every problem.
     Check {
         #[arg(required = true)]
@@ -99,6 +101,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Check { paths },
         } => policy_check(&paths, cli.output),
+        Command::Policy {
+            command: PolicyCommand::Schema,
+        } => {
+            let schema = shadowpilot_core::policy::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate(args) => simulate(args, cli.output),
     }
 }

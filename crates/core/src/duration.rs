@@ -17,6 +17,15 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     })
 }
 
+/// How a duration is written in a policy or scenario, for its JSON Schema.
+#[derive(schemars::JsonSchema)]
+#[schemars(
+    rename = "Duration",
+    description = "A duration such as 30s, 90m, 2h, 7d or 2h 30m",
+    extend("pattern" = r"^\s*\d+\s*[a-z]+(\s*\d+\s*[a-z]+)*\s*$")
+)]
+pub struct Written(#[allow(dead_code)] String);
+
 /// `31d`, `2h 30m`, `45s`: how policies write durations, unlike humantime's
 /// months of 30.44 days.
 pub fn format(duration: Duration) -> String {

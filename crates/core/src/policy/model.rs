@@ -3,16 +3,19 @@ use std::fmt;
 use std::time::Duration;
 
 use globset::GlobSet;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{SageMakerMetric, SeriesKey, Statistic};
 use crate::schedule::CronWindow;
 
-/// A policy as written in YAML. Unknown fields are errors so that a typo
-/// never silently turns a check off. It is only ever read to be validated
-/// and compiled into a [`Policy`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A shadowpilot policy: which inference experiments it steers, how their
+/// shadow is judged, how sampling ramps and when the end time moves.
+/// Unknown fields are errors, so a typo never silently turns a check off.
+// Only ever read to be validated and compiled into a `Policy`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Policy")]
 pub(crate) struct PolicyDoc {
     pub name: String,
     #[serde(default)]
@@ -34,8 +37,10 @@ pub(crate) struct PolicyDoc {
     pub change_windows: Vec<ChangeWindowDoc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// Experiments a policy selects besides those whose tag names it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Selector")]
 pub(crate) struct SelectorDoc {
     /// Glob patterns on the experiment name.
     #[serde(default)]
@@ -45,10 +50,11 @@ pub(crate) struct SelectorDoc {
     pub endpoints: Vec<String>,
 }
 
-/// One limit on the shadow as written: exactly one of the three is allowed,
-/// which validation checks before it becomes a [`Check`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One limit on the shadow: set exactly one of max,
+/// max_ratio_to_production and max_above_production.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Check")]
 pub(crate) struct CheckDoc {
     pub metric: CheckMetric,
     #[serde(default)]
@@ -59,12 +65,15 @@ pub(crate) struct CheckDoc {
     pub max_above_production: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// When writes may happen: from each opening for `duration`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ChangeWindow")]
 pub(crate) struct ChangeWindowDoc {
     /// An EventBridge-style `cron(...)` (6 fields, UTC) marking each opening.
     pub cron: String,
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub duration: Duration,
 }
 
@@ -147,15 +156,17 @@ pub enum Limit {
     AboveProduction(f64),
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 // Fields left out take the values of `Default`, as the README documents.
 #[serde(default, deny_unknown_fields)]
 pub struct WindowSpec {
     /// How far back evidence is taken (never before the last change).
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub lookback: Duration,
     /// CloudWatch publishes a few minutes late; the newest minutes are left out.
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub publish_delay: Duration,
 }
 
@@ -168,7 +179,7 @@ impl Default for WindowSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 // Fields left out take the values of `Default`, as the README documents.
 #[serde(default, deny_unknown_fields)]
 pub struct Evidence {
@@ -194,7 +205,9 @@ impl Default for Evidence {
 }
 
 /// What a check measures on a variant, in the unit operators think in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckMetric {
     /// Invocation5XXErrors / Invocations, percent.
@@ -291,7 +304,7 @@ impl fmt::Display for Unit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFail {
     /// Down to the next step below the current percentage.
@@ -300,9 +313,10 @@ pub enum OnFail {
     Floor,
 }
 
-/// How sampling moves, as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// How sampling moves from step to step.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Ramp")]
 pub(crate) struct RampDoc {
     /// Increasing sampling percentages, each 1–100.
     pub steps: Vec<u8>,
@@ -311,6 +325,7 @@ pub(crate) struct RampDoc {
     pub max: Option<u8>,
     /// How long a percentage must have been in force before the next step up.
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub bake_time: Duration,
     #[serde(default = "default_on_fail")]
     pub on_fail: OnFail,
@@ -349,19 +364,22 @@ pub struct Ramp {
     pub on_fail: OnFail,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 // Fields left out take the values of `Default`, as the README documents.
 #[serde(default, deny_unknown_fields)]
 pub struct Extend {
     pub enabled: bool,
     /// Extend when the experiment would end before the next tick plus this.
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub margin: Duration,
     /// How much later each extension moves EndTime.
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub by: Duration,
     /// From StartTime; never more than AWS's 30 days.
     #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
     pub max_duration: Duration,
 }
 
