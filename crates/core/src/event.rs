@@ -34,6 +34,10 @@ pub enum EventError {
     },
     #[error("field experiments must name at least one experiment when present")]
     EmptyExperiments,
+    #[error(
+        "field experiments names {count} experiments; at most {MAX_NAMED_EXPERIMENTS} at once"
+    )]
+    TooManyExperiments { count: usize },
     #[error("field experiments[{index}]: {name:?} is not a valid inference experiment name (1–120 letters, digits and single hyphens)")]
     InvalidName { index: usize, name: String },
 }
@@ -48,6 +52,9 @@ fn describe(value: &Value) -> String {
         Value::Object(_) => "an object".into(),
     }
 }
+
+/// More names than this in one payload is a mistake, not a fleet.
+pub const MAX_NAMED_EXPERIMENTS: usize = 1000;
 
 /// The fields of an EventBridge scheduled event.
 const ENVELOPE_FIELDS: [&str; 9] = [
@@ -104,6 +111,9 @@ pub fn parse_event(event: &Value) -> Result<RunRequest, EventError> {
                 };
                 if items.is_empty() {
                     return Err(EventError::EmptyExperiments);
+                }
+                if items.len() > MAX_NAMED_EXPERIMENTS {
+                    return Err(EventError::TooManyExperiments { count: items.len() });
                 }
                 let mut names = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {

@@ -21,6 +21,9 @@ fn invalid(expression: &str, problem: impl Into<String>) -> ScheduleError {
     }
 }
 
+/// EventBridge caps a schedule expression at 256 characters.
+const MAX_EXPRESSION_BYTES: usize = 256;
+
 /// A parsed EventBridge schedule expression.
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -36,6 +39,14 @@ pub enum Schedule {
 
 impl Schedule {
     pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
+        if expression.len() > MAX_EXPRESSION_BYTES {
+            return Err(invalid(
+                &expression.chars().take(40).collect::<String>(),
+                format!(
+                    "longer than {MAX_EXPRESSION_BYTES} bytes, which no EventBridge expression is"
+                ),
+            ));
+        }
         let trimmed = expression.trim();
         if let Some(body) = trimmed
             .strip_prefix("rate(")
@@ -238,10 +249,12 @@ const CRON_FIELDS: [CronField; 6] = [
         high: 7,
         names: &WEEKDAYS,
     },
+    // EventBridge allows years to 2199; the cron crate that computes the
+    // ticks stops at 2100, and refusing here says so in plain terms.
     CronField {
         name: "year",
         low: 1970,
-        high: 2199,
+        high: 2100,
         names: &[],
     },
 ];
@@ -446,11 +459,19 @@ mod field_tests {
             ("cron(0 8-30 * * ? *)", "hour 30 is out of range 0-23"),
             (
                 "cron(0 8 * * ? 1969)",
-                "year 1969 is out of range 1970-2199",
+                "year 1969 is out of range 1970-2100",
+            ),
+            (
+                "cron(0 8 * * ? 2150)",
+                "year 2150 is out of range 1970-2100",
             ),
             (
                 "every minute",
                 "every minute: neither rate(...) nor cron(...)",
+            ),
+            (
+                &*format!("rate({} minutes)", "1".repeat(300)),
+                "longer than 256 bytes",
             ),
         ];
         for (expression, expected) in cases {

@@ -113,10 +113,40 @@ pub fn is_valid_aws_name(name: &str, max: usize) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
+/// Reads a file people write, refusing one larger than `max_bytes` before
+/// it is read whole: a stray multi-gigabyte file must be an error, not an
+/// out-of-memory.
+pub fn read_text(path: &std::path::Path, max_bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max_bytes as u64 + 1)
+        .read_to_string(&mut text)?;
+    if text.len() > max_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {max_bytes} bytes, the most read"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Parses YAML into `T`; a syntax or shape error becomes one problem whose
 /// message is the parser's first line (line, column and cause) without the
-/// source snippet that follows it.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(source: &str, text: &str) -> Result<T, Problem> {
+/// source snippet that follows it. Text over `max_bytes` is refused before
+/// parsing; the parser's own budgets bound depth and aliases.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    source: &str,
+    text: &str,
+    max_bytes: usize,
+) -> Result<T, Problem> {
+    if text.len() > max_bytes {
+        return Err(Problem {
+            source: source.to_string(),
+            field: String::new(),
+            message: format!("{} bytes is more than the {max_bytes} read", text.len()),
+        });
+    }
     serde_saphyr::from_str(text).map_err(|error| Problem {
         source: source.to_string(),
         field: String::new(),

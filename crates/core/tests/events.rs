@@ -98,6 +98,11 @@ fn rejected_inputs_name_the_field() {
         parse_event(&Value::Null),
         Err(EventError::NotAnObject { .. })
     ));
+    let names: Vec<String> = (0..=1000).map(|i| format!("e{i}")).collect();
+    assert_eq!(
+        parse_event(&serde_json::json!({ "experiments": names })),
+        Err(EventError::TooManyExperiments { count: 1001 })
+    );
 }
 
 fn app(force_dry_run: bool, store: FakeStore) -> App<FakeStore, FakeMetrics> {

@@ -25,6 +25,9 @@ const BUILTIN: [(&str, &str); 3] = [
     ),
 ];
 
+/// A policy is a page of YAML; this is far more than any needs.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
 /// One thing wrong with a policy, located by file and field.
 pub type PolicyProblem = Problem;
 
@@ -76,10 +79,11 @@ pub fn load_path(path: &Path) -> Result<PolicySet, PolicyError> {
     };
     let mut texts = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| PolicyError::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let text =
+            validation::read_text(&file, MAX_POLICY_BYTES).map_err(|source| PolicyError::Read {
+                path: file.clone(),
+                source,
+            })?;
         texts.push((file.display().to_string(), text));
     }
     if texts.is_empty() {
@@ -115,7 +119,7 @@ fn parse_all(texts: impl IntoIterator<Item = (String, String)>) -> Result<Policy
 /// Parses, validates and compiles one policy document; every problem is
 /// reported, not just the first.
 pub fn parse_policy(source: &str, text: &str) -> Result<Policy, PolicyError> {
-    let doc: PolicyDoc = validation::parse_yaml(source, text)
+    let doc: PolicyDoc = validation::parse_yaml(source, text, MAX_POLICY_BYTES)
         .map_err(|problem| PolicyError::from_problems(vec![problem]))?;
     let mut problems = Problems::new(source);
     let policy = compile(source, doc, &mut problems);
@@ -410,6 +414,27 @@ mod tests {
             );
         }
         assert!(parse_policy("p.yaml", VALID).is_ok());
+    }
+
+    #[test]
+    fn oversized_policies_are_refused_before_parsing() {
+        let text = format!("{VALID}description: \"{}\"\n", "x".repeat(MAX_POLICY_BYTES));
+        let error = parse_policy("big.yaml", &text).unwrap_err().to_string();
+        assert!(error.contains("big.yaml: "), "{error}");
+        assert!(
+            error.contains(&format!("is more than the {MAX_POLICY_BYTES} read")),
+            "{error}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("shadowpilot-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("big.yaml"), &text).unwrap();
+        let error = load_path(&dir).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let PolicyError::Read { source, .. } = error else {
+            panic!("expected a read error, got {error}");
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge);
     }
 
     #[test]

@@ -140,12 +140,17 @@ impl LatencyModel {
     }
 }
 
+/// A scenario is a few pages of YAML (`copies` makes fleets from one entry).
+pub const MAX_SCENARIO_BYTES: usize = 1024 * 1024;
+
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = validation::read_text(path, MAX_SCENARIO_BYTES).map_err(|source| {
+            ScenarioError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         Self::parse(&path.display().to_string(), &text)
     }
@@ -153,8 +158,10 @@ impl Scenario {
     /// Parses and validates scenario text; `source` names it in messages.
     pub fn parse(source: &str, text: &str) -> Result<Self, ScenarioError> {
         let doc: ScenarioDoc =
-            validation::parse_yaml(source, text).map_err(|problem| ScenarioError::Invalid {
-                problems: vec![problem],
+            validation::parse_yaml(source, text, MAX_SCENARIO_BYTES).map_err(|problem| {
+                ScenarioError::Invalid {
+                    problems: vec![problem],
+                }
             })?;
         let mut problems = Problems::new(source);
         let scenario = build(source, doc, &mut problems);
