@@ -287,14 +287,7 @@ fn untagged_is_skipped_and_regressed_ramps_down() {
     assert_eq!(fake.experiment("ranker-shadow").sampling, 10);
     assert_eq!(fake.experiment("fraud-shadow").sampling, 10);
     // Completed experiments are not even described.
-    let described: Vec<Value> = fake
-        .requests()
-        .iter()
-        .filter(|r| {
-            shadowpilot_testkit::fake_aws::operation(r) == "SageMaker.DescribeInferenceExperiment"
-        })
-        .map(|r| r.json()["Name"].clone())
-        .collect();
+    let described = fake.described_names();
     assert!(!described.contains(&json!("old-shadow")), "{described:?}");
     assert_eq!(fake.violations(), Vec::<String>::new());
 }

@@ -192,14 +192,7 @@ fn named_experiments_are_the_only_ones_read_and_written() {
     assert_eq!(entry(&report, "ranker-shadow")["applied"], true);
     let written: Vec<Value> = aws.updates().iter().map(|u| u["Name"].clone()).collect();
     assert_eq!(written, vec![json!("ranker-shadow")]);
-    let described: Vec<Value> = aws
-        .requests()
-        .iter()
-        .filter(|r| {
-            shadowpilot_testkit::fake_aws::operation(r) == "SageMaker.DescribeInferenceExperiment"
-        })
-        .map(|r| r.json()["Name"].clone())
-        .collect();
+    let described = aws.described_names();
     assert!(!described.contains(&json!("fraud-shadow")), "{described:?}");
     assert_eq!(aws.experiment("fraud-shadow").sampling, 5);
     function.kill();

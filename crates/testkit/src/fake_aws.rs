@@ -349,6 +349,15 @@ impl FakeAws {
             .collect()
     }
 
+    /// The names DescribeInferenceExperiment was asked for, in order.
+    pub fn described_names(&self) -> Vec<Value> {
+        self.requests()
+            .iter()
+            .filter(|r| operation(r) == "SageMaker.DescribeInferenceExperiment")
+            .map(|r| r.json()["Name"].clone())
+            .collect()
+    }
+
     /// Every GetMetricData request body, decoded from CBOR.
     pub fn metric_calls(&self) -> Vec<Value> {
         self.requests()
