@@ -10,6 +10,89 @@ use serde::{Deserialize, Serialize};
 pub const POLICY_TAG: &str = "shadowpilot:policy";
 /// The tag that freezes an experiment: judged and reported, never written.
 pub const HOLD_TAG: &str = "shadowpilot:hold";
+/// `<percentage>@<time>`: the sampling shadowpilot last set, and since when.
+/// EndTime extensions move LastModifiedTime; this does not move with them.
+pub const STEP_TAG: &str = "shadowpilot:step";
+/// Earlier steps, oldest first, as space-separated `<percentage>@<time>`:
+/// the whole-experiment latency sequence reads each at its own period.
+pub const STEPS_TAG: &str = "shadowpilot:steps";
+/// `<check>@<time>`: the latch a failed check leaves.
+pub const FAILED_TAG: &str = "shadowpilot:failed";
+/// `<time>`: where the whole-experiment sequence starts after a re-arm.
+pub const SINCE_TAG: &str = "shadowpilot:since";
+/// Every tag shadowpilot writes starts with this (IAM scopes AddTags and
+/// DeleteTags to it with `aws:TagKeys`).
+pub const TAG_PREFIX: &str = "shadowpilot:";
+/// AWS's limit on a tag value, in characters.
+pub const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// A time as shadowpilot writes it in tags: RFC 3339, whole seconds, `Z`.
+pub fn tag_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn parse_tag_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// One `<percentage>@<time>` value of the step tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepMark {
+    pub percentage: u8,
+    pub since: DateTime<Utc>,
+}
+
+impl StepMark {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (percentage, since) = raw.trim().split_once('@')?;
+        let percentage: u8 = percentage.parse().ok()?;
+        if !(1..=100).contains(&percentage) {
+            return None;
+        }
+        Some(Self {
+            percentage,
+            since: parse_tag_time(since)?,
+        })
+    }
+}
+
+impl fmt::Display for StepMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.percentage, tag_time(self.since))
+    }
+}
+
+/// The `<check>@<time>` value of the latch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedMark {
+    pub check: String,
+    pub at: DateTime<Utc>,
+}
+
+impl FailedMark {
+    /// A latch whose value cannot be read still latches (at an unknown
+    /// time): a person wrote or damaged it, and failing safe means down.
+    pub fn parse(raw: &str) -> Self {
+        match raw.trim().rsplit_once('@') {
+            Some((check, at)) => Self {
+                check: check.to_string(),
+                at: parse_tag_time(at).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            },
+            None => Self {
+                check: raw.trim().to_string(),
+                at: DateTime::<Utc>::MIN_UTC,
+            },
+        }
+    }
+}
+
+impl fmt::Display for FailedMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.check, tag_time(self.at))
+    }
+}
 
 /// Lifecycle states as SageMaker reports them. Unknown strings are kept so a
 /// new AWS status is reported instead of failing the whole tick.
@@ -93,6 +176,29 @@ pub struct Experiment {
 impl Experiment {
     pub fn policy_tag(&self) -> Option<&str> {
         self.tags.get(POLICY_TAG).map(String::as_str)
+    }
+
+    /// The step tag, when it parses.
+    pub fn step_mark(&self) -> Option<StepMark> {
+        self.tags.get(STEP_TAG).and_then(|raw| StepMark::parse(raw))
+    }
+
+    /// Earlier steps from the history tag, oldest first; unreadable entries
+    /// are left out.
+    pub fn step_history(&self) -> Vec<StepMark> {
+        self.tags
+            .get(STEPS_TAG)
+            .map(|raw| raw.split_whitespace().filter_map(StepMark::parse).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn failed_mark(&self) -> Option<FailedMark> {
+        self.tags.get(FAILED_TAG).map(|raw| FailedMark::parse(raw))
+    }
+
+    /// The re-arm time, when it parses.
+    pub fn since(&self) -> Option<DateTime<Utc>> {
+        self.tags.get(SINCE_TAG).and_then(|raw| parse_tag_time(raw))
     }
 
     pub fn is_held(&self) -> bool {

@@ -2,6 +2,7 @@
 //! adapters, the simulator and the test fakes implement them; nothing else
 //! talks to SageMaker or CloudWatch.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,6 +87,13 @@ pub trait ExperimentStore: Send + Sync {
     /// Describe plus tags, as one model.
     async fn describe(&self, name: &str) -> Result<Experiment, StoreError>;
     async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError>;
+    /// SageMaker AddTags on the experiment's ARN: sets (adds or overwrites)
+    /// these tags and leaves the others alone.
+    async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>)
+        -> Result<(), StoreError>;
+    /// SageMaker DeleteTags on the experiment's ARN; a key that is not there
+    /// is not an error.
+    async fn delete_tags(&self, arn: &str, keys: &BTreeSet<String>) -> Result<(), StoreError>;
 }
 
 /// Where metric series come from: CloudWatch GetMetricData, or the simulator.
