@@ -8,10 +8,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
+use crate::evidence::{count_queries, latency_queries, Evidence, Timeline};
 use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
-use crate::judge::{evidence_window, judge, Finding, Verdict};
-use crate::metrics::{queries_for, MeasuredExperiment, Measurements, Window};
-use crate::plan::{next_write_opportunity, plan, write_blocked};
+use crate::judge::{judge, Verdict};
+use crate::metrics::{MeasuredExperiment, SeriesQuery};
+use crate::plan::{next_write_opportunity, plan, write_blocked, Cadence, TagChanges};
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{
     ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
@@ -56,7 +57,9 @@ pub struct Controller<'a> {
 #[derive(Debug, Clone)]
 struct PendingWrite {
     planned_against: Experiment,
-    update: ExperimentUpdate,
+    /// `None` when only tags change.
+    update: Option<ExperimentUpdate>,
+    tags: TagChanges,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +99,21 @@ impl TickPlan {
     pub fn updates(&self) -> Vec<&ExperimentUpdate> {
         self.entries
             .iter()
-            .filter_map(|entry| entry.write.as_ref().map(|w| &w.update))
+            .filter_map(|entry| entry.write.as_ref().and_then(|w| w.update.as_ref()))
+            .collect()
+    }
+
+    /// The tag changes a live run would send, by experiment name.
+    pub fn tag_changes(&self) -> Vec<(&str, &TagChanges)> {
+        self.entries
+            .iter()
+            .filter_map(|entry| {
+                entry
+                    .write
+                    .as_ref()
+                    .filter(|w| !w.tags.is_empty())
+                    .map(|w| (w.planned_against.name.as_str(), &w.tags))
+            })
             .collect()
     }
 }
@@ -110,8 +127,9 @@ fn set_write(report: &mut ExperimentReport, outcome: WriteOutcome) {
 /// An experiment that reached judging.
 struct Judgeable<'p> {
     experiment: Experiment,
+    measured: Arc<MeasuredExperiment>,
     policy: &'p Policy,
-    window: Result<Window, Finding>,
+    timeline: Timeline,
 }
 
 impl<'a> Controller<'a> {
@@ -280,11 +298,12 @@ impl<'a> Controller<'a> {
         };
         match experiment.status {
             ExperimentStatus::Running => {
-                let window = evidence_window(experiment.last_modified, &policy.window, now);
+                let timeline = Timeline::of(&experiment, policy, now);
                 Ok(Judgeable {
+                    measured: Arc::new(MeasuredExperiment::of(&experiment)),
                     experiment,
                     policy,
-                    window,
+                    timeline,
                 })
             }
             ExperimentStatus::Created => Err(entry(
@@ -300,26 +319,55 @@ impl<'a> Controller<'a> {
         }
     }
 
-    /// One batch of queries for every judgeable experiment. A failed query
-    /// leaves its experiment without measurements; a failure of the whole
-    /// round leaves every one of them so.
-    async fn measure(
+    /// Two rounds of metric queries for every judgeable experiment: the
+    /// counts first (errors, and the traffic each latency period is chosen
+    /// from), then the latency series at those periods. A failed query
+    /// leaves its experiment without evidence; a failure of a whole round
+    /// leaves every one of them so.
+    async fn measure(&self, judgeable: &[Judgeable<'_>]) -> Vec<Result<Evidence, MetricFailure>> {
+        let counts = self
+            .round(judgeable, |candidate, _| {
+                count_queries(&candidate.measured, &candidate.timeline, candidate.policy)
+            }, &vec![Ok(Evidence::default()); judgeable.len()])
+            .await;
+        let latency = self
+            .round(judgeable, |candidate, counts| {
+                latency_queries(
+                    &candidate.measured,
+                    &candidate.timeline,
+                    candidate.policy,
+                    counts,
+                )
+            }, &counts)
+            .await;
+        counts
+            .into_iter()
+            .zip(latency)
+            .map(|(counts, latency)| {
+                let mut evidence = counts?;
+                evidence.series.extend(latency?.series);
+                Ok(evidence)
+            })
+            .collect()
+    }
+
+    /// One metric round: each experiment's queries (from what the previous
+    /// round gave it), asked in one batch, answered per experiment.
+    async fn round(
         &self,
         judgeable: &[Judgeable<'_>],
-    ) -> Vec<Result<Measurements, MetricFailure>> {
+        queries_of: impl Fn(&Judgeable<'_>, &Evidence) -> Vec<SeriesQuery>,
+        before: &[Result<Evidence, MetricFailure>],
+    ) -> Vec<Result<Evidence, MetricFailure>> {
         let mut all_queries = Vec::new();
         let mut ranges = Vec::new();
-        for candidate in judgeable {
-            let Ok(window) = candidate.window else {
+        for (candidate, earlier) in judgeable.iter().zip(before) {
+            let Ok(earlier) = earlier else {
                 ranges.push(None);
                 continue;
             };
             let first = all_queries.len();
-            all_queries.extend(queries_for(
-                MeasuredExperiment::of(&candidate.experiment),
-                &candidate.policy.needed_series(),
-                window,
-            ));
+            all_queries.extend(queries_of(candidate, earlier));
             ranges.push(Some(first..all_queries.len()));
         }
         let answered: Result<Vec<SeriesAnswer>, MetricFailure> = if all_queries.is_empty() {
@@ -336,20 +384,26 @@ impl<'a> Controller<'a> {
                 Err(error) => Err(MetricFailure(Arc::new(error))),
             }
         };
+        let mut answered = match answered {
+            Ok(answers) => answers.into_iter().map(Some).collect::<Vec<_>>(),
+            Err(failure) => return judgeable.iter().map(|_| Err(failure.clone())).collect(),
+        };
         ranges
             .into_iter()
-            .map(|range| match (&answered, range) {
-                (Err(failure), _) => Err(failure.clone()),
-                (Ok(_), None) => Ok(Measurements::default()),
-                (Ok(answers), Some(range)) => {
-                    let mut series = Vec::with_capacity(range.len());
-                    for answer in &answers[range.clone()] {
-                        match answer {
-                            Ok(answered) => series.push(answered),
-                            Err(error) => return Err(MetricFailure(error.clone())),
+            .zip(before)
+            .map(|(range, earlier)| match (range, earlier) {
+                (None, Err(failure)) => Err(failure.clone()),
+                (None, Ok(_)) => Ok(Evidence::default()),
+                (Some(range), _) => {
+                    let mut evidence = Evidence::default();
+                    for index in range {
+                        match answered[index].take() {
+                            Some(Ok(series)) => evidence.insert(&all_queries[index], series),
+                            Some(Err(error)) => return Err(MetricFailure(error)),
+                            None => {}
                         }
                     }
-                    Ok(Measurements::collect(all_queries[range].iter().zip(series)))
+                    Ok(evidence)
                 }
             })
             .collect()
@@ -386,10 +440,25 @@ impl<'a> Controller<'a> {
                 }
             }
         }
-        match self.store.update(&write.update).await {
-            Ok(()) => WriteOutcome::Applied,
-            Err(error) => WriteOutcome::from_store_error(error),
+        if let Some(update) = &write.update {
+            if let Err(error) = self.store.update(update).await {
+                return WriteOutcome::from_store_error(error);
+            }
         }
+        // After the update, so a tag never claims a step AWS refused; a tag
+        // that fails to land reads next tick as a change made elsewhere.
+        let arn = &before.arn;
+        if !write.tags.set.is_empty() {
+            if let Err(error) = self.store.add_tags(arn, &write.tags.set).await {
+                return WriteOutcome::tag_write(arn, error, write.update.is_some());
+            }
+        }
+        if !write.tags.remove.is_empty() {
+            if let Err(error) = self.store.delete_tags(arn, &write.tags.remove).await {
+                return WriteOutcome::tag_write(arn, error, write.update.is_some());
+            }
+        }
+        WriteOutcome::Applied
     }
 }
 
@@ -439,32 +508,34 @@ fn described_entry(experiment: &Experiment, disposition: Disposition) -> Experim
 /// Judge, plan and gate one experiment: pure.
 fn decide(
     candidate: Judgeable<'_>,
-    measured: Result<Measurements, MetricFailure>,
+    measured: Result<Evidence, MetricFailure>,
     now: DateTime<Utc>,
     next_tick: DateTime<Utc>,
 ) -> PlannedEntry {
     let Judgeable {
         experiment,
         policy,
-        window,
+        timeline,
+        ..
     } = candidate;
     // Without measurements nothing can be judged, but an extension needs
     // none: the experiment is planned as inconclusive, which never ramps.
-    let (verdict, metrics_error) = match (&window, measured) {
-        (_, Err(failure)) => (
-            Verdict::without_evidence(Finding::NoMeasurements {
-                error: failure.clone(),
-            }),
-            Some(failure),
-        ),
-        (Ok(_), Ok(measurements)) => (judge(policy, &measurements), None),
-        (Err(finding), Ok(_)) => (Verdict::without_evidence(finding.clone()), None),
+    let (verdict, metrics_error) = match measured {
+        Err(failure) => (Verdict::unmeasured(failure.clone()), Some(failure)),
+        Ok(evidence) => (judge(policy, &timeline, &evidence), None),
     };
-    let write_deadline = next_write_opportunity(policy, now, next_tick);
-    let planned = plan(&experiment, &verdict, policy, now, write_deadline);
-    let mut write = planned.update_for(&experiment).map(|update| PendingWrite {
+    let cadence = Cadence {
+        now,
+        next_write: next_write_opportunity(policy, now, next_tick),
+        tick: (next_tick - now).max(chrono::Duration::minutes(1)),
+    };
+    let planned = plan(&experiment, &timeline, &verdict, policy, cadence);
+    let update = planned.update_for(&experiment);
+    let tags = planned.tags_for(&experiment);
+    let mut write = (update.is_some() || !tags.is_empty()).then(|| PendingWrite {
         planned_against: experiment.clone(),
         update,
+        tags,
     });
     let mut outcome = WriteOutcome::Nothing;
     if write.is_some() {
@@ -483,6 +554,6 @@ fn decide(
         })),
     );
     report.policy = Some(policy.name.clone());
-    report.window = window.ok();
+    report.timeline = Some(timeline);
     PlannedEntry { report, write }
 }

@@ -42,3 +42,28 @@ pub fn format(duration: Duration) -> String {
     }
     parts.join(" ")
 }
+
+/// The same for a field that may be left out.
+pub mod optional {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => serializer.serialize_str(&super::format(*duration)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super")] Duration);
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(d)| d))
+    }
+}

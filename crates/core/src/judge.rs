@@ -1,15 +1,34 @@
-//! Pure verdicts: (policy, window, measurements) → Pass, Fail or
-//! Inconclusive, with one result per check that carries value, limit, unit
-//! and what was found, as data. The report renders the words.
+//! Pure verdicts from always-valid evidence: (policy, timeline, evidence) →
+//! Pass, Fail or Inconclusive, with one result per check carrying its
+//! estimate, interval, margin and the time a conclusive answer still needs,
+//! as data. The report renders the words.
+//!
+//! Per check, three kinds of confidence sequence (statistics.md), each
+//! recomputed every tick from the raw per-period series:
+//! - the step sequence, since the current sampling took effect, at α/3;
+//! - the whole-experiment sequence, since the later of StartTime and the
+//!   `shadowpilot:since` tag, at α/3 (its latency part reads each known
+//!   step at that step's own period);
+//! - restarted epochs within the step, epoch `j` at (α/3)·6/(π²j²), for a
+//!   regression that begins late.
+//!
+//! A check FAILS if any of them fails; it PASSES only when the step
+//! sequence passes (and none fails); otherwise it is inconclusive, with the
+//! reason. Over all `j` the epochs spend (α/3)·Σ6/(π²j²) = α/3, so each
+//! check's chance of a false FAIL over the experiment's life is at most α.
 
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 
-use crate::metrics::{Measurements, VariantRole, Window};
-use crate::policy::{Check, CheckMetric, Limit, Policy, Unit, WindowSpec};
+use crate::evidence::{
+    count_at, epoch_start, error_metric, latency_plan, period_for, quantile_of, Evidence, Form,
+    PeriodChoice, SegmentPlan, Timeline, ERROR_PERIOD_SECS,
+};
+use crate::metrics::{SageMakerMetric, Series, Statistic, VariantRole};
+use crate::policy::{Check, CheckMetric, Policy, Unit};
 use crate::ports::MetricFailure;
-use crate::schedule::chrono_duration;
-
-pub use crate::metrics::INVOCATIONS;
+use crate::stats::errors::{assess_counts, ErrorCounts, ErrorParams, PairedMinute};
+use crate::stats::latency::{assess_sums, LatencyParams, LatencyPeriod, QuantileTerms, RatioSums};
+use crate::stats::{Decision, Inconclusive, TimeToDecision};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -31,10 +50,8 @@ impl Outcome {
 /// Which check a result belongs to; reports name it with [`CheckId::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckId {
-    /// No evidence window could be formed, or nothing could be measured.
+    /// Nothing could be measured (the metric source failed).
     Window,
-    /// Enough shadow invocations to conclude anything.
-    ShadowInvocations,
     Metric(CheckMetric),
 }
 
@@ -42,75 +59,86 @@ impl CheckId {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Window => "window",
-            Self::ShadowInvocations => "shadow_invocations",
             Self::Metric(metric) => metric.id(),
         }
     }
 }
 
-/// What the shadow's value was compared with, with the production value it
-/// was derived from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Against {
-    Absolute,
-    Ratio { ratio: f64, production: f64 },
-    Above { above: f64, production: f64 },
+/// Which confidence sequence decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    Step,
+    Whole,
+    /// Restarted epoch `j` (from 1) within the step.
+    Epoch(u32),
 }
 
-/// What a check found, in numbers; the report puts it into words.
+/// Why a check is inconclusive.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Finding {
-    /// No complete minute since the last change.
-    NoWindow {
-        last_modified: DateTime<Utc>,
-        window_end: DateTime<Utc>,
+pub enum Reason {
+    /// Not one usable period since the step began.
+    NoEvidence,
+    /// Below a minimum: 1000 shadow requests, 5 shadow errors to fail, or
+    /// 10 latency periods.
+    Insufficient,
+    /// The interval contains the margin.
+    Straddles,
+    /// No period holds enough shadow requests for this quantile at this
+    /// sampling.
+    TooLittleTraffic {
+        shadow_per_minute: f64,
+        needed_per_minute: f64,
     },
+    /// No production traffic before the step to choose a period from yet.
+    PeriodPending,
     /// The metric source failed.
-    NoMeasurements {
-        error: MetricFailure,
-    },
-    /// Shadow invocations against the policy's minimum; `None` when
-    /// CloudWatch had no datapoint at all.
-    Evidence {
-        invocations: Option<f64>,
-        minimum: f64,
-    },
-    NoInvocations {
-        role: VariantRole,
-    },
-    NoDatapoints {
-        role: VariantRole,
-    },
-    /// Too little production traffic for a limit relative to production.
-    ProductionTooThin {
-        invocations: f64,
-        minimum: f64,
-    },
-    /// The shadow's value against the limit.
-    Compared {
-        shadow: f64,
-        against: Against,
-        limit: f64,
-    },
-    /// Over the limit, but the 95 % lower bound of the rate is not.
-    TooFewErrorsToTell {
-        shadow: f64,
-        against: Against,
-        limit: f64,
-        errors: f64,
-        invocations: f64,
-        lower_bound: f64,
-    },
+    NoMeasurements { error: MetricFailure },
+}
+
+impl Reason {
+    /// More of the same evidence would settle it (not a failure to measure).
+    pub fn is_lack_of_evidence(&self) -> bool {
+        !matches!(self, Self::NoMeasurements { .. })
+    }
+}
+
+/// How much evidence the deciding sequence had.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Requests { shadow: f64, errors: f64 },
+    Periods { eligible: usize, period_secs: i64 },
+    Nothing,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckResult {
     pub id: CheckId,
-    pub value: Option<f64>,
-    pub limit: Option<f64>,
+    pub form: Form,
+    /// The unit `value`, `lower`, `upper` and `limit` are in.
     pub unit: Unit,
     pub outcome: Outcome,
-    pub finding: Finding,
+    /// Set when inconclusive.
+    pub reason: Option<Reason>,
+    /// The sequence shown: the failing one, else the step's.
+    pub sequence: Sequence,
+    /// The estimate and its interval.
+    pub value: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// The margin.
+    pub limit: f64,
+    /// At the current sampling, if undecided.
+    pub time_to_decision: Option<TimeToDecision>,
+    /// At the policy's top sampling, if undecided.
+    pub at_ceiling: Option<TimeToDecision>,
+    /// The step estimate lies below the margin.
+    pub passing_side: Option<bool>,
+    pub amount: Amount,
+    /// The sampling percentage the times are at.
+    pub sampling: u8,
+    /// `(upper − margin)/τ` on the check's own scale: the pass with the
+    /// least headroom has the largest.
+    pub(crate) closeness: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +146,7 @@ pub struct Verdict {
     pub outcome: Outcome,
     pub checks: Vec<CheckResult>,
     /// Index into `checks` of the result that decided the outcome (for a
-    /// pass: the one closest to its limit).
+    /// pass: the one closest to its margin).
     pub decisive: Option<usize>,
 }
 
@@ -137,230 +165,100 @@ impl Verdict {
         }
     }
 
-    /// A check over its limit, even when thin evidence kept the verdict from
-    /// being Fail.
     pub fn first_failed_check(&self) -> Option<&CheckResult> {
         self.checks.iter().find(|c| c.outcome == Outcome::Fail)
     }
 
-    /// Nothing could be judged: no window, or no measurements.
-    pub fn without_evidence(finding: Finding) -> Self {
+    /// The metric source failed: nothing could be judged.
+    pub fn unmeasured(error: MetricFailure) -> Self {
         Self {
             outcome: Outcome::Inconclusive,
             checks: vec![CheckResult {
                 id: CheckId::Window,
-                value: None,
-                limit: None,
+                form: Form::ErrorAbove { points: 0.0 },
                 unit: Unit::Invocations,
                 outcome: Outcome::Inconclusive,
-                finding,
+                reason: Some(Reason::NoMeasurements { error }),
+                sequence: Sequence::Step,
+                value: None,
+                lower: None,
+                upper: None,
+                limit: 0.0,
+                time_to_decision: None,
+                at_ceiling: None,
+                passing_side: None,
+                amount: Amount::Nothing,
+                sampling: 0,
+                closeness: f64::NEG_INFINITY,
             }],
             decisive: Some(0),
         }
     }
-}
 
-/// The evidence window: from the later of (now − lookback) and the last
-/// change, to `publish_delay` before now, on whole minutes. Starting at the
-/// last change means every datapoint belongs to the sampling in force now.
-/// `Err` is the finding that explains why there is none yet.
-pub fn evidence_window(
-    last_modified: DateTime<Utc>,
-    spec: &WindowSpec,
-    now: DateTime<Utc>,
-) -> Result<Window, Finding> {
-    let minute = chrono::Duration::minutes(1);
-    let end = floor_to(now - chrono_duration(spec.publish_delay), minute);
-    let lookback_start = end - chrono_duration(spec.lookback);
-    // The minute in which the change happened mixes old and new sampling.
-    let change_start = ceil_to(last_modified, minute);
-    let start = lookback_start.max(change_start);
-    if start >= end {
-        return Err(Finding::NoWindow {
-            last_modified,
-            window_end: end,
-        });
+    /// The longest time to a decision among the undecided checks, at the
+    /// current sampling (`T`); `None` when nothing is undecided.
+    pub fn time_to_decision(&self) -> Option<TimeToDecision> {
+        longest(self.checks.iter().filter_map(|c| c.time_to_decision))
     }
-    Ok(Window { start, end })
-}
 
-fn floor_to(time: DateTime<Utc>, unit: chrono::Duration) -> DateTime<Utc> {
-    time.duration_trunc(unit).unwrap_or(time)
-}
-
-fn ceil_to(time: DateTime<Utc>, unit: chrono::Duration) -> DateTime<Utc> {
-    let floor = floor_to(time, unit);
-    if floor == time {
-        time
-    } else {
-        floor + unit
+    /// The same at the policy's top sampling.
+    pub fn time_at_ceiling(&self) -> Option<TimeToDecision> {
+        longest(self.checks.iter().filter_map(|c| c.at_ceiling))
     }
 }
 
-/// A metric's value for one variant in the unit of its checks, or the
-/// finding that says why there is none.
-fn metric_value(
-    metric: CheckMetric,
-    measurements: &Measurements,
-    role: VariantRole,
-) -> Result<f64, Finding> {
-    let variant = measurements.variant(role);
-    let series = metric.series();
-    match metric.unit() {
-        Unit::Percent => {
-            let invocations = variant
-                .get(INVOCATIONS)
-                .filter(|n| *n > 0.0)
-                .ok_or(Finding::NoInvocations { role })?;
-            // SageMaker publishes 0 or 1 per request for the error metrics,
-            // so a missing error series with traffic is a gap, not zero.
-            let errors = variant.get(series).ok_or(Finding::NoDatapoints { role })?;
-            // Multiplying first keeps exact boundaries exact (5 of 500 is 1 %).
-            Ok(errors * 100.0 / invocations)
+fn longest(times: impl Iterator<Item = TimeToDecision>) -> Option<TimeToDecision> {
+    times.reduce(|a, b| match (a, b) {
+        (TimeToDecision::Undecidable, _) | (_, TimeToDecision::Undecidable) => {
+            TimeToDecision::Undecidable
         }
-        _ => variant
-            .get(series)
-            .map(|us| us / 1000.0)
-            .ok_or(Finding::NoDatapoints { role }),
-    }
-}
-
-fn evidence_check(policy: &Policy, measurements: &Measurements) -> CheckResult {
-    let minimum = policy.evidence.min_shadow_invocations as f64;
-    let invocations = measurements.shadow.get(INVOCATIONS);
-    let outcome = if invocations.unwrap_or(0.0) >= minimum {
-        Outcome::Pass
-    } else {
-        Outcome::Inconclusive
-    };
-    CheckResult {
-        id: CheckId::ShadowInvocations,
-        value: invocations,
-        limit: Some(minimum),
-        unit: Unit::Invocations,
-        outcome,
-        finding: Finding::Evidence {
-            invocations,
-            minimum,
-        },
-    }
-}
-
-fn evaluate_check(check: &Check, policy: &Policy, measurements: &Measurements) -> CheckResult {
-    let metric = check.metric;
-    let unit = metric.unit();
-    let inconclusive = |value: Option<f64>, finding: Finding| CheckResult {
-        id: CheckId::Metric(metric),
-        value,
-        limit: None,
-        unit,
-        outcome: Outcome::Inconclusive,
-        finding,
-    };
-    let shadow = match metric_value(metric, measurements, VariantRole::Shadow) {
-        Ok(value) => value,
-        Err(finding) => return inconclusive(None, finding),
-    };
-    let limit_and_basis = match check.limit {
-        Limit::Absolute(max) => Ok((max, Against::Absolute)),
-        Limit::RatioToProduction(ratio) => production_value(metric, policy, measurements)
-            .map(|production| (ratio * production, Against::Ratio { ratio, production })),
-        Limit::AboveProduction(above) => production_value(metric, policy, measurements)
-            .map(|production| (production + above, Against::Above { above, production })),
-    };
-    let (limit, against) = match limit_and_basis {
-        Ok(found) => found,
-        Err(finding) => return inconclusive(Some(shadow), finding),
-    };
-    let mut outcome = if shadow <= limit {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
-    };
-    let mut finding = Finding::Compared {
-        shadow,
-        against,
-        limit,
-    };
-    // A handful of errors can put a rate over its limit by chance: a rate
-    // fails only when even its 95 % lower bound is over the limit.
-    if outcome == Outcome::Fail && unit == Unit::Percent {
-        let invocations = measurements.shadow.get(INVOCATIONS).unwrap_or(0.0);
-        let errors = shadow * invocations / 100.0;
-        let lower_bound = wilson_lower_bound(errors, invocations) * 100.0;
-        if lower_bound <= limit {
-            outcome = Outcome::Inconclusive;
-            finding = Finding::TooFewErrorsToTell {
-                shadow,
-                against,
-                limit,
-                errors,
-                invocations,
-                lower_bound,
-            };
+        (
+            TimeToDecision::Needs { minutes: ma, .. },
+            TimeToDecision::Needs { minutes: mb, .. },
+        ) => {
+            if mb > ma {
+                b
+            } else {
+                a
+            }
         }
-    }
-    CheckResult {
-        id: CheckId::Metric(metric),
-        value: Some(shadow),
-        limit: Some(limit),
-        unit,
-        outcome,
-        finding,
-    }
+    })
 }
 
-/// Production's value of a metric, for a limit relative to it; only with
-/// enough production traffic to trust it.
-fn production_value(
-    metric: CheckMetric,
-    policy: &Policy,
-    measurements: &Measurements,
-) -> Result<f64, Finding> {
-    let invocations = measurements.production.get(INVOCATIONS).unwrap_or(0.0);
-    let minimum = policy.evidence.min_production_invocations as f64;
-    if invocations < minimum {
-        return Err(Finding::ProductionTooThin {
-            invocations,
-            minimum,
-        });
-    }
-    metric_value(metric, measurements, VariantRole::Production)
+/// The level of epoch `j` (from 1): (α/3)·6/(π²j²).
+pub fn epoch_alpha(alpha: f64, j: u32) -> f64 {
+    let j = f64::from(j);
+    alpha / 3.0 * 6.0 / (std::f64::consts::PI * std::f64::consts::PI * j * j)
 }
 
-/// One-sided 95 % Wilson score lower bound of a proportion.
-fn wilson_lower_bound(successes: f64, trials: f64) -> f64 {
-    if trials <= 0.0 {
-        return 0.0;
-    }
-    const Z: f64 = 1.645;
-    let p = successes / trials;
-    let z2 = Z * Z;
-    let centre = p + z2 / (2.0 * trials);
-    let spread = Z * (p * (1.0 - p) / trials + z2 / (4.0 * trials * trials)).sqrt();
-    ((centre - spread) / (1.0 + z2 / trials)).max(0.0)
-}
-
-/// Judges the shadow. Too little evidence makes the verdict Inconclusive
-/// whatever the checks say (they are still reported), so thin data can
-/// neither ramp up nor ramp down.
-pub fn judge(policy: &Policy, measurements: &Measurements) -> Verdict {
-    let mut checks = vec![evidence_check(policy, measurements)];
-    checks.extend(
-        policy
-            .checks
-            .iter()
-            .map(|check| evaluate_check(check, policy, measurements)),
-    );
+/// Judges the shadow on every check of the policy.
+pub fn judge(policy: &Policy, timeline: &Timeline, evidence: &Evidence) -> Verdict {
+    let checks: Vec<CheckResult> = policy
+        .checks
+        .iter()
+        .map(|check| {
+            let form = Form::of(check);
+            if form.is_latency() {
+                judge_latency(check, form, policy, timeline, evidence)
+            } else {
+                judge_errors(check, form, policy, timeline, evidence)
+            }
+        })
+        .collect();
     let first = |outcome: Outcome| checks.iter().position(|c| c.outcome == outcome);
-    let (outcome, decisive) = if checks[0].outcome != Outcome::Pass {
-        (Outcome::Inconclusive, Some(0))
+    let (outcome, decisive) = if checks.is_empty() {
+        (Outcome::Inconclusive, None)
     } else if let Some(index) = first(Outcome::Fail) {
         (Outcome::Fail, Some(index))
     } else if let Some(index) = first(Outcome::Inconclusive) {
         (Outcome::Inconclusive, Some(index))
     } else {
-        (Outcome::Pass, closest_to_limit(&checks))
+        let closest = checks
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.closeness.total_cmp(&b.1.closeness))
+            .map(|(index, _)| index);
+        (Outcome::Pass, closest)
     };
     Verdict {
         outcome,
@@ -369,18 +267,469 @@ pub fn judge(policy: &Policy, measurements: &Measurements) -> Verdict {
     }
 }
 
-/// For a pass, the check with the least headroom is the one worth showing.
-fn closest_to_limit(checks: &[CheckResult]) -> Option<usize> {
-    checks
-        .iter()
-        .enumerate()
-        .skip(1)
-        .filter_map(|(index, check)| match (check.value, check.limit) {
-            (Some(value), Some(limit)) if limit > 0.0 => Some((index, value / limit)),
-            (Some(_), Some(_)) => Some((index, f64::INFINITY)),
-            _ => None,
+/// Production's requests a minute over the last hour of its count series.
+fn recent_production_rate(timeline: &Timeline, evidence: &Evidence) -> f64 {
+    let Some(series) = count_at(timeline, VariantRole::Production, SageMakerMetric::Invocations)
+        .and_then(|at| evidence.get(&at))
+    else {
+        return 0.0;
+    };
+    let Some(window) = timeline.count_window() else {
+        return 0.0;
+    };
+    let from = window.end - chrono::Duration::hours(1);
+    let total: f64 = series.range(from..window.end).map(|(_, v)| v.max(0.0)).sum();
+    total / 60.0
+}
+
+fn judge_errors(
+    check: &Check,
+    form: Form,
+    policy: &Policy,
+    timeline: &Timeline,
+    evidence: &Evidence,
+) -> CheckResult {
+    let (margin, production_read) = match form {
+        Form::ErrorMax { percent } => (percent / 100.0, false),
+        Form::ErrorAbove { points } => (points / 100.0, true),
+        _ => (0.0, true),
+    };
+    let metric = error_metric(check.metric);
+    let series = |role, metric| count_at(timeline, role, metric).and_then(|at| evidence.get(&at));
+    let empty = Series::new();
+    let shadow_requests = series(VariantRole::Shadow, SageMakerMetric::Invocations).unwrap_or(&empty);
+    let shadow_errors = series(VariantRole::Shadow, metric).unwrap_or(&empty);
+    let production_requests =
+        series(VariantRole::Production, SageMakerMetric::Invocations).unwrap_or(&empty);
+    let production_errors = series(VariantRole::Production, metric).unwrap_or(&empty);
+
+    let stratum = chrono::Duration::seconds(ERROR_PERIOD_SECS);
+    let boundaries: Vec<DateTime<Utc>> = timeline.boundaries().collect();
+    let mut strata: Vec<(DateTime<Utc>, PairedMinute)> = Vec::new();
+    for (&t, &n_s) in shadow_requests.range(timeline.whole_start..) {
+        if t + stratum > timeline.end {
+            break;
+        }
+        // A stratum across a sampling change mixes two fractions.
+        if boundaries.iter().any(|b| t < *b && *b < t + stratum) {
+            continue;
+        }
+        // SageMaker publishes an error datapoint with every invocation one,
+        // so an error series missing where invocations exist is a gap in
+        // the data: the stratum is left out, never read as zero errors.
+        let Some(&e_s) = shadow_errors.get(&t) else {
+            continue;
+        };
+        let paired = if production_read {
+            match (production_requests.get(&t), production_errors.get(&t)) {
+                (Some(&n_p), Some(&e_p)) => PairedMinute::new(n_s, e_s, n_p, e_p),
+                _ => continue,
+            }
+        } else {
+            PairedMinute::new(n_s, e_s, 1.0, 0.0)
+        };
+        strata.push((t, paired));
+    }
+
+    let alpha = policy.alpha;
+    let params = |alpha: f64| ErrorParams {
+        margin,
+        alpha,
+        ..ErrorParams::default()
+    };
+    let finish = |counts: ErrorCounts| {
+        if production_read {
+            counts
+        } else {
+            counts.without_production()
+        }
+    };
+    // One backward pass gives every sequence's sums: each starts later
+    // than the one before it in this list, read from the end.
+    let mut starts: Vec<(Sequence, DateTime<Utc>)> = vec![
+        (Sequence::Whole, timeline.whole_start),
+        (Sequence::Step, timeline.step_start),
+    ];
+    let mut j = 1;
+    loop {
+        let start = epoch_start(timeline.step_start, j, ERROR_PERIOD_SECS);
+        if start >= timeline.end {
+            break;
+        }
+        starts.push((Sequence::Epoch(j), start));
+        j += 1;
+    }
+    let mut sums = vec![ErrorCounts::default(); starts.len()];
+    {
+        let mut running = ErrorCounts::default();
+        let mut next = starts.len();
+        let mut index = strata.len();
+        while next > 0 {
+            next -= 1;
+            let from = starts[next].1;
+            while index > 0 && strata[index - 1].0 >= from {
+                index -= 1;
+                running.add(&strata[index].1);
+            }
+            sums[next] = running;
+        }
+    }
+    let evaluate = |sequence: Sequence, counts: ErrorCounts| {
+        let level = match sequence {
+            Sequence::Epoch(j) => epoch_alpha(alpha, j),
+            _ => alpha / 3.0,
+        };
+        assess_counts(finish(counts), &params(level))
+    };
+    let step = evaluate(Sequence::Step, sums[1]);
+    let mut failed = None;
+    for (index, (sequence, _)) in starts.iter().enumerate() {
+        let found = if *sequence == Sequence::Step {
+            step
+        } else {
+            evaluate(*sequence, sums[index])
+        };
+        if found.decision == Decision::Fail {
+            failed = Some((*sequence, found));
+            break;
+        }
+    }
+
+    let (unit, scale) = match form {
+        Form::ErrorMax { .. } => (Unit::Percent, 100.0),
+        _ => (Unit::Points, 100.0),
+    };
+    let (sequence, shown) = failed.unwrap_or((Sequence::Step, step));
+    let (outcome, reason) = if failed.is_some() {
+        (Outcome::Fail, None)
+    } else {
+        match step.decision {
+            Decision::Pass => (Outcome::Pass, None),
+            Decision::Fail => (Outcome::Fail, None),
+            Decision::Inconclusive(why) => (
+                Outcome::Inconclusive,
+                Some(if step.estimate.is_none() {
+                    Reason::NoEvidence
+                } else {
+                    match why {
+                        Inconclusive::Insufficient => Reason::Insufficient,
+                        Inconclusive::Straddles => Reason::Straddles,
+                    }
+                }),
+            ),
+        }
+    };
+    let undecided = outcome == Outcome::Inconclusive;
+    let fraction = f64::from(timeline.percentage) / 100.0;
+    let ceiling = f64::from(policy.ramp.ceiling) / 100.0;
+    let production_per_minute = recent_production_rate(timeline, evidence);
+    let step_params = params(alpha / 3.0);
+    let minimum_wait = |f: f64| {
+        let missing = (step_params.min_shadow_requests - step.counts.shadow_requests).max(0.0);
+        let per_minute = production_per_minute * f;
+        if missing == 0.0 {
+            0.0
+        } else if per_minute > 0.0 {
+            missing / per_minute
+        } else {
+            f64::INFINITY
+        }
+    };
+    let wait_at = |f: f64| match step.estimate {
+        Some(estimate) => match estimate.time_to_decision(&step_params, production_per_minute, f) {
+            TimeToDecision::Needs { extra, minutes } => TimeToDecision::Needs {
+                extra,
+                minutes: minutes.max(minimum_wait(f)),
+            },
+            undecidable => undecidable,
+        },
+        None => TimeToDecision::Needs {
+            extra: step_params.min_shadow_requests,
+            minutes: minimum_wait(f),
+        },
+    };
+    let interval = shown.estimate.map(|e| e.interval);
+    CheckResult {
+        id: CheckId::Metric(check.metric),
+        form,
+        unit,
+        outcome,
+        reason,
+        sequence,
+        value: interval.map(|i| i.estimate * scale),
+        lower: interval.map(|i| i.lo * scale),
+        upper: interval.map(|i| i.hi * scale),
+        limit: margin * scale,
+        time_to_decision: undecided.then(|| wait_at(fraction)),
+        at_ceiling: undecided.then(|| wait_at(ceiling)),
+        passing_side: step.estimate.map(|e| e.interval.estimate < margin),
+        amount: Amount::Requests {
+            shadow: shown.counts.shadow_requests,
+            errors: shown.counts.shadow_errors,
+        },
+        sampling: timeline.percentage,
+        closeness: step
+            .estimate
+            .map_or(f64::NEG_INFINITY, |e| (e.interval.hi - margin) / margin.max(1e-9)),
+    }
+}
+
+/// The log ratios of one latency check's eligible periods, by period start.
+fn ratios(
+    plan: &SegmentPlan,
+    form: Form,
+    terms: &QuantileTerms,
+    clip: Option<f64>,
+    evidence: &Evidence,
+) -> Vec<(DateTime<Utc>, f64)> {
+    let Some(read) = plan.read else {
+        return Vec::new();
+    };
+    let get = |role, statistic| evidence.get(&read.at(role, statistic));
+    let Some(shadow) = get(VariantRole::Shadow, read.statistic) else {
+        return Vec::new();
+    };
+    let empty = Series::new();
+    let shadow_count = get(VariantRole::Shadow, Statistic::SampleCount).unwrap_or(&empty);
+    let production = get(VariantRole::Production, read.statistic).unwrap_or(&empty);
+    let production_count = get(VariantRole::Production, Statistic::SampleCount).unwrap_or(&empty);
+    let median = read
+        .median
+        .and_then(|(role, statistic)| get(role, statistic))
+        .unwrap_or(&empty);
+    let mut found = Vec::new();
+    for (&t, &q_s) in shadow.range(read.window.start..read.window.end) {
+        let Some(&m_s) = shadow_count.get(&t) else {
+            continue;
+        };
+        // A median that is missing where k_p ≠ 0 makes the period ineligible
+        // (log_ratio checks it); where k_p = 0 it is never read.
+        let q50 = median.get(&t).copied().unwrap_or(f64::NAN);
+        let period = match form {
+            Form::LatencyRatio { .. } => {
+                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t)) else {
+                    continue;
+                };
+                LatencyPeriod::new(q_s, m_s, q_p, m_p, q50)
+            }
+            Form::LatencyAbove { ms } => {
+                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t)) else {
+                    continue;
+                };
+                // Against (production + A)/1.2 at limit 1.2: the log ratio to
+                // production plus A, with production's own tail scale.
+                let reference = (q_p + ms * 1000.0) / LATENCY_REFERENCE_LIMIT;
+                LatencyPeriod::new(q_s, m_s, reference, m_p, q50 * reference / q_p)
+            }
+            Form::LatencyMax { ms } => {
+                // One-sample: against the limit/1.2 at limit 1.2, the bias term
+                // from the shadow's own tail and sample count.
+                let reference = ms * 1000.0 / LATENCY_REFERENCE_LIMIT;
+                LatencyPeriod::new(q_s, m_s, reference, f64::INFINITY, q50 * reference / q_s)
+            }
+            _ => continue,
+        };
+        if let Some(r) = period.log_ratio(terms, clip) {
+            found.push((t, r));
+        }
+    }
+    found
+}
+
+/// Limits that are not a ratio to production (ms above it, an absolute ms)
+/// are judged as a ratio to a reference at this limit, so that `τ` keeps
+/// the scale of the default ratio limit: a 20 % change.
+const LATENCY_REFERENCE_LIMIT: f64 = 1.2;
+
+fn judge_latency(
+    check: &Check,
+    form: Form,
+    policy: &Policy,
+    timeline: &Timeline,
+    evidence: &Evidence,
+) -> CheckResult {
+    let p = quantile_of(check.metric);
+    let terms = QuantileTerms::new(p);
+    let limit = match form {
+        Form::LatencyRatio { ratio } => ratio,
+        _ => LATENCY_REFERENCE_LIMIT,
+    };
+    let alpha = policy.alpha;
+    let params = |alpha: f64| LatencyParams {
+        quantile: p,
+        limit,
+        alpha,
+        ..LatencyParams::default()
+    };
+    let plans = latency_plan(check, policy, timeline, evidence);
+    let current = plans.last().copied();
+    let mut whole = RatioSums::default();
+    for plan in &plans {
+        for (_, r) in ratios(plan, form, &terms, params(alpha).clip, evidence) {
+            whole.add(r);
+        }
+    }
+    let step_ratios = current
+        .map(|plan| ratios(&plan, form, &terms, params(alpha).clip, evidence))
+        .unwrap_or_default();
+    let period_secs = current.and_then(|plan| plan.period.secs());
+    // Suffix sums for the epochs, latest first.
+    let mut epochs: Vec<(u32, DateTime<Utc>)> = Vec::new();
+    if let Some(secs) = period_secs {
+        let mut j = 1;
+        loop {
+            let start = epoch_start(timeline.step_start, j, secs);
+            if start >= timeline.end {
+                break;
+            }
+            epochs.push((j, start));
+            j += 1;
+        }
+    }
+    let mut step = RatioSums::default();
+    for (_, r) in &step_ratios {
+        step.add(*r);
+    }
+    let mut epoch_sums = vec![RatioSums::default(); epochs.len()];
+    {
+        let mut running = RatioSums::default();
+        let mut index = step_ratios.len();
+        for (slot, (_, from)) in epochs.iter().enumerate().rev() {
+            while index > 0 && step_ratios[index - 1].0 >= *from {
+                index -= 1;
+                running.add(step_ratios[index].1);
+            }
+            epoch_sums[slot] = running;
+        }
+    }
+    let step_found = assess_sums(step, &params(alpha / 3.0));
+    let mut failed = None;
+    if step_found.decision == Decision::Fail {
+        failed = Some((Sequence::Step, step_found));
+    }
+    if failed.is_none() {
+        let whole_found = assess_sums(whole, &params(alpha / 3.0));
+        if whole_found.decision == Decision::Fail {
+            failed = Some((Sequence::Whole, whole_found));
+        }
+    }
+    if failed.is_none() {
+        for ((j, _), sums) in epochs.iter().zip(&epoch_sums) {
+            let found = assess_sums(*sums, &params(epoch_alpha(alpha, *j)));
+            if found.decision == Decision::Fail {
+                failed = Some((Sequence::Epoch(*j), found));
+                break;
+            }
+        }
+    }
+
+    let current_period = current.map(|plan| plan.period);
+    let (outcome, reason) = if failed.is_some() {
+        (Outcome::Fail, None)
+    } else {
+        match (step_found.decision, current_period) {
+            (Decision::Pass, _) => (Outcome::Pass, None),
+            (_, Some(PeriodChoice::TooLittleTraffic {
+                shadow_per_minute,
+                needed_per_minute,
+            })) => (
+                Outcome::Inconclusive,
+                Some(Reason::TooLittleTraffic {
+                    shadow_per_minute,
+                    needed_per_minute,
+                }),
+            ),
+            (_, Some(PeriodChoice::Pending) | None) => {
+                (Outcome::Inconclusive, Some(Reason::PeriodPending))
+            }
+            _ if step_found.estimate.is_none() => (Outcome::Inconclusive, Some(Reason::NoEvidence)),
+            (Decision::Inconclusive(Inconclusive::Insufficient), _) => {
+                (Outcome::Inconclusive, Some(Reason::Insufficient))
+            }
+            _ => (Outcome::Inconclusive, Some(Reason::Straddles)),
+        }
+    };
+    let (sequence, shown) = failed.unwrap_or((Sequence::Step, step_found));
+    let undecided = outcome == Outcome::Inconclusive;
+    let step_params = params(alpha / 3.0);
+    let shadow_per_minute = match current_period {
+        Some(PeriodChoice::Chosen {
+            shadow_per_minute, ..
         })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(index, _)| index)
-        .or(Some(0))
+        | Some(PeriodChoice::TooLittleTraffic {
+            shadow_per_minute, ..
+        }) => shadow_per_minute,
+        _ => 0.0,
+    };
+    let wait_with = |secs: Option<i64>| {
+        let Some(secs) = secs else {
+            return TimeToDecision::Needs {
+                extra: f64::INFINITY,
+                minutes: f64::INFINITY,
+            };
+        };
+        let missing = step_params.min_periods.saturating_sub(step.n) as f64;
+        let minimum = missing * secs as f64 / 60.0;
+        match step_found.estimate {
+            Some(estimate) => {
+                match estimate.time_to_decision(&step_params, u32::try_from(secs).unwrap_or(3600)) {
+                    TimeToDecision::Needs { extra, minutes } => TimeToDecision::Needs {
+                        extra,
+                        minutes: minutes.max(minimum),
+                    },
+                    undecidable => undecidable,
+                }
+            }
+            None => TimeToDecision::Needs {
+                extra: missing,
+                minutes: minimum,
+            },
+        }
+    };
+    let at_ceiling = || {
+        let percentage = f64::from(timeline.percentage.max(1));
+        let rate = shadow_per_minute * f64::from(policy.ramp.ceiling) / percentage;
+        wait_with(period_for(rate, p, true).secs())
+    };
+    let interval = shown.estimate.map(|e| e.interval);
+    let margin = limit.ln();
+    let (unit, show, shown_limit): (Unit, Box<dyn Fn(f64) -> f64>, f64) = match form {
+        Form::LatencyMax { ms } => (
+            Unit::Milliseconds,
+            Box::new(move |r: f64| ms / LATENCY_REFERENCE_LIMIT * r.exp()),
+            ms,
+        ),
+        Form::LatencyAbove { .. } => (
+            Unit::Ratio,
+            Box::new(|r: f64| r.exp() / LATENCY_REFERENCE_LIMIT),
+            1.0,
+        ),
+        _ => (Unit::Ratio, Box::new(|r: f64| r.exp()), limit),
+    };
+    CheckResult {
+        id: CheckId::Metric(check.metric),
+        form,
+        unit,
+        outcome,
+        reason,
+        sequence,
+        value: interval.map(|i| show(i.estimate)),
+        lower: interval.map(|i| show(i.lo)),
+        upper: interval.map(|i| show(i.hi)),
+        limit: shown_limit,
+        time_to_decision: undecided.then(|| wait_with(period_secs)),
+        at_ceiling: undecided.then(at_ceiling),
+        passing_side: step_found.estimate.map(|e| e.interval.estimate < margin),
+        amount: match current_period.and_then(PeriodChoice::secs) {
+            Some(period_secs) => Amount::Periods {
+                eligible: shown.eligible,
+                period_secs,
+            },
+            None => Amount::Nothing,
+        },
+        sampling: timeline.percentage,
+        closeness: step_found
+            .estimate
+            .map_or(f64::NEG_INFINITY, |e| (e.interval.hi - margin) / margin),
+    }
 }

@@ -11,7 +11,11 @@
 //!   domain terms, and what the judge reads back.
 //! - [`policy`]: policy files, validated and compiled once at load; which
 //!   policy selects an experiment.
-//! - [`judge`] (pure): measurements → a verdict with one result per check.
+//! - [`evidence`] (pure): the timeline of an experiment's evidence (step,
+//!   whole experiment, earlier steps), the metric queries of both rounds
+//!   and each step's latency period.
+//! - [`judge`] (pure): evidence → a verdict with one result per check, from
+//!   always-valid confidence sequences (step, whole experiment, epochs).
 //! - [`plan`] (pure): experiment, verdict, policy, now → actions and notes.
 //! - [`stats`] (pure): always-valid intervals for error rates and latency
 //!   ratios, their decisions and the time each still needs (statistics.md).
@@ -31,6 +35,7 @@ pub mod config;
 pub mod controller;
 pub mod duration;
 pub mod event;
+pub mod evidence;
 pub mod experiment;
 pub mod handler;
 pub mod judge;

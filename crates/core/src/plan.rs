@@ -1,17 +1,24 @@
-//! Pure planning: (experiment, verdict, policy, now, next tick) → actions.
-//! Stateless by design: everything it needs comes from what AWS reports now,
-//! so a repeated tick finds nothing new to do. Reasons are data; the report
-//! words them.
+//! Pure planning: (experiment, timeline, verdict, policy, now, next chance
+//! to write) → actions, tag changes and notes. Everything it needs comes
+//! from what AWS reports now and the few tags shadowpilot keeps on the
+//! experiment, so a repeated tick finds nothing new to do. Reasons are
+//! data; the report words them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::experiment::{Experiment, ExperimentUpdate, SamplingUpdate};
+use crate::evidence::{StepOrigin, Timeline};
+use crate::experiment::{
+    tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, FAILED_TAG,
+    MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
+};
 use crate::judge::{CheckResult, Outcome, Verdict};
 use crate::policy::{OnFail, Policy};
 use crate::schedule::chrono_duration;
+use crate::stats::TimeToDecision;
 use crate::MAX_EXPERIMENT_DURATION;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,24 +36,28 @@ pub enum Action {
 }
 
 /// Why the sampling percentage moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplingChange {
-    /// Failing: down one step, or to the floor.
+    /// A check failed just now: down one step, or to the floor.
     Failing,
+    /// Latched by an earlier failure: down until the floor.
+    Latched,
     /// Set above what the policy ever allows.
     AboveMaximum { ceiling: u8 },
-    /// Passing for at least the bake time.
-    Passing {
-        baked: Duration,
-        bake_time: Duration,
-    },
+    /// Passing, and at the step for at least the dwell.
+    Passing { dwelt: Duration, dwell: Duration },
+    /// Inconclusive only for lack of evidence, every estimate on the passing
+    /// side: the next step gathers it faster (`minutes` is `T` here).
+    ForEvidence { minutes: f64, dwell: Duration },
 }
 
 /// Why and how far the end time moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Extension {
     pub because: NeedsTime,
     pub margin: Duration,
+    /// `T`, the minutes the evidence still needs, when known.
+    pub needs_minutes: Option<f64>,
     /// The cap that shortened it: StartTime + this.
     pub capped_at: Option<Duration>,
 }
@@ -65,25 +76,42 @@ pub enum Note {
     FailingAtFloor {
         floor: u8,
     },
+    /// Latched: `shadowpilot:failed` holds the check and when it failed.
+    Latched {
+        mark: FailedMark,
+    },
+    /// `rearm_after` has passed since the latch: re-armed.
+    Rearmed {
+        mark: FailedMark,
+    },
     ReadyToPromote {
         ceiling: u8,
     },
-    Baking {
-        baked: Duration,
-        bake_time: Duration,
+    Dwelling {
+        dwelt: Duration,
+        dwell: Duration,
         at: u8,
     },
     Holding {
         at: u8,
     },
-    /// Thin evidence already shows this check over its limit.
-    NotExtendedWhileFailing {
-        check: Box<CheckResult>,
+    /// Even at the policy's top sampling the evidence needs longer than the
+    /// experiment may still run (`minutes` infinite: the estimate sits on
+    /// the margin).
+    Undecidable {
+        minutes: f64,
+        left: Duration,
     },
     NoStartTime,
     AtCap {
         end: DateTime<Utc>,
         max_duration: Duration,
+    },
+    /// The sampling was changed by someone else; the step tag is rewritten
+    /// to start the step then.
+    ChangedElsewhere {
+        tagged: u8,
+        now: u8,
     },
 }
 
@@ -93,17 +121,37 @@ pub enum Note {
 pub enum Attention {
     /// Passing at the policy's top step: time to promote the shadow.
     ReadyToPromote,
+    /// A check failed (now or earlier, latched): stepped down to the floor.
+    Failing,
     /// Failing and already at the floor: a person must look.
     FailingAtFloor,
     /// It needs more time but the 30-day or policy cap stops it.
     CannotExtend,
+    /// The evidence needs longer than the cap leaves, even at the top
+    /// sampling: no more extensions.
+    Undecidable,
+}
+
+/// Tag changes on the experiment: AddTags for `set`, DeleteTags for
+/// `remove`, sent after the update.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TagChanges {
+    pub set: BTreeMap<String, String>,
+    pub remove: BTreeSet<String>,
+}
+
+impl TagChanges {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    pub tags: TagChanges,
     pub attention: Vec<Attention>,
-    /// Why nothing (more) is done: baking, at the top, ...
+    /// Why nothing (more) is done: dwelling, at the top, ...
     pub notes: Vec<Note>,
 }
 
@@ -129,32 +177,222 @@ impl Plan {
         }
         (!update.is_empty()).then_some(update)
     }
+
+    /// The tag changes only, without the ones that change nothing.
+    pub fn tags_for(&self, experiment: &Experiment) -> TagChanges {
+        TagChanges {
+            set: self
+                .tags
+                .set
+                .iter()
+                .filter(|(k, v)| experiment.tags.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            remove: self
+                .tags
+                .remove
+                .iter()
+                .filter(|k| experiment.tags.contains_key(*k))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// When the next write can happen and how often ticks come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub now: DateTime<Utc>,
+    /// The next tick, or the first one in the next change window.
+    pub next_write: DateTime<Utc>,
+    pub tick: chrono::Duration,
 }
 
 /// Plans the next step of a Running experiment.
 pub fn plan(
     experiment: &Experiment,
+    timeline: &Timeline,
     verdict: &Verdict,
     policy: &Policy,
-    now: DateTime<Utc>,
-    next_tick: DateTime<Utc>,
+    cadence: Cadence,
 ) -> Plan {
     let mut plan = Plan::default();
-    plan_sampling(experiment, verdict.outcome, policy, now, &mut plan);
-    plan_extension(experiment, verdict, policy, now, next_tick, &mut plan);
+    let now = cadence.now;
+    let latch = experiment.failed_mark();
+    if let (Some(mark), Some(after)) = (&latch, policy.ramp.rearm_after) {
+        if now - mark.at >= chrono_duration(after) {
+            plan.tags.remove.insert(FAILED_TAG.to_string());
+            plan.tags.set.insert(SINCE_TAG.to_string(), tag_time(now));
+            plan.notes.push(Note::Rearmed { mark: mark.clone() });
+            // The verdict was reached on the old evidence; the next tick
+            // judges the restarted sequence.
+            rewrite_step_tag(timeline, &mut plan);
+            return plan;
+        }
+    }
+    if let Some(mark) = latch {
+        plan.notes.push(Note::Latched { mark });
+        step_down(experiment, policy, SamplingChange::Latched, &mut plan);
+    } else if verdict.outcome == Outcome::Fail {
+        let check = verdict
+            .decisive_check()
+            .map_or("unknown", |c| c.id.as_str());
+        plan.tags.set.insert(
+            FAILED_TAG.to_string(),
+            FailedMark {
+                check: check.to_string(),
+                at: now,
+            }
+            .to_string(),
+        );
+        step_down(experiment, policy, SamplingChange::Failing, &mut plan);
+    } else {
+        plan_sampling(experiment, timeline, verdict, policy, now, &mut plan);
+        plan_extension(experiment, verdict, policy, cadence, &mut plan);
+    }
+    let changed_to = plan.actions.iter().find_map(|a| match a {
+        Action::SetSampling { to, .. } => Some(*to),
+        _ => None,
+    });
+    match changed_to {
+        Some(to) => record_step(timeline, to, now, true, &mut plan),
+        None => rewrite_step_tag(timeline, &mut plan),
+    }
     plan
+}
+
+/// A sampling change starts a new step: the step tag names it, and the
+/// step it ends joins the history (oldest dropped to fit a tag value).
+fn record_step(
+    timeline: &Timeline,
+    to: u8,
+    now: DateTime<Utc>,
+    ending_current: bool,
+    plan: &mut Plan,
+) {
+    let known = if ending_current {
+        &timeline.segments[..]
+    } else {
+        &timeline.segments[..timeline.segments.len().saturating_sub(1)]
+    };
+    plan.tags.set.insert(
+        STEP_TAG.to_string(),
+        StepMark {
+            percentage: to,
+            since: now,
+        }
+        .to_string(),
+    );
+    let mut history: Vec<String> = known
+        .iter()
+        .map(|segment| {
+            StepMark {
+                percentage: segment.percentage,
+                since: segment.start,
+            }
+            .to_string()
+        })
+        .collect();
+    while history.iter().map(|h| h.len() + 1).sum::<usize>() > MAX_TAG_VALUE_CHARS + 1 {
+        history.remove(0);
+    }
+    plan.tags.set.insert(STEPS_TAG.to_string(), history.join(" "));
+}
+
+/// Without a sampling change, the tag only needs writing when it does not
+/// describe the current step: none yet, or someone else changed it.
+fn rewrite_step_tag(timeline: &Timeline, plan: &mut Plan) {
+    match timeline.step_origin {
+        StepOrigin::Tagged => {}
+        StepOrigin::Untagged => {
+            plan.tags
+                .set
+                .insert(STEP_TAG.to_string(), timeline.step_mark().to_string());
+        }
+        StepOrigin::ChangedElsewhere { tagged } => {
+            plan.notes.push(Note::ChangedElsewhere {
+                tagged,
+                now: timeline.percentage,
+            });
+            let since = timeline.step_began;
+            record_step(timeline, timeline.percentage, since, false, plan);
+        }
+    }
+}
+
+fn step_down(experiment: &Experiment, policy: &Policy, why: SamplingChange, plan: &mut Plan) {
+    let ramp = &policy.ramp;
+    let current = experiment.sampling_percentage;
+    if current <= ramp.floor {
+        plan.attention.push(Attention::FailingAtFloor);
+        plan.notes.push(Note::FailingAtFloor { floor: ramp.floor });
+        return;
+    }
+    plan.attention.push(Attention::Failing);
+    let to = match ramp.on_fail {
+        OnFail::Floor => ramp.floor,
+        OnFail::StepDown => ramp
+            .steps
+            .iter()
+            .rev()
+            .copied()
+            .find(|step| *step < current)
+            .unwrap_or(ramp.floor)
+            .max(ramp.floor),
+    }
+    .min(ramp.ceiling);
+    plan.actions.push(Action::SetSampling {
+        from: current,
+        to,
+        why,
+    });
+}
+
+fn next_step(policy: &Policy, current: u8) -> u8 {
+    let ramp = &policy.ramp;
+    ramp.steps
+        .iter()
+        .copied()
+        .find(|step| *step > current)
+        .unwrap_or(ramp.ceiling)
+        .min(ramp.ceiling)
+}
+
+/// Every check undecided only for want of evidence, none failing, every
+/// estimate on the passing side of its margin.
+fn only_lacks_evidence(verdict: &Verdict) -> bool {
+    !verdict.checks.is_empty()
+        && verdict.checks.iter().all(|check| match check.outcome {
+            Outcome::Fail => false,
+            Outcome::Pass => true,
+            Outcome::Inconclusive => {
+                check.reason.as_ref().is_some_and(|r| r.is_lack_of_evidence())
+                    && check.passing_side != Some(false)
+            }
+        })
+}
+
+fn minutes_of(time: Option<TimeToDecision>) -> f64 {
+    match time {
+        Some(TimeToDecision::Needs { minutes, .. }) => minutes,
+        Some(TimeToDecision::Undecidable) => f64::INFINITY,
+        None => 0.0,
+    }
 }
 
 fn plan_sampling(
     experiment: &Experiment,
-    outcome: Outcome,
+    timeline: &Timeline,
+    verdict: &Verdict,
     policy: &Policy,
     now: DateTime<Utc>,
     plan: &mut Plan,
 ) {
     let ramp = &policy.ramp;
     let current = experiment.sampling_percentage;
-    let (ceiling, floor) = (ramp.ceiling, ramp.floor);
+    let ceiling = ramp.ceiling;
+    let dwell = ramp.bake_time;
+    let dwelt = (now - timeline.step_start).to_std().unwrap_or_default();
     let mut set = |to: u8, why: SamplingChange| {
         plan.actions.push(Action::SetSampling {
             from: current,
@@ -162,59 +400,40 @@ fn plan_sampling(
             why,
         })
     };
-    match outcome {
-        Outcome::Fail if current <= floor => {
-            plan.attention.push(Attention::FailingAtFloor);
-            plan.notes.push(Note::FailingAtFloor { floor });
-        }
-        Outcome::Fail => {
-            let to = match ramp.on_fail {
-                OnFail::Floor => floor,
-                OnFail::StepDown => ramp
-                    .steps
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|step| *step < current)
-                    .unwrap_or(floor)
-                    .max(floor),
-            }
-            .min(ceiling);
-            set(to, SamplingChange::Failing);
-        }
-        _ if current > ceiling => set(ceiling, SamplingChange::AboveMaximum { ceiling }),
+    if current > ceiling {
+        set(ceiling, SamplingChange::AboveMaximum { ceiling });
+        return;
+    }
+    match verdict.outcome {
         Outcome::Pass if current == ceiling => {
             plan.attention.push(Attention::ReadyToPromote);
             plan.notes.push(Note::ReadyToPromote { ceiling });
         }
-        Outcome::Pass => {
-            let baked = now - experiment.last_modified;
-            let needed = chrono_duration(ramp.bake_time);
-            let baked_for = baked.to_std().unwrap_or_default();
-            if baked < needed {
-                plan.notes.push(Note::Baking {
-                    baked: baked_for,
-                    bake_time: ramp.bake_time,
-                    at: current,
-                });
-                return;
+        Outcome::Pass | Outcome::Inconclusive if dwelt < dwell && current < ceiling => {
+            plan.notes.push(Note::Dwelling {
+                dwelt,
+                dwell,
+                at: current,
+            });
+            if verdict.outcome == Outcome::Inconclusive {
+                plan.notes.push(Note::Holding { at: current });
             }
-            let to = ramp
-                .steps
-                .iter()
-                .copied()
-                .find(|step| *step > current)
-                .unwrap_or(ceiling)
-                .min(ceiling);
-            set(
-                to,
-                SamplingChange::Passing {
-                    baked: baked_for,
-                    bake_time: ramp.bake_time,
-                },
-            );
         }
-        Outcome::Inconclusive => plan.notes.push(Note::Holding { at: current }),
+        Outcome::Pass => set(next_step(policy, current), SamplingChange::Passing { dwelt, dwell }),
+        Outcome::Inconclusive => {
+            let minutes = minutes_of(verdict.time_to_decision());
+            let worth_it = minutes > dwell.as_secs_f64() / 60.0;
+            if ramp.evidence_ramps && current < ceiling && worth_it && only_lacks_evidence(verdict)
+            {
+                set(
+                    next_step(policy, current),
+                    SamplingChange::ForEvidence { minutes, dwell },
+                );
+            } else {
+                plan.notes.push(Note::Holding { at: current });
+            }
+        }
+        Outcome::Fail => {}
     }
 }
 
@@ -222,33 +441,40 @@ fn plan_extension(
     experiment: &Experiment,
     verdict: &Verdict,
     policy: &Policy,
-    now: DateTime<Utc>,
-    next_tick: DateTime<Utc>,
+    cadence: Cadence,
     plan: &mut Plan,
 ) {
     let extend = &policy.extend;
     let Some(end) = experiment.end_time else {
         return;
     };
-    let deadline = next_tick + chrono_duration(extend.margin);
-    if !extend.enabled || end >= deadline {
+    let Cadence {
+        now,
+        next_write,
+        tick,
+    } = cadence;
+    let margin = chrono_duration(extend.margin);
+    if !extend.enabled || end >= next_write + margin {
         return;
     }
-    let outcome = verdict.outcome;
-    let still_climbing = experiment.sampling_percentage < policy.ramp.ceiling;
-    let because = match outcome {
-        Outcome::Inconclusive => NeedsTime::Inconclusive,
-        Outcome::Pass if still_climbing => NeedsTime::StillClimbing,
+    let current = experiment.sampling_percentage;
+    let climbing = current < policy.ramp.ceiling;
+    let (because, needs) = match verdict.outcome {
+        Outcome::Inconclusive => (NeedsTime::Inconclusive, verdict.time_to_decision()),
+        // The rest of the climb: one dwell per step still to take.
+        Outcome::Pass if climbing => {
+            let steps_left = policy.ramp.steps.iter().filter(|s| **s > current).count().max(1);
+            let minutes = policy.ramp.bake_time.as_secs_f64() / 60.0 * steps_left as f64;
+            (
+                NeedsTime::StillClimbing,
+                Some(TimeToDecision::Needs {
+                    extra: 0.0,
+                    minutes,
+                }),
+            )
+        }
         Outcome::Pass | Outcome::Fail => return,
     };
-    // Thin evidence that still shows a check over its limit is a failing
-    // shadow in a quiet hour: more time would only prolong it.
-    if let Some(failed) = verdict.first_failed_check() {
-        plan.notes.push(Note::NotExtendedWhileFailing {
-            check: Box::new(failed.clone()),
-        });
-        return;
-    }
     let Some(start) = experiment.start_time else {
         plan.attention.push(Attention::CannotExtend);
         plan.notes.push(Note::NoStartTime);
@@ -256,7 +482,41 @@ fn plan_extension(
     };
     let max_duration = extend.max_duration.min(MAX_EXPERIMENT_DURATION);
     let cap = start + chrono_duration(max_duration);
-    let wanted = end + chrono_duration(extend.by);
+    let left = (cap - now).to_std().unwrap_or_default();
+    if because == NeedsTime::Inconclusive {
+        let at_top = verdict.time_at_ceiling();
+        let hopeless = match at_top {
+            Some(TimeToDecision::Undecidable) => Some(f64::INFINITY),
+            Some(TimeToDecision::Needs { minutes, .. })
+                if minutes.is_finite() && minutes * 60.0 > left.as_secs_f64() =>
+            {
+                Some(minutes)
+            }
+            _ => None,
+        };
+        if let Some(minutes) = hopeless {
+            plan.attention.push(Attention::Undecidable);
+            plan.notes.push(Note::Undecidable { minutes, left });
+            return;
+        }
+    }
+    let by = chrono_duration(extend.by);
+    let needs_minutes = match needs {
+        Some(TimeToDecision::Needs { minutes, .. }) if minutes.is_finite() => Some(minutes),
+        _ => None,
+    };
+    let tick_secs = tick.num_seconds().max(60);
+    let sized = needs_minutes.map(|minutes| {
+        let ticks = (1.25 * minutes * 60.0 / tick_secs as f64).ceil().max(0.0);
+        // Far beyond any cap; keeps the multiplication finite.
+        let ticks = ticks.min(1e6) as i64;
+        now + chrono::Duration::seconds(tick_secs * ticks + tick_secs)
+    });
+    let floor = next_write + margin + chrono::Duration::seconds(tick_secs);
+    let wanted = match sized {
+        Some(sized) => sized.max(floor).min(end + by),
+        None => end + by,
+    };
     let to = wanted.min(cap);
     if to <= end || to <= now {
         plan.attention.push(Attention::CannotExtend);
@@ -269,6 +529,7 @@ fn plan_extension(
         why: Extension {
             because,
             margin: extend.margin,
+            needs_minutes,
             capped_at: (to < wanted).then_some(max_duration),
         },
     });
@@ -308,7 +569,8 @@ pub enum WriteBlock {
     },
 }
 
-/// Whether writes are allowed for this experiment now.
+/// Whether writes (updates and tags alike) are allowed for this experiment
+/// now.
 pub(crate) fn write_blocked(
     experiment: &Experiment,
     policy: &Policy,
@@ -328,4 +590,9 @@ pub(crate) fn write_blocked(
             .map(|w| (w.expression.clone(), w.duration))
             .collect(),
     })
+}
+
+/// The check a latch or a failure names, for the report.
+pub fn failed_check(verdict: &Verdict) -> Option<&CheckResult> {
+    verdict.first_failed_check()
 }

@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use super::model::{Check, CheckDoc, Limit, Policy, PolicyDoc, Ramp, Selector, Unit};
+use super::model::{
+    Check, CheckDoc, Deprecation, Limit, Policy, PolicyDoc, Ramp, Selector, Unit, DEFAULT_ALPHA,
+};
 use super::select::PolicySet;
 use crate::schedule::CronWindow;
 use crate::validation::{self, Problem, Problems};
@@ -131,8 +133,6 @@ pub fn parse_policy(source: &str, text: &str) -> Result<Policy, PolicyError> {
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
-/// CloudWatch keeps one-minute data for 15 days.
-const MAX_LOOKBACK: Duration = Duration::from_secs(15 * 86_400);
 
 /// Checks every field and builds the policy the judge and planner use. The
 /// result is only returned to callers when `problems` stayed empty.
@@ -151,6 +151,11 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         .collect();
     let ramp = compile_ramp(&doc, problems);
     check_extend(&doc, problems);
+    let alpha = doc.alpha.unwrap_or(DEFAULT_ALPHA);
+    if !(alpha > 0.0 && alpha <= 0.5) {
+        problems.add("alpha", format!("{alpha} is outside (0, 0.5]"));
+    }
+    let deprecations = deprecations(source, &doc);
     let mut change_windows = Vec::new();
     for (index, window) in doc.change_windows.iter().enumerate() {
         let field = format!("change_windows[{index}]");
@@ -171,12 +176,43 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         source: source.to_string(),
         select,
         window: doc.window,
-        evidence: doc.evidence,
+        alpha,
         checks,
         ramp,
         extend: doc.extend,
         change_windows,
+        deprecations,
     }
+}
+
+/// Fields that loaded policies may still set, each with what replaced it.
+fn deprecations(source: &str, doc: &PolicyDoc) -> Vec<Deprecation> {
+    let evidence = doc.evidence.as_ref();
+    let set = [
+        (
+            doc.window.lookback.is_some(),
+            "window.lookback",
+            "evidence runs from the start of the step and of the experiment, never over a sliding window",
+        ),
+        (
+            evidence.is_some_and(|e| e.min_shadow_invocations.is_some()),
+            "evidence.min_shadow_invocations",
+            "each check has its own minimum (1000 shadow requests for a rate, 10 periods for latency)",
+        ),
+        (
+            evidence.is_some_and(|e| e.min_production_invocations.is_some()),
+            "evidence.min_production_invocations",
+            "production's counts enter each interval's variance instead",
+        ),
+    ];
+    set.into_iter()
+        .filter(|(present, _, _)| *present)
+        .map(|(_, field, why)| Deprecation {
+            source: source.to_string(),
+            field,
+            why,
+        })
+        .collect()
 }
 
 fn check_name(name: &str, problems: &mut Problems<'_>) {
@@ -227,25 +263,12 @@ fn compile_globs(field: &str, globs: &[String], problems: &mut Problems<'_>) -> 
 }
 
 fn check_window_and_evidence(doc: &PolicyDoc, problems: &mut Problems<'_>) {
-    problems.duration("window.lookback", doc.window.lookback, MINUTE, MAX_LOOKBACK);
     problems.duration(
         "window.publish_delay",
         doc.window.publish_delay,
         Duration::ZERO,
         Duration::from_secs(3600),
     );
-    if doc.window.publish_delay >= doc.window.lookback {
-        problems.add(
-            "window.publish_delay",
-            "must be shorter than window.lookback",
-        );
-    }
-    if doc.evidence.min_shadow_invocations == 0 {
-        problems.add(
-            "evidence.min_shadow_invocations",
-            "0 would let a shadow with no traffic pass; use at least 1",
-        );
-    }
 }
 
 /// Exactly one limit, usable for the metric's unit; `None` when it is not.
@@ -344,12 +367,22 @@ fn compile_ramp(doc: &PolicyDoc, problems: &mut Problems<'_>) -> Ramp {
         Duration::ZERO,
         MAX_EXPERIMENT_DURATION,
     );
+    if let Some(rearm_after) = ramp.rearm_after {
+        problems.duration(
+            "ramp.rearm_after",
+            rearm_after,
+            MINUTE,
+            MAX_EXPERIMENT_DURATION,
+        );
+    }
     Ramp {
         steps: ramp.steps.clone(),
         ceiling,
         floor: ramp.floor,
         bake_time: ramp.bake_time,
         on_fail: ramp.on_fail,
+        evidence_ramps: ramp.evidence_ramps,
+        rearm_after: ramp.rearm_after,
     }
 }
 
@@ -362,6 +395,19 @@ fn check_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
         MAX_EXPERIMENT_DURATION,
     );
     problems.duration("extend.by", extend.by, MINUTE, MAX_EXPERIMENT_DURATION);
+    // An extension is planned when EndTime falls within the margin of the
+    // next chance to write; one that does not clear the margin would be
+    // planned again at once, every tick.
+    if extend.enabled && extend.by <= extend.margin {
+        problems.add(
+            "extend.by",
+            format!(
+                "{} does not clear extend.margin {}: each extension would be due again at the next tick",
+                crate::duration::format(extend.by),
+                crate::duration::format(extend.margin)
+            ),
+        );
+    }
     problems.duration(
         "extend.max_duration",
         extend.max_duration,
@@ -403,6 +449,9 @@ mod tests {
             ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max: 150\n", "checks[0].max: 150 is not a usable limit"),
             ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: latency_p42\n    max: 1\n", "unknown variant"),
             ("name: t\nramp:\n  steps: [5, 10]\n  bake_time: 1h\n  floor: 20\n", "ramp.floor: 20 is above the ceiling 10"),
+            ("name: t\nalpha: 0.7\nramp:\n  steps: [5]\n", "alpha: 0.7 is outside (0, 0.5]"),
+            ("name: t\nramp:\n  steps: [5]\nextend:\n  margin: 6h\n  by: 1h\n", "extend.by: 1h does not clear extend.margin 6h"),
+            ("name: t\nramp:\n  steps: [5]\n  rearm_after: 10s\n", "ramp.rearm_after: 10s is shorter than 1m"),
             ("name: \"bad name\"\nramp:\n  steps: [5]\n  bake_time: 1h\n", "name: \"bad name\""),
             ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max_ratio_to_production: 2\n", "checks[0].max_ratio_to_production: a ratio to production's 5xx rate"),
         ];
@@ -439,14 +488,27 @@ mod tests {
 
     #[test]
     fn a_section_may_set_only_some_fields() {
-        let text = "name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nwindow:\n  lookback: 3h\nevidence:\n  min_production_invocations: 50\nextend:\n  by: 2d\n";
+        let text = "name: t\nramp:\n  steps: [5]\nwindow:\n  publish_delay: 3m\nextend:\n  by: 2d\n";
         let policy = parse_policy("p.yaml", text).unwrap();
-        assert_eq!(policy.window.lookback, Duration::from_secs(3 * 3600));
-        assert_eq!(policy.window.publish_delay, Duration::from_secs(300));
-        assert_eq!(policy.evidence.min_shadow_invocations, 200);
-        assert_eq!(policy.evidence.min_production_invocations, 50);
+        assert_eq!(policy.window.publish_delay, Duration::from_secs(180));
+        assert_eq!(policy.ramp.bake_time, Duration::from_secs(15 * 60));
+        assert_eq!(policy.alpha, DEFAULT_ALPHA);
+        assert!(!policy.ramp.evidence_ramps);
+        assert_eq!(policy.ramp.rearm_after, None);
+        assert!(policy.deprecations.is_empty());
         assert!(policy.extend.enabled);
         assert_eq!(policy.extend.by, Duration::from_secs(2 * 86_400));
+    }
+
+    #[test]
+    fn fields_that_lost_their_meaning_load_with_a_warning_naming_file_and_field() {
+        let text = "name: t\nramp:\n  steps: [5]\nwindow:\n  lookback: 3h\nevidence:\n  min_shadow_invocations: 500\n  min_production_invocations: 50\n";
+        let policy = parse_policy("old.yaml", text).unwrap();
+        let warnings: Vec<String> = policy.deprecations.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].starts_with("old.yaml: window.lookback is deprecated and ignored: "));
+        assert!(warnings[1].starts_with("old.yaml: evidence.min_shadow_invocations is deprecated"));
+        assert!(warnings[2].starts_with("old.yaml: evidence.min_production_invocations is deprecated"));
     }
 
     #[test]

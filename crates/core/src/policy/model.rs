@@ -1,4 +1,3 @@
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -25,8 +24,14 @@ pub(crate) struct PolicyDoc {
     pub select: SelectorDoc,
     #[serde(default)]
     pub window: WindowSpec,
+    /// Deprecated: every field of it is ignored (evidence minimums are the
+    /// judge's, per check).
     #[serde(default)]
-    pub evidence: Evidence,
+    pub evidence: Option<Evidence>,
+    /// Two-sided level of each check's confidence sequences (default 0.05);
+    /// its step, whole-experiment and epoch sequences share it in thirds.
+    #[serde(default)]
+    pub alpha: Option<f64>,
     #[serde(default)]
     pub checks: Vec<CheckDoc>,
     pub ramp: RampDoc,
@@ -90,24 +95,42 @@ pub struct Policy {
     pub source: String,
     pub select: Selector,
     pub window: WindowSpec,
-    pub evidence: Evidence,
+    /// Two-sided level of each check.
+    pub alpha: f64,
     pub checks: Vec<Check>,
     pub ramp: Ramp,
     pub extend: Extend,
     /// When empty, writes may happen at any tick.
     pub change_windows: Vec<CronWindow>,
+    /// Fields the file sets that no longer mean anything.
+    pub deprecations: Vec<Deprecation>,
 }
+
+/// The default of [`Policy::alpha`] (statistics.md §5).
+pub const DEFAULT_ALPHA: f64 = 0.05;
 
 impl Policy {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
-    /// Every series the judge of this policy reads, per variant.
-    pub fn needed_series(&self) -> BTreeSet<SeriesKey> {
-        let mut keys = BTreeSet::from([crate::metrics::INVOCATIONS]);
-        keys.extend(self.checks.iter().map(|check| check.metric.series()));
-        keys
+/// A field a policy still sets though it has lost its meaning: the file
+/// loads, and whoever loads it is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecation {
+    pub source: String,
+    pub field: &'static str,
+    pub why: &'static str,
+}
+
+impl fmt::Display for Deprecation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} is deprecated and ignored: {}",
+            self.source, self.field, self.why
+        )
     }
 }
 
@@ -160,10 +183,11 @@ pub enum Limit {
 // Fields left out take the values of `Default`, as the README documents.
 #[serde(default, deny_unknown_fields)]
 pub struct WindowSpec {
-    /// How far back evidence is taken (never before the last change).
-    #[serde(with = "crate::duration")]
-    #[schemars(with = "crate::duration::Written")]
-    pub lookback: Duration,
+    /// Deprecated and ignored: evidence runs from the start of the step and
+    /// of the experiment, never over a sliding window.
+    #[serde(with = "crate::duration::optional", skip_serializing)]
+    #[schemars(with = "Option<crate::duration::Written>")]
+    pub lookback: Option<Duration>,
     /// CloudWatch publishes a few minutes late; the newest minutes are left out.
     #[serde(with = "crate::duration")]
     #[schemars(with = "crate::duration::Written")]
@@ -173,35 +197,21 @@ pub struct WindowSpec {
 impl Default for WindowSpec {
     fn default() -> Self {
         Self {
-            lookback: Duration::from_secs(3600),
+            lookback: None,
             publish_delay: Duration::from_secs(300),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-// Fields left out take the values of `Default`, as the README documents.
+/// Deprecated: the judge's own minimums (1000 shadow requests and 5 errors
+/// for a rate, 10 periods for latency) replace these.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Evidence {
-    /// Shadow invocations in the window below which nothing is concluded.
-    pub min_shadow_invocations: u64,
-    /// Production invocations needed before a check relative to production
-    /// can be trusted.
-    #[serde(default = "default_min_production_invocations")]
-    pub min_production_invocations: u64,
-}
-
-fn default_min_production_invocations() -> u64 {
-    100
-}
-
-impl Default for Evidence {
-    fn default() -> Self {
-        Self {
-            min_shadow_invocations: 200,
-            min_production_invocations: default_min_production_invocations(),
-        }
-    }
+    /// Deprecated and ignored.
+    pub min_shadow_invocations: Option<u64>,
+    /// Deprecated and ignored.
+    pub min_production_invocations: Option<u64>,
 }
 
 /// What a check measures on a variant, in the unit operators think in.
@@ -292,6 +302,12 @@ pub enum Unit {
     Milliseconds,
     #[serde(rename = "invocations")]
     Invocations,
+    /// Percentage points: a difference of two rates.
+    #[serde(rename = "pts")]
+    Points,
+    /// Shadow over production.
+    #[serde(rename = "ratio")]
+    Ratio,
 }
 
 impl fmt::Display for Unit {
@@ -300,6 +316,8 @@ impl fmt::Display for Unit {
             Self::Percent => "%",
             Self::Milliseconds => "ms",
             Self::Invocations => "invocations",
+            Self::Points => "pts",
+            Self::Ratio => "ratio",
         })
     }
 }
@@ -323,8 +341,9 @@ pub(crate) struct RampDoc {
     /// Never sample more than this; defaults to the last step.
     #[serde(default)]
     pub max: Option<u8>,
-    /// How long a percentage must have been in force before the next step up.
-    #[serde(with = "crate::duration")]
+    /// The least time at a step before the next step up, counted from the
+    /// later of StartTime and the step's start (default 15m).
+    #[serde(default = "default_bake_time", with = "crate::duration")]
     #[schemars(with = "crate::duration::Written")]
     pub bake_time: Duration,
     #[serde(default = "default_on_fail")]
@@ -332,6 +351,19 @@ pub(crate) struct RampDoc {
     /// The lowest percentage a failing shadow is taken down to (at least 1).
     #[serde(default = "default_floor")]
     pub floor: u8,
+    /// Step up for evidence while inconclusive only for lack of it, every
+    /// estimate on the passing side and none failing (default false).
+    #[serde(default)]
+    pub evidence_ramps: bool,
+    /// Re-arm a latched failure by itself after this long (default: never;
+    /// `shadowpilot rearm` does it by hand).
+    #[serde(default, with = "crate::duration::optional")]
+    #[schemars(with = "Option<crate::duration::Written>")]
+    pub rearm_after: Option<Duration>,
+}
+
+fn default_bake_time() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_on_fail() -> OnFail {
@@ -359,9 +391,18 @@ pub struct Ramp {
     pub ceiling: u8,
     /// The lowest percentage a failing shadow is taken down to.
     pub floor: u8,
-    /// How long a percentage must have been in force before the next step up.
+    /// The least time at a step before the next step up (the dwell).
     pub bake_time: Duration,
     pub on_fail: OnFail,
+    pub evidence_ramps: bool,
+    pub rearm_after: Option<Duration>,
+}
+
+impl Ramp {
+    /// The steps that can outlive CloudWatch's 15 days of one-minute data.
+    pub fn is_edge(&self, percentage: u8) -> bool {
+        percentage >= self.ceiling || percentage <= self.floor
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -373,7 +414,8 @@ pub struct Extend {
     #[serde(with = "crate::duration")]
     #[schemars(with = "crate::duration::Written")]
     pub margin: Duration,
-    /// How much later each extension moves EndTime.
+    /// The largest single extension, and the step when the evidence cannot
+    /// say how long it needs.
     #[serde(with = "crate::duration")]
     #[schemars(with = "crate::duration::Written")]
     pub by: Duration,

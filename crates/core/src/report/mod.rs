@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::experiment::ExperimentStatus;
 use crate::judge::{CheckResult, Outcome, Verdict};
-use crate::metrics::Window;
+use crate::evidence::Timeline;
 use crate::plan::{Action, Attention, Plan, WriteBlock};
 use crate::ports::{MetricFailure, StoreError};
 
@@ -66,6 +66,9 @@ pub enum ErrorKind {
     Service,
     /// The metric source failed; the experiment was judged without data.
     Metrics,
+    /// The update landed (or none was needed) but AddTags or DeleteTags
+    /// failed: the next tick reads the step as changed elsewhere.
+    TagWrite,
 }
 
 impl ErrorKind {
@@ -82,6 +85,7 @@ impl ErrorKind {
             Self::InvalidResponse => "invalid_response",
             Self::Service => "service",
             Self::Metrics => "metrics",
+            Self::TagWrite => "tag_write",
         }
     }
 
@@ -167,6 +171,13 @@ pub enum WriteOutcome {
     NotFound(Arc<StoreError>),
     /// Any other failure of the re-read or the update: throttled, denied, ...
     Failed(Arc<StoreError>),
+    /// AddTags or DeleteTags failed on `arn`, after the update (if any)
+    /// was applied.
+    TagWriteFailed {
+        arn: String,
+        updated: bool,
+        error: Arc<StoreError>,
+    },
 }
 
 impl WriteOutcome {
@@ -182,8 +193,17 @@ impl WriteOutcome {
     }
 
     /// The label the report's `outcome` field carries.
+    pub(crate) fn tag_write(arn: &str, error: StoreError, updated: bool) -> Self {
+        Self::TagWriteFailed {
+            arn: arn.to_string(),
+            updated,
+            error: Arc::new(error),
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
+            Self::TagWriteFailed { .. } => "tag_write_failed",
             Self::Nothing => "none",
             Self::Applied => "applied",
             Self::DryRun => "dry_run",
@@ -203,7 +223,8 @@ impl WriteOutcome {
             Self::Rejected(error)
             | Self::Conflict(error)
             | Self::NotFound(error)
-            | Self::Failed(error) => Some(error),
+            | Self::Failed(error)
+            | Self::TagWriteFailed { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -237,7 +258,8 @@ pub struct ExperimentReport {
     pub endpoint: Option<String>,
     pub sampling_percentage: Option<u8>,
     pub end_time: Option<DateTime<Utc>>,
-    pub window: Option<Window>,
+    /// Where each sequence's evidence starts and ends.
+    pub timeline: Option<Timeline>,
     pub held: bool,
     pub disposition: Disposition,
 }
@@ -251,7 +273,7 @@ impl ExperimentReport {
             endpoint: None,
             sampling_percentage: None,
             end_time: None,
-            window: None,
+            timeline: None,
             held: false,
             disposition,
         }
@@ -293,8 +315,12 @@ impl ExperimentReport {
         self.steered().map(|s| &s.write)
     }
 
+    /// The update reached AWS (even when its tags then failed).
     pub fn applied(&self) -> bool {
-        matches!(self.write(), Some(WriteOutcome::Applied))
+        matches!(
+            self.write(),
+            Some(WriteOutcome::Applied | WriteOutcome::TagWriteFailed { updated: true, .. })
+        )
     }
 
     /// What went wrong for this experiment, if anything did.
@@ -303,6 +329,11 @@ impl ExperimentReport {
             Disposition::Failed(error) => Some(error.kind()),
             Disposition::Skipped(_) => None,
             Disposition::Steered(steered) => match steered.write.error() {
+                // Access denied on a tag action is still a tag_write entry; the
+                // message names the action, the ARN and the denial.
+                Some(_) if matches!(steered.write, WriteOutcome::TagWriteFailed { .. }) => {
+                    Some(ErrorKind::TagWrite)
+                }
                 Some(error) => Some(ErrorKind::of_store_error(error)),
                 None => steered.metrics_error.as_ref().map(|_| ErrorKind::Metrics),
             },
@@ -340,8 +371,10 @@ pub struct Summary {
     pub actions_planned: usize,
     pub updates_applied: usize,
     pub ready_to_promote: usize,
+    pub failing: usize,
     pub failing_at_floor: usize,
     pub cannot_extend: usize,
+    pub undecidable: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -371,8 +404,10 @@ impl Report {
             for attention in entry.attention() {
                 match attention {
                     Attention::ReadyToPromote => summary.ready_to_promote += 1,
+                    Attention::Failing => summary.failing += 1,
                     Attention::FailingAtFloor => summary.failing_at_floor += 1,
                     Attention::CannotExtend => summary.cannot_extend += 1,
+                    Attention::Undecidable => summary.undecidable += 1,
                 }
             }
         }

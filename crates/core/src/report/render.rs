@@ -13,27 +13,35 @@ use super::{
     WriteOutcome,
 };
 use crate::duration::format as show_duration;
-use crate::experiment::{HOLD_TAG, POLICY_TAG};
-use crate::judge::{Against, CheckResult, Finding, Outcome};
+use crate::evidence::Form;
+use crate::experiment::{FAILED_TAG, HOLD_TAG, POLICY_TAG};
+use crate::judge::{Amount, CheckId, CheckResult, Outcome, Reason, Sequence};
+use crate::policy::CheckMetric;
+use crate::stats::TimeToDecision;
 use crate::plan::{Action, Attention, Extension, NeedsTime, Note, SamplingChange, WriteBlock};
 use crate::policy::Unit;
 use crate::ports::MetricFailure;
 
-/// `412 ms`, `1.25 %`, `500 invocations`.
+/// `412 ms`, `1.25 %`, `500 invocations`, `+0.12 pts`, `1.08`.
 pub fn show(unit: Unit, value: f64) -> String {
     match unit {
         Unit::Percent => format!("{value:.2} %"),
-        Unit::Milliseconds if value >= 100.0 => format!("{value:.0} ms"),
+        Unit::Milliseconds if value.abs() >= 100.0 => format!("{value:.0} ms"),
         Unit::Milliseconds => format!("{value:.1} ms"),
         Unit::Invocations => format!("{value:.0} invocations"),
+        Unit::Points => format!("{value:+.2} pts"),
+        Unit::Ratio => format!("{value:.2}"),
     }
 }
 
-/// How a difference is spoken of: points for rates, ms for latency.
-fn show_delta(unit: Unit, value: f64) -> String {
+/// A number of the check's unit without the unit (the interval's parts).
+fn bare(unit: Unit, value: f64) -> String {
     match unit {
-        Unit::Percent => format!("{value:.2} points"),
-        other => show(other, value),
+        Unit::Points => format!("{value:+.2}"),
+        Unit::Milliseconds if value.abs() >= 100.0 => format!("{value:.0}"),
+        Unit::Milliseconds => format!("{value:.1}"),
+        Unit::Invocations => format!("{value:.0}"),
+        Unit::Percent | Unit::Ratio => format!("{value:.2}"),
     }
 }
 
@@ -41,111 +49,174 @@ fn utc_minute(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// `shadow p99 412 ms > 1.20 × production 298 ms (limit 358 ms)`.
+/// `~40 min`, `~3 h 20 min`, `~2.5 d`.
+fn show_minutes(minutes: f64) -> String {
+    if minutes < 1.0 {
+        "<1 min".into()
+    } else if minutes < 60.0 {
+        format!("~{minutes:.0} min")
+    } else if minutes < 48.0 * 60.0 {
+        let whole = minutes.round() as u64;
+        format!("~{} h {} min", whole / 60, whole % 60)
+    } else {
+        format!("~{:.1} d", minutes / 1440.0)
+    }
+}
+
+/// The check's subject: `p99 ratio`, `5xx`, `p99 vs production +20 ms`.
+fn subject(check: &CheckResult) -> String {
+    let CheckId::Metric(metric) = check.id else {
+        return String::new();
+    };
+    let short = match metric {
+        CheckMetric::ErrorRate5xx => "5xx",
+        CheckMetric::ErrorRate4xx => "4xx",
+        CheckMetric::ModelErrorRate => "model errors",
+        other => other.label(),
+    };
+    match check.form {
+        Form::ErrorAbove { .. } => short.to_string(),
+        Form::ErrorMax { .. } => format!("{short} rate"),
+        Form::LatencyRatio { .. } => format!("{short} ratio"),
+        Form::LatencyMax { .. } => short.to_string(),
+        Form::LatencyAbove { ms } => format!("{short} vs production +{} ratio", bare(Unit::Milliseconds, ms)),
+    }
+}
+
+fn time_text(time: Option<TimeToDecision>, sampling: u8) -> Option<String> {
+    match time? {
+        TimeToDecision::Undecidable => Some("undecidable: within ±h of the margin".into()),
+        TimeToDecision::Needs { minutes, .. } if minutes.is_finite() => {
+            Some(format!("{} more at {sampling} %", show_minutes(minutes)))
+        }
+        TimeToDecision::Needs { .. } => Some(format!("no traffic to decide at {sampling} %")),
+    }
+}
+
+fn sequence_text(sequence: Sequence) -> Option<String> {
+    match sequence {
+        Sequence::Step => None,
+        Sequence::Whole => Some("whole experiment".into()),
+        Sequence::Epoch(j) => Some(format!("epoch {j} of the step")),
+    }
+}
+
+/// `p99 ratio 1.08 [0.97, 1.19] ≤ 1.20 (pass)`,
+/// `5xx +0.12 [-0.05, 0.31] pts vs +0.50 (inconclusive, ~40 min more at 10 %)`.
 impl fmt::Display for CheckResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let label = match self.id {
-            crate::judge::CheckId::Metric(metric) => metric.label(),
-            _ => "",
-        };
+        if let Some(Reason::NoMeasurements { error }) = &self.reason {
+            return write!(f, "no measurements: {}", metrics_failure_text(error));
+        }
         let unit = self.unit;
-        let compared = |f: &mut fmt::Formatter<'_>, shadow: f64, against: &Against, limit: f64| {
-            let relation = if shadow <= limit { "≤" } else { ">" };
-            write!(f, "shadow {label} {} {relation} ", show(unit, shadow))?;
-            match against {
-                Against::Absolute => write!(f, "{}", show(unit, limit)),
-                Against::Ratio { ratio, production } => write!(
-                    f,
-                    "{ratio:.2} × production {} (limit {})",
-                    show(unit, *production),
-                    show(unit, limit)
-                ),
-                Against::Above { above, production } => write!(
-                    f,
-                    "production {} + {} (limit {})",
-                    show(unit, *production),
-                    show_delta(unit, *above),
-                    show(unit, limit)
-                ),
-            }
+        let subject = subject(self);
+        let relation = match self.outcome {
+            Outcome::Pass => "≤",
+            Outcome::Fail => ">",
+            Outcome::Inconclusive => "vs",
         };
-        match &self.finding {
-            Finding::NoWindow {
-                last_modified,
-                window_end,
-            } => write!(
-                f,
-                "no complete minute of evidence since the last change at {} (window would end at {})",
-                last_modified.format("%Y-%m-%d %H:%M:%S UTC"),
-                window_end.format("%H:%M UTC")
-            ),
-            Finding::NoMeasurements { error } => {
-                write!(f, "no measurements: {}", metrics_failure_text(error))
-            }
-            Finding::Evidence {
-                invocations,
-                minimum,
-            } => {
-                let shown = invocations.unwrap_or(0.0);
-                if self.outcome == Outcome::Pass {
-                    write!(f, "shadow invocations {shown:.0} ≥ minimum {minimum:.0}")
-                } else {
-                    write!(
-                        f,
-                        "shadow invocations {shown:.0} < minimum {minimum:.0}{}",
-                        if invocations.is_none() {
-                            " (no datapoints)"
-                        } else {
-                            ""
-                        }
-                    )
-                }
-            }
-            Finding::NoInvocations { role } => {
-                write!(f, "{role} {label}: no invocations in the window")
-            }
-            Finding::NoDatapoints { role } => write!(f, "{role} {label}: no datapoints in the window"),
-            Finding::ProductionTooThin {
-                invocations,
-                minimum,
-            } => write!(
-                f,
-                "production invocations {invocations:.0} < minimum {minimum:.0} for a check relative to production"
-            ),
-            Finding::Compared {
-                shadow,
-                against,
-                limit,
-            } => compared(f, *shadow, against, *limit),
-            Finding::TooFewErrorsToTell {
-                shadow,
-                against,
-                limit,
-                errors,
-                invocations,
-                lower_bound,
-            } => {
-                compared(f, *shadow, against, *limit)?;
+        match (self.value, self.lower, self.upper) {
+            (Some(value), Some(lower), Some(upper)) => {
+                let unit_text = match unit {
+                    Unit::Points => " pts",
+                    Unit::Percent => " %",
+                    Unit::Milliseconds => " ms",
+                    _ => "",
+                };
                 write!(
                     f,
-                    ", but {errors:.0} errors in {invocations:.0} invocations are too few to tell (95 % lower bound {})",
-                    show(unit, *lower_bound)
-                )
+                    "{subject} {} [{}, {}]{unit_text} {relation} {}",
+                    bare(unit, value),
+                    bare(unit, lower),
+                    bare(unit, upper),
+                    bare(unit, self.limit)
+                )?;
+            }
+            _ => {
+                let why = match &self.reason {
+                    Some(Reason::TooLittleTraffic {
+                        shadow_per_minute,
+                        needed_per_minute,
+                    }) => format!(
+                        "too little traffic at this sampling: {shadow_per_minute:.1} shadow requests/min, an hour-long period needs {needed_per_minute:.1}/min"
+                    ),
+                    Some(Reason::PeriodPending) => {
+                        "no production traffic before the step to choose a period from yet".into()
+                    }
+                    _ => "no usable period since the step began".into(),
+                };
+                write!(f, "{subject} {relation} {}: {why}", bare(unit, self.limit))?;
             }
         }
+        let mut parts = vec![self.outcome.as_str().to_string()];
+        if let Some(sequence) = sequence_text(self.sequence) {
+            parts.push(sequence);
+        }
+        if self.reason == Some(Reason::Insufficient) {
+            match self.amount {
+                Amount::Requests { shadow, .. } if shadow < 1000.0 => {
+                    parts.push(format!("{shadow:.0} of 1000 shadow requests"))
+                }
+                Amount::Requests { errors, .. } => {
+                    parts.push(format!("{errors:.0} shadow errors, 5 needed to fail"))
+                }
+                Amount::Periods {
+                    eligible,
+                    period_secs,
+                } => parts.push(format!(
+                    "{eligible} of 10 periods of {}",
+                    show_duration(std::time::Duration::from_secs(
+                        u64::try_from(period_secs).unwrap_or(0)
+                    ))
+                )),
+                Amount::Nothing => {}
+            }
+        }
+        if let Some(time) = time_text(self.time_to_decision, self.sampling) {
+            parts.push(time);
+        }
+        write!(f, " ({})", parts.join(", "))
     }
 }
 
 impl Serialize for CheckResult {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("CheckResult", 6)?;
+        let mut out = serializer.serialize_struct("CheckResult", 11)?;
         out.serialize_field("metric", self.id.as_str())?;
         out.serialize_field("value", &self.value)?;
         out.serialize_field("limit", &self.limit)?;
+        out.serialize_field("lower", &self.lower)?;
+        out.serialize_field("upper", &self.upper)?;
         out.serialize_field("unit", &self.unit)?;
         out.serialize_field("outcome", self.outcome.as_str())?;
+        out.serialize_field(
+            "sequence",
+            &match self.sequence {
+                Sequence::Step => "step".to_string(),
+                Sequence::Whole => "whole".to_string(),
+                Sequence::Epoch(j) => format!("epoch_{j}"),
+            },
+        )?;
+        out.serialize_field("time_to_decision", &TimeView(self.time_to_decision))?;
+        out.serialize_field("time_at_ceiling", &TimeView(self.at_ceiling))?;
         out.serialize_field("message", &self.to_string())?;
         out.end()
+    }
+}
+
+/// Minutes, `"undecidable"`, or null when decided (or no traffic: never).
+struct TimeView(Option<TimeToDecision>);
+
+impl Serialize for TimeView {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(TimeToDecision::Undecidable) => serializer.serialize_str("undecidable"),
+            Some(TimeToDecision::Needs { minutes, .. }) if minutes.is_finite() => {
+                serializer.serialize_f64((minutes * 10.0).round() / 10.0)
+            }
+            Some(TimeToDecision::Needs { .. }) => serializer.serialize_str("never"),
+            None => serializer.serialize_none(),
+        }
     }
 }
 
@@ -153,14 +224,22 @@ impl Serialize for CheckResult {
 fn action_reason(action: &Action) -> String {
     match action {
         Action::SetSampling { from, to, why } => match why {
-            SamplingChange::Failing => format!("failing: down from {from} % to {to} %"),
+            SamplingChange::Failing => {
+                format!("failing: latched, down from {from} % to {to} %")
+            }
+            SamplingChange::Latched => format!("latched by an earlier failure: down from {from} % to {to} %"),
             SamplingChange::AboveMaximum { ceiling } => {
                 format!("{from} % is above the policy maximum {ceiling} %")
             }
-            SamplingChange::Passing { baked, bake_time } => format!(
-                "passing for {} at {from} % (bake {}): up to {to} %",
-                show_duration(*baked),
-                show_duration(*bake_time)
+            SamplingChange::Passing { dwelt, dwell } => format!(
+                "passing after {} at {from} % (dwell {}): up to {to} %",
+                show_duration(*dwelt),
+                show_duration(*dwell)
+            ),
+            SamplingChange::ForEvidence { minutes, dwell } => format!(
+                "inconclusive for lack of evidence, every estimate on the passing side, {} more needed at {from} % (dwell {}): up to {to} % for evidence",
+                show_minutes(*minutes),
+                show_duration(*dwell)
             ),
         },
         Action::ExtendEndTime {
@@ -170,10 +249,11 @@ fn action_reason(action: &Action) -> String {
                 Extension {
                     because,
                     margin,
+                    needs_minutes,
                     capped_at,
                 },
         } => format!(
-            "{} and ends {}, before the next chance to write + margin {}: extended by {}{}",
+            "{} and ends {}, before the next chance to write + margin {}: extended by {}{}{}",
             match because {
                 NeedsTime::StillClimbing => "passing below the top step",
                 NeedsTime::Inconclusive => "inconclusive",
@@ -181,6 +261,10 @@ fn action_reason(action: &Action) -> String {
             utc_minute(*from),
             show_duration(*margin),
             show_duration((*to - *from).to_std().unwrap_or_default()),
+            needs_minutes.map_or(" (the evidence cannot say how long it needs)".to_string(), |m| format!(
+                " (the evidence needs {})",
+                show_minutes(m)
+            )),
             capped_at.map_or(String::new(), |cap| format!(
                 ", capped at StartTime + {}",
                 show_duration(cap)
@@ -229,19 +313,32 @@ fn note_text(note: &Note) -> String {
         Note::ReadyToPromote { ceiling } => {
             format!("passing at the top step {ceiling} %: ready to promote")
         }
-        Note::Baking {
-            baked,
-            bake_time,
-            at,
-        } => format!(
-            "baking: {} of {} at {at} %",
-            show_duration(*baked),
-            show_duration(*bake_time)
+        Note::Latched { mark } => format!(
+            "latched: {FAILED_TAG}={mark}; never ramped or extended until re-armed (shadowpilot rearm)"
+        ),
+        Note::Rearmed { mark } => format!(
+            "re-armed: the latch {mark} is older than the policy's rearm_after; the whole-experiment evidence restarts now"
+        ),
+        Note::Dwelling { dwelt, dwell, at } => format!(
+            "dwelling: {} of {} at {at} %",
+            show_duration(*dwelt),
+            show_duration(*dwell)
         ),
         Note::Holding { at } => format!("inconclusive: holding at {at} %"),
-        Note::NotExtendedWhileFailing { check } => {
-            format!("not extended: the evidence is thin but {check}")
+        Note::Undecidable { minutes, left } => {
+            if minutes.is_finite() {
+                format!(
+                    "undecidable: even at the top step the evidence needs {}, but only {} are left before the cap; not extended",
+                    show_minutes(*minutes),
+                    show_duration(*left)
+                )
+            } else {
+                "undecidable: the estimate sits within ±h of the margin; not extended".into()
+            }
         }
+        Note::ChangedElsewhere { tagged, now } => format!(
+            "sampling changed outside shadowpilot ({tagged} % → {now} %): the step starts at LastModifiedTime"
+        ),
         Note::NoStartTime => "cannot extend: the experiment reports no StartTime".into(),
         Note::AtCap { end, max_duration } => format!(
             "cannot extend: EndTime {} is already at the cap StartTime + {}",
@@ -331,6 +428,11 @@ fn steered_reason(steered: &Steered) -> String {
     let reason = reasons.join("; ");
     match &steered.write {
         WriteOutcome::DryRun => format!("dry run, not written: {reason}"),
+        WriteOutcome::TagWriteFailed { arn, updated, error } => format!(
+            "{}tags not written on {arn}: {} ({reason})",
+            if *updated { "update applied, " } else { "" },
+            error_chain(error.as_ref())
+        ),
         WriteOutcome::ChangedSinceRead(staleness) => format!(
             "not written: {} since it was read; the next tick plans again ({reason})",
             staleness_text(staleness)
@@ -406,7 +508,7 @@ impl Serialize for ExperimentReport {
         out.serialize_entry("sampling_percentage", &self.sampling_percentage)?;
         out.serialize_entry("end_time", &self.end_time)?;
         out.serialize_entry("verdict", &self.verdict())?;
-        out.serialize_entry("window", &self.window)?;
+        out.serialize_entry("evidence", &self.timeline.as_ref().map(TimelineView))?;
         out.serialize_entry("checks", self.checks())?;
         out.serialize_entry("decisive", &self.decisive().map(CheckResult::to_string))?;
         out.serialize_entry("decisive_check", &self.decisive().map(|c| c.id.as_str()))?;
@@ -419,6 +521,21 @@ impl Serialize for ExperimentReport {
         if let Some((kind, message)) = self.error_text() {
             out.serialize_entry("error", &ErrorView { kind, message })?;
         }
+        out.end()
+    }
+}
+
+/// The evidence range of an entry: where each sequence starts.
+struct TimelineView<'a>(&'a crate::evidence::Timeline);
+
+impl Serialize for TimelineView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let timeline = self.0;
+        let mut out = serializer.serialize_map(Some(4))?;
+        out.serialize_entry("whole_start", &timeline.whole_start)?;
+        out.serialize_entry("step_start", &timeline.step_start)?;
+        out.serialize_entry("step_origin", &timeline.step_origin)?;
+        out.serialize_entry("end", &timeline.end)?;
         out.end()
     }
 }
@@ -443,8 +560,10 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn attention_text(attention: Attention) -> &'static str {
     match attention {
         Attention::ReadyToPromote => "READY TO PROMOTE",
+        Attention::Failing => "FAILING",
         Attention::FailingAtFloor => "FAILING AT FLOOR",
         Attention::CannotExtend => "CANNOT EXTEND",
+        Attention::Undecidable => "UNDECIDABLE",
     }
 }
 
@@ -495,8 +614,10 @@ fn action_cell(entry: &ExperimentReport) -> String {
 fn summary_line(dry_run: bool, s: &Summary) -> String {
     let attention: Vec<String> = [
         (s.ready_to_promote, "ready to promote"),
+        (s.failing, "failing"),
         (s.failing_at_floor, "failing at floor"),
         (s.cannot_extend, "cannot extend"),
+        (s.undecidable, "undecidable"),
     ]
     .iter()
     .filter(|(n, _)| *n > 0)

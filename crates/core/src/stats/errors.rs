@@ -110,7 +110,16 @@ pub struct ErrorEvidence {
 /// [`ErrorCounts::skipped`]: `Ê_p` and `Q` divide by `n_p`, and a production
 /// with no requests that minute says nothing about its rate then.
 pub fn assess(minutes: &[PairedMinute], params: &ErrorParams) -> ErrorEvidence {
-    let counts = sum(minutes);
+    let mut counts = ErrorCounts::default();
+    for minute in minutes {
+        counts.add(minute);
+    }
+    assess_counts(counts, params)
+}
+
+/// §2 from sums already taken, so that sequences starting at different
+/// times can share one pass over the minutes.
+pub fn assess_counts(counts: ErrorCounts, params: &ErrorParams) -> ErrorEvidence {
     let Some(estimate) = estimate(&counts, params) else {
         return ErrorEvidence {
             counts,
@@ -135,9 +144,10 @@ pub fn assess(minutes: &[PairedMinute], params: &ErrorParams) -> ErrorEvidence {
     }
 }
 
-fn sum(minutes: &[PairedMinute]) -> ErrorCounts {
-    let mut c = ErrorCounts::default();
-    for m in minutes {
+impl ErrorCounts {
+    /// Adds one minute (or one stratum of any length with a constant
+    /// sampling fraction), or counts it as skipped.
+    pub fn add(&mut self, m: &PairedMinute) {
         let usable = [m.shadow_requests, m.production_requests]
             .iter()
             .all(|n| n.is_finite() && *n >= 0.0)
@@ -145,21 +155,33 @@ fn sum(minutes: &[PairedMinute]) -> ErrorCounts {
             && m.production_errors.is_finite()
             && m.production_requests > 0.0;
         if !usable {
-            c.skipped += 1;
-            continue;
+            self.skipped += 1;
+            return;
         }
         let (n_s, n_p) = (m.shadow_requests, m.production_requests);
         let e_s = m.shadow_errors.clamp(0.0, n_s);
         let e_p = m.production_errors.clamp(0.0, n_p);
-        c.minutes += 1;
-        c.shadow_requests += n_s;
-        c.shadow_errors += e_s;
-        c.production_requests += n_p;
-        c.production_errors += e_p;
-        c.expected_shadow_errors += n_s * e_p / n_p;
-        c.q += n_s * n_s / n_p;
+        self.minutes += 1;
+        self.shadow_requests += n_s;
+        self.shadow_errors += e_s;
+        self.production_requests += n_p;
+        self.production_errors += e_p;
+        self.expected_shadow_errors += n_s * e_p / n_p;
+        self.q += n_s * n_s / n_p;
     }
-    c
+
+    /// The one-sample version, for a limit on the shadow's own rate: no
+    /// production errors to subtract and none of production's variance, so
+    /// `Δ̂ = E_s/N_s`, `p† = max(p̃_s, δ)` and `V = p†(1−p†)/N_s`.
+    pub fn without_production(self) -> Self {
+        Self {
+            production_requests: f64::INFINITY,
+            production_errors: 0.0,
+            expected_shadow_errors: 0.0,
+            q: 0.0,
+            ..self
+        }
+    }
 }
 
 fn estimate(c: &ErrorCounts, params: &ErrorParams) -> Option<ErrorEstimate> {

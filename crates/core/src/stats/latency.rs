@@ -189,6 +189,58 @@ pub fn assess(periods: &[LatencyPeriod], params: &LatencyParams) -> LatencyEvide
     }
 }
 
+/// Running sums of eligible log ratios: sequences that start at different
+/// times share one pass over the periods, each its suffix of the sums.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RatioSums {
+    pub n: usize,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
+impl RatioSums {
+    pub fn add(&mut self, r: f64) {
+        self.n += 1;
+        self.sum += r;
+        self.sum_sq += r * r;
+    }
+}
+
+/// §3 from sums: the same interval and decision as [`assess`] over the
+/// ratios summed.
+pub fn assess_sums(sums: RatioSums, params: &LatencyParams) -> LatencyEvidence {
+    let estimate = estimate_from(sums, params);
+    let decision = match &estimate {
+        Some(estimate) if sums.n >= params.min_periods => {
+            estimate.interval.against(params.limit.ln())
+        }
+        _ => Decision::Inconclusive(Inconclusive::Insufficient),
+    };
+    LatencyEvidence {
+        periods: sums.n,
+        eligible: sums.n,
+        estimate,
+        decision,
+    }
+}
+
+fn estimate_from(sums: RatioSums, params: &LatencyParams) -> Option<LatencyEstimate> {
+    if sums.n == 0 {
+        return None;
+    }
+    let n = sums.n as f64;
+    let mean = sums.sum / n;
+    // One period has no sample variance; the floor stands in for it (the
+    // check is insufficient then anyway). Ratios are clipped to ±ln 4, so
+    // the one-pass form loses nothing that matters to cancellation.
+    let sample = if sums.n > 1 {
+        ((sums.sum_sq - n * mean * mean) / (n - 1.0)).max(0.0)
+    } else {
+        0.0
+    };
+    finish(mean, sample, n, params)
+}
+
 fn estimate(ratios: &[f64], params: &LatencyParams) -> Option<LatencyEstimate> {
     if ratios.is_empty() {
         return None;
@@ -202,6 +254,10 @@ fn estimate(ratios: &[f64], params: &LatencyParams) -> Option<LatencyEstimate> {
     } else {
         0.0
     };
+    finish(mean, sample, n, params)
+}
+
+fn finish(mean: f64, sample: f64, n: f64, params: &LatencyParams) -> Option<LatencyEstimate> {
     let spread = sample.max(params.min_sd * params.min_sd);
     let interval = Interval::around(mean, spread / n, params.limit.ln(), params.alpha);
     Some(LatencyEstimate {

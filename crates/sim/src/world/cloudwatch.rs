@@ -1,6 +1,8 @@
 //! The simulated CloudWatch: answers domain metric queries from the traffic
 //! that has been published by now, with CloudWatch's statistics.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::sagemaker::SageMaker;
@@ -20,21 +22,30 @@ pub(crate) fn fetch(
     sagemaker: &SageMaker,
     published: DateTime<Utc>,
     queries: &[SeriesQuery],
+    cache: &mut PeriodCache,
 ) -> Result<Vec<Series>, MetricError> {
     check_queries(queries).map_err(|message| MetricError::Service {
         source: Box::new(CloudWatchRejection(message)),
     })?;
     Ok(queries
         .iter()
-        .map(|query| answer(traffic, sagemaker, published, query))
+        .map(|query| answer(traffic, sagemaker, published, query, cache))
         .collect())
 }
+
+/// Completed periods' answers, by (experiment, role, metric, statistic,
+/// period seconds, period start in Unix seconds). A period that has been
+/// published never changes in the simulated world, so the controller's
+/// tick-after-tick queries over the whole experiment read these instead of
+/// redrawing and re-merging every minute (`None`: no datapoint).
+pub(crate) type PeriodCache = HashMap<(usize, u8, SageMakerMetric, Statistic, i64, i64), Option<f64>>;
 
 fn answer(
     traffic: &mut Traffic,
     sagemaker: &SageMaker,
     published: DateTime<Utc>,
     query: &SeriesQuery,
+    cache: &mut PeriodCache,
 ) -> Series {
     let mut points = Series::new();
     let Some((index, experiment)) = sagemaker.find(&query.experiment.name) else {
@@ -42,6 +53,9 @@ fn answer(
     };
     let (role, metric) = (query.role, query.metric);
     let minutes = traffic.minutes_between(query.window.start, query.window.end, published);
+    if minutes.is_empty() {
+        return points;
+    }
     let period_minutes = (i64::try_from(query.period.as_secs()).unwrap_or(i64::MAX) / 60).max(1);
     let start = query.window.start;
     let latency_kind = match metric {
@@ -49,55 +63,64 @@ fn answer(
         SageMakerMetric::OverheadLatency => Some(true),
         _ => None,
     };
-    // The controller asks for one period as long as the window: served
-    // from the moving merged window (counts ride along with latency).
     let start_minute = start.timestamp().div_euclid(60);
-    let single = minutes.is_empty() || minutes.end - 1 - start_minute < period_minutes;
-    if single && minutes.start >= start_minute {
-        let overhead = latency_kind == Some(true);
-        let slot = u8::from(overhead);
-        let merged = traffic.merged(experiment, index, role, overhead, slot, minutes.clone());
-        if let Some(value) = statistic(metric, query.statistic, &merged.counts, &merged.histogram) {
-            let k = (minutes.start - start_minute).div_euclid(period_minutes);
-            points.insert(
-                start + chrono::Duration::seconds(k * period_minutes * 60),
-                value,
-            );
-        }
-        traffic.keep(index, role, slot, merged);
-        return points;
-    }
-    let mut bucket: Option<(i64, Counts, WindowHistogram)> = None;
-    let flush = |bucket: Option<(i64, Counts, WindowHistogram)>, points: &mut Series| {
-        if let Some((k, counts, histogram)) = bucket {
-            let at = start + chrono::Duration::seconds(k * period_minutes * 60);
-            if let Some(value) = statistic(metric, query.statistic, &counts, &histogram) {
-                points.insert(at, value);
+    let published_minute = published.timestamp().div_euclid(60);
+    let window_end_minute = query.window.end.timestamp().div_euclid(60);
+    let first_k = (minutes.start - start_minute).div_euclid(period_minutes);
+    let last_k = (minutes.end - 1 - start_minute).div_euclid(period_minutes);
+    let role_key = u8::from(role == shadowpilot_core::metrics::VariantRole::Shadow);
+    for k in first_k..=last_k {
+        let period_start = start_minute + k * period_minutes;
+        let period_end = (period_start + period_minutes).min(window_end_minute);
+        let at = start + chrono::Duration::seconds(k * period_minutes * 60);
+        // Only a period wholly inside the window and published is final.
+        let complete = period_start >= minutes.start
+            && period_start + period_minutes <= window_end_minute
+            && period_start + period_minutes <= published_minute;
+        let key = (
+            index,
+            role_key,
+            metric,
+            query.statistic,
+            period_minutes * 60,
+            period_start * 60,
+        );
+        if complete {
+            if let Some(cached) = cache.get(&key) {
+                if let Some(value) = cached {
+                    points.insert(at, *value);
+                }
+                continue;
             }
         }
-    };
-    for minute in minutes {
-        let k = (minute * 60 - start.timestamp()).div_euclid(period_minutes * 60);
-        if bucket.as_ref().is_some_and(|(current, _, _)| *current != k) {
-            flush(bucket.take(), &mut points);
-        }
-        let (_, total, histogram) =
-            bucket.get_or_insert_with(|| (k, Counts::default(), WindowHistogram::default()));
-        let counts = traffic.counts(experiment, index, minute)[role_index(role)];
-        total.invocations += counts.invocations;
-        total.e4xx += counts.e4xx;
-        total.e5xx += counts.e5xx;
-        total.model += counts.model;
-        if let Some(overhead) = latency_kind {
-            if counts.invocations > 0 {
-                traffic.ensure_histogram(experiment, index, minute, role, overhead);
-                if let Some(minute_histogram) = traffic.histogram(index, minute, role, overhead) {
-                    histogram.add(minute_histogram);
+        let mut total = Counts::default();
+        let mut histogram = WindowHistogram::default();
+        let from = period_start.max(minutes.start);
+        let to = period_end.min(minutes.end);
+        for minute in from..to {
+            let counts = traffic.counts(experiment, index, minute)[role_index(role)];
+            total.invocations += counts.invocations;
+            total.e4xx += counts.e4xx;
+            total.e5xx += counts.e5xx;
+            total.model += counts.model;
+            if let Some(overhead) = latency_kind {
+                if counts.invocations > 0 {
+                    traffic.ensure_histogram(experiment, index, minute, role, overhead);
+                    if let Some(minute_histogram) = traffic.histogram(index, minute, role, overhead)
+                    {
+                        histogram.add(minute_histogram);
+                    }
                 }
             }
         }
+        let value = statistic(metric, query.statistic, &total, &histogram);
+        if complete {
+            cache.insert(key, value);
+        }
+        if let Some(value) = value {
+            points.insert(at, value);
+        }
     }
-    flush(bucket, &mut points);
     points
 }
 

@@ -43,6 +43,7 @@ struct World {
     publish_delay: chrono::Duration,
     sagemaker: SageMaker,
     traffic: Traffic,
+    periods: cloudwatch::PeriodCache,
 }
 
 impl SimWorld {
@@ -55,6 +56,7 @@ impl SimWorld {
                 publish_delay: chrono_duration(scenario.publish_delay),
                 sagemaker,
                 traffic,
+                periods: cloudwatch::PeriodCache::new(),
             })),
         }
     }
@@ -164,6 +166,22 @@ impl ExperimentStore for SimWorld {
         let now = world.now;
         world.sagemaker.update(&SimUpdate::from(update), now)
     }
+
+    async fn add_tags(
+        &self,
+        arn: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.lock().sagemaker.add_tags(arn, tags)
+    }
+
+    async fn delete_tags(
+        &self,
+        arn: &str,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        self.lock().sagemaker.delete_tags(arn, keys)
+    }
 }
 
 #[async_trait]
@@ -174,7 +192,13 @@ impl MetricSource for SimWorld {
         let published = world.now - world.publish_delay;
         // The simulated CloudWatch refuses a bad request whole and otherwise
         // answers every query.
-        cloudwatch::fetch(&mut world.traffic, &world.sagemaker, published, queries)
+        cloudwatch::fetch(
+            &mut world.traffic,
+            &world.sagemaker,
+            published,
+            queries,
+            &mut world.periods,
+        )
             .map(|series| series.into_iter().map(Ok).collect())
     }
 }

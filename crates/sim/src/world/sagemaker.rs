@@ -112,6 +112,8 @@ pub(crate) struct SageMaker {
 pub(crate) struct SimExperiment {
     pub(crate) spec: ExperimentSpec,
     arn: String,
+    /// The scenario's tags, then whatever AddTags and DeleteTags did.
+    pub(crate) tags: std::collections::BTreeMap<String, String>,
     pub(crate) start_time: DateTime<Utc>,
     pub(crate) end_time: DateTime<Utc>,
     pub(crate) sampling: u8,
@@ -138,6 +140,7 @@ impl SageMaker {
             by_name.insert(spec.name.clone(), index);
             experiments.push(SimExperiment {
                 arn: format!("{ACCOUNT_ARN}/{}", spec.name),
+                tags: spec.tags.clone(),
                 start_time: spec.start_time,
                 end_time: spec.end_time,
                 sampling: spec.sampling,
@@ -357,7 +360,53 @@ impl SageMaker {
             start_time: Some(experiment.start_time),
             end_time: Some(experiment.end_time),
             last_modified: experiment.last_modified,
-            tags: experiment.spec.tags.clone(),
+            tags: experiment.tags.clone(),
         })
+    }
+
+    /// The experiment with this ARN, as AddTags and DeleteTags find it.
+    fn by_arn(&mut self, arn: &str) -> Result<&mut SimExperiment, StoreError> {
+        self.experiments
+            .iter_mut()
+            .find(|e| e.arn == arn)
+            .ok_or_else(|| StoreError::NotFound { name: arn.into() })
+    }
+
+    /// AddTags: like AWS, at most 50 tags a call, keys of 1–128 and values
+    /// of at most 256 characters; tags do not move LastModifiedTime.
+    pub(crate) fn add_tags(
+        &mut self,
+        arn: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        if tags.len() > 50 {
+            return Err(StoreError::Rejected {
+                name: arn.into(),
+                message: format!("{} tags in one AddTags call; at most 50", tags.len()),
+            });
+        }
+        for (key, value) in tags {
+            if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+                return Err(StoreError::Rejected {
+                    name: arn.into(),
+                    message: format!("tag {key:?} = {value:?} is outside AWS's length limits"),
+                });
+            }
+        }
+        let experiment = self.by_arn(arn)?;
+        experiment.tags.extend(tags.clone());
+        Ok(())
+    }
+
+    pub(crate) fn delete_tags(
+        &mut self,
+        arn: &str,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        let experiment = self.by_arn(arn)?;
+        for key in keys {
+            experiment.tags.remove(key);
+        }
+        Ok(())
     }
 }
