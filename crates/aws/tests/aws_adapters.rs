@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::operation::get_metric_data::{GetMetricDataInput, GetMetricDataOutput};
 use aws_sdk_cloudwatch::types::{MessageData, MetricDataQuery, MetricDataResult, StatusCode};
+use aws_sdk_sagemaker::operation::add_tags::{AddTagsError, AddTagsInput, AddTagsOutput};
+use aws_sdk_sagemaker::operation::delete_tags::{
+    DeleteTagsError, DeleteTagsInput, DeleteTagsOutput,
+};
 use aws_sdk_sagemaker::operation::describe_inference_experiment::{
     DescribeInferenceExperimentError, DescribeInferenceExperimentOutput,
 };
@@ -700,6 +704,327 @@ async fn describe_of_a_created_experiment_without_schedule_is_fine() {
     assert_eq!((experiment.start_time, experiment.end_time), (None, None));
     assert_eq!(experiment.sampling_percentage, 0);
     assert!(experiment.tags.is_empty());
+}
+
+// ---------------------------------------------------------------- tags
+
+fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+fn keys(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
+/// Sends `wanted` through AddTags and returns the one request made.
+async fn send_add_tags(wanted: &BTreeMap<String, String>) -> AddTagsInput {
+    let seen = recorder();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_sagemaker::Client::add_tags).then_compute_output(move |req| {
+        sink.lock().expect("not poisoned").push(req.clone());
+        AddTagsOutput::builder().build()
+    });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+
+    store.add_tags(ARN, wanted).await.expect("AddTags succeeds");
+
+    assert_eq!(rule.num_calls(), 1, "exactly one AddTags");
+    let mut seen = seen.lock().expect("not poisoned");
+    seen.pop().expect("the request was recorded")
+}
+
+#[tokio::test]
+async fn add_tags_sends_the_arn_and_every_tag_as_given() {
+    let wanted = tags(&[
+        ("shadowpilot:step", "25@2025-03-02T10:00:00Z"),
+        ("shadowpilot:failed", "latency_p99@2025-03-02T11:00:00Z"),
+        // AWS allows an empty value; it is sent as one, not left out.
+        ("shadowpilot:since", ""),
+    ]);
+    let sent = send_add_tags(&wanted).await;
+
+    let expected = AddTagsInput::builder()
+        .resource_arn(ARN)
+        .tags(
+            Tag::builder()
+                .key("shadowpilot:failed")
+                .value("latency_p99@2025-03-02T11:00:00Z")
+                .build(),
+        )
+        .tags(Tag::builder().key("shadowpilot:since").value("").build())
+        .tags(
+            Tag::builder()
+                .key("shadowpilot:step")
+                .value("25@2025-03-02T10:00:00Z")
+                .build(),
+        )
+        .build()
+        .expect("valid input");
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn tags_at_the_limits_are_sent() {
+    // Characters, not bytes: 128 two-byte characters are a valid key.
+    let key = "é".repeat(128);
+    let value = "v".repeat(256);
+    let mut wanted = tags(&[(key.as_str(), value.as_str())]);
+    for n in 1..50 {
+        wanted.insert(format!("shadowpilot:k{n}"), String::new());
+    }
+    assert_eq!(wanted.len(), 50);
+    let sent = send_add_tags(&wanted).await;
+    assert_eq!(sent.resource_arn(), Some(ARN));
+    assert_eq!(sent.tags().len(), 50);
+    assert!(sent
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(key.as_str()) && t.value() == Some(value.as_str())));
+}
+
+#[tokio::test]
+async fn delete_tags_sends_the_arn_and_every_key() {
+    let seen = recorder();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_sagemaker::Client::delete_tags).then_compute_output(move |req| {
+        sink.lock().expect("not poisoned").push(req.clone());
+        DeleteTagsOutput::builder().build()
+    });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+
+    store
+        .delete_tags(ARN, &keys(&["shadowpilot:since", "shadowpilot:failed"]))
+        .await
+        .expect("DeleteTags succeeds");
+
+    assert_eq!(rule.num_calls(), 1, "exactly one DeleteTags");
+    let sent = seen.lock().expect("not poisoned").pop().expect("recorded");
+    let expected = DeleteTagsInput::builder()
+        .resource_arn(ARN)
+        .tag_keys("shadowpilot:failed")
+        .tag_keys("shadowpilot:since")
+        .build()
+        .expect("valid input");
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn no_tags_to_add_or_delete_send_nothing() {
+    // No rule at all: any call would panic in the mock.
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, []));
+    store
+        .add_tags(ARN, &BTreeMap::new())
+        .await
+        .expect("nothing to add");
+    store
+        .delete_tags(ARN, &BTreeSet::new())
+        .await
+        .expect("nothing to delete");
+}
+
+#[track_caller]
+fn assert_rejected_locally(err: StoreError, message_contains: &[&str]) {
+    match err {
+        StoreError::Rejected { name, message } => {
+            assert_eq!(name, ARN, "the error names the ARN the call was for");
+            for part in message_contains {
+                assert!(
+                    message.contains(part),
+                    "message {message:?} should mention {part:?}"
+                );
+            }
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tags_over_aws_limits_are_rejected_without_a_call() {
+    // No rule at all: any call would panic in the mock.
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, []));
+
+    let long_key = format!("shadowpilot:{}", "k".repeat(117));
+    assert_eq!(long_key.chars().count(), 129);
+    let err = store
+        .add_tags(ARN, &tags(&[("shadowpilot:ok", "1"), (&long_key, "1")]))
+        .await
+        .expect_err("key too long");
+    assert_rejected_locally(
+        err,
+        &[
+            &format!("{long_key:?}"),
+            "129 characters",
+            "1 to 128",
+            "AddTags not sent",
+        ],
+    );
+
+    let long_value = "v".repeat(257);
+    let err = store
+        .add_tags(ARN, &tags(&[("shadowpilot:steps", &long_value)]))
+        .await
+        .expect_err("value too long");
+    assert_rejected_locally(
+        err,
+        &["\"shadowpilot:steps\"", "257 characters", "at most 256"],
+    );
+
+    let err = store
+        .add_tags(ARN, &tags(&[("", "1")]))
+        .await
+        .expect_err("empty key");
+    assert_rejected_locally(err, &["tag key \"\" is 0 characters"]);
+
+    let many: BTreeMap<String, String> = (0..51)
+        .map(|n| (format!("shadowpilot:k{n}"), String::new()))
+        .collect();
+    let err = store.add_tags(ARN, &many).await.expect_err("too many");
+    assert_rejected_locally(err, &["51 tags", "AddTags takes at most 50"]);
+
+    let err = store
+        .delete_tags(ARN, &keys(&[&long_key]))
+        .await
+        .expect_err("key too long");
+    assert_rejected_locally(
+        err,
+        &[
+            &format!("{long_key:?}"),
+            "129 characters",
+            "DeleteTags not sent",
+        ],
+    );
+    let many: BTreeSet<String> = many.into_keys().collect();
+    let err = store.delete_tags(ARN, &many).await.expect_err("too many");
+    assert_rejected_locally(err, &["51 tags", "DeleteTags takes at most 50"]);
+}
+
+fn wire_error(code: &'static str) -> ErrorMetadata {
+    ErrorMetadata::builder()
+        .code(code)
+        .message("User: arn:aws:sts::123456789012:assumed-role/shadowpilot/x is not authorized")
+        .build()
+}
+
+async fn add_tags_failing_with(code: &'static str) -> StoreError {
+    let rule = mock!(aws_sdk_sagemaker::Client::add_tags)
+        .then_error(move || AddTagsError::generic(wire_error(code)));
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+    let err = store
+        .add_tags(
+            ARN,
+            &tags(&[("shadowpilot:step", "25@2025-03-02T10:00:00Z")]),
+        )
+        .await
+        .expect_err("AddTags fails");
+    // Sent, not refused locally (the SDK retries a throttle, so maybe more
+    // than once).
+    assert!(rule.num_calls() >= 1);
+    err
+}
+
+async fn delete_tags_failing_with(code: &'static str) -> StoreError {
+    let rule = mock!(aws_sdk_sagemaker::Client::delete_tags)
+        .then_error(move || DeleteTagsError::generic(wire_error(code)));
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+    let err = store
+        .delete_tags(ARN, &keys(&["shadowpilot:failed"]))
+        .await
+        .expect_err("DeleteTags fails");
+    assert!(rule.num_calls() >= 1);
+    err
+}
+
+#[tokio::test]
+async fn denied_tag_calls_are_access_denied_naming_the_operation() {
+    let err = add_tags_failing_with("AccessDeniedException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::AccessDenied {
+                operation: "AddTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let sdk = err
+        .source()
+        .and_then(|s| {
+            s.downcast_ref::<aws_sdk_sagemaker::error::SdkError<
+                AddTagsError,
+                aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+            >>()
+        })
+        .expect("the SDK error is the source");
+    assert_eq!(
+        sdk.as_service_error()
+            .and_then(aws_sdk_sagemaker::error::ProvideErrorMetadata::code),
+        Some("AccessDeniedException")
+    );
+
+    let err = delete_tags_failing_with("AccessDeniedException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::AccessDenied {
+                operation: "DeleteTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn tag_call_failures_are_classified_like_the_others() {
+    for (code, label) in [
+        ("ThrottlingException", "throttled"),
+        ("AccessDenied", "access_denied"),
+        ("ValidationException", "rejected"),
+        ("ResourceNotFound", "not_found"),
+        ("InternalFailure", "service"),
+    ] {
+        for err in [
+            add_tags_failing_with(code).await,
+            delete_tags_failing_with(code).await,
+        ] {
+            assert_eq!(
+                ErrorKind::of_store_error(&err).as_str(),
+                label,
+                "{code}: {err:?}"
+            );
+        }
+    }
+    let err = add_tags_failing_with("ThrottlingException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::Throttled {
+                operation: "AddTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = delete_tags_failing_with("ThrottlingException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::Throttled {
+                operation: "DeleteTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = add_tags_failing_with("ValidationException").await;
+    assert!(
+        matches!(&err, StoreError::Rejected { name, .. } if name == ARN),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------- GetMetricData
