@@ -1048,6 +1048,11 @@ fn measured(endpoint: &str) -> Arc<MeasuredExperiment> {
 /// `experiments` experiments × 2 variants × 5 series, as the controller
 /// would build them.
 fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
+    tick_queries_of("endpoint", experiments, window)
+}
+
+/// As [`tick_queries`], for endpoints `<prefix>-<n>`.
+fn tick_queries_of(prefix: &str, experiments: usize, window: Window) -> Vec<SeriesQuery> {
     let needed: BTreeSet<SeriesKey> = [
         SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum),
         SeriesKey::new(SageMakerMetric::Invocation5XXErrors, Statistic::Sum),
@@ -1057,7 +1062,7 @@ fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
     ]
     .into();
     (0..experiments)
-        .flat_map(|index| queries_for(measured(&format!("endpoint-{index}")), &needed, window))
+        .flat_map(|index| queries_for(measured(&format!("{prefix}-{index}")), &needed, window))
         .collect()
 }
 
@@ -1272,6 +1277,173 @@ async fn eleven_hundred_queries_of_one_window_take_three_calls() {
             "the answer to query {position} is its own"
         );
     }
+}
+
+/// How many datapoints a call can answer, read from the request itself:
+/// ceil((EndTime − StartTime) / Period) summed over its queries.
+fn call_datapoints(call: &GetMetricDataInput) -> u64 {
+    let start = call.start_time().expect("StartTime").secs();
+    let end = call.end_time().expect("EndTime").secs();
+    let span = u64::try_from(end - start).expect("EndTime after StartTime");
+    call.metric_data_queries()
+        .iter()
+        .map(|q| {
+            let period = q.metric_stat().and_then(|s| s.period()).expect("a Period");
+            span.div_ceil(u64::try_from(period).expect("a positive Period"))
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn long_series_are_cut_into_calls_of_at_most_100_800_datapoints_in_order() {
+    let minute = Duration::from_secs(60);
+    // A week of minutes is 10,080 datapoints a query: 10 to a call.
+    let week = window("2025-03-01T00:00:00Z", "2025-03-08T00:00:00Z");
+    let weekly: Vec<SeriesQuery> = tick_queries_of("weekly", 12, week)
+        .into_iter()
+        .map(|q| SeriesQuery {
+            period: minute,
+            ..q
+        })
+        .collect();
+    // An hour read as one period is one datapoint: 500 to a call.
+    let hour = window("2025-03-08T09:00:00Z", "2025-03-08T10:00:00Z");
+    let hourly = tick_queries_of("hourly", 60, hour);
+    assert_eq!((weekly.len(), hourly.len()), (120, 600));
+    // Interleaved, so each call gathers its queries from all over the slice
+    // and the answers must find their way back.
+    let mut queries = Vec::new();
+    let mut hourly = hourly.into_iter();
+    for q in weekly {
+        queries.push(q);
+        queries.extend(hourly.by_ref().take(5));
+    }
+    assert_eq!(queries.len(), 720);
+
+    let seen = recorder();
+    let sink = seen.clone();
+    let answer = answer_by_series(&queries);
+    let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_output(move |req| {
+        sink.lock().expect("not poisoned").push(req.clone());
+        answer(req)
+    });
+    let source = CloudWatchSource::new(mock_client!(
+        aws_sdk_cloudwatch,
+        RuleMode::MatchAny,
+        [&rule]
+    ));
+
+    let series = source.fetch(&queries).await.expect("fetch succeeds");
+
+    let calls = seen.lock().expect("not poisoned").clone();
+    let mut shapes: Vec<(usize, u64)> = calls
+        .iter()
+        .map(|c| (c.metric_data_queries().len(), call_datapoints(c)))
+        .collect();
+    for (queries_in_call, points) in &shapes {
+        assert!(*queries_in_call <= 500, "{shapes:?}");
+        assert!(*points <= 100_800, "{shapes:?}");
+    }
+    shapes.sort();
+    let mut expected = vec![(10, 100_800); 12];
+    expected.extend([(100, 100), (500, 500)]);
+    expected.sort();
+    assert_eq!(shapes, expected);
+    let ids: BTreeSet<&str> = calls
+        .iter()
+        .flat_map(|c| c.metric_data_queries().iter().filter_map(|q| q.id()))
+        .collect();
+    assert_eq!(ids.len(), 720, "every query sent once, ids unique");
+
+    assert_eq!(series.len(), 720);
+    for (position, (query, answered)) in queries.iter().zip(&series).enumerate() {
+        assert_eq!(
+            ok(answered).iter().collect::<Vec<_>>(),
+            vec![(&query.window.start, &(position as f64))],
+            "the answer to query {position} is its own"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_query_too_big_for_one_call_goes_alone_and_is_paged() {
+    // 30 days of seconds, 2,592,000 datapoints: more than any call answers,
+    // so CloudWatch pages it; the two hourly series share another call.
+    let month = window("2025-03-01T00:00:00Z", "2025-03-31T00:00:00Z");
+    let hourly = |metric| SeriesQuery {
+        period: Duration::from_secs(3600),
+        ..simple_query(metric, month)
+    };
+    let queries = vec![
+        hourly(SageMakerMetric::Invocation5XXErrors),
+        SeriesQuery {
+            period: Duration::from_secs(1),
+            ..simple_query(SageMakerMetric::Invocations, month)
+        },
+        hourly(SageMakerMetric::Invocation4XXErrors),
+    ];
+    let alone = |req: &GetMetricDataInput| {
+        req.metric_data_queries().len() == 1
+            && req.metric_data_queries()[0].id() == Some("q1_s_inv_sum")
+            && req.max_datapoints().is_none()
+    };
+    let page_1 = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(move |req| alone(req) && req.next_token().is_none())
+        .then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(
+                    MetricDataResult::builder()
+                        .id("q1_s_inv_sum")
+                        .status_code(StatusCode::PartialData)
+                        .timestamps(smithy("2025-03-30T23:59:59Z"))
+                        .values(2.0)
+                        .build(),
+                )
+                .next_token("more")
+                .build()
+        });
+    let page_2 = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(move |req| alone(req) && req.next_token() == Some("more"))
+        .then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(complete("q1_s_inv_sum", &[("2025-03-01T00:00:00Z", 1.0)]))
+                .build()
+        });
+    let shared = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(|req| {
+            let ids: Vec<_> = req.metric_data_queries().iter().map(|q| q.id()).collect();
+            ids == [Some("q0_s_e5xx_sum"), Some("q2_s_e4xx_sum")] && req.next_token().is_none()
+        })
+        .then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(complete("q0_s_e5xx_sum", &[("2025-03-01T00:00:00Z", 5.0)]))
+                .metric_data_results(complete("q2_s_e4xx_sum", &[("2025-03-01T00:00:00Z", 4.0)]))
+                .build()
+        });
+    let source = CloudWatchSource::new(mock_client!(
+        aws_sdk_cloudwatch,
+        RuleMode::MatchAny,
+        [&page_1, &page_2, &shared]
+    ));
+
+    let series = source.fetch(&queries).await.expect("fetch succeeds");
+
+    assert_eq!(
+        (page_1.num_calls(), page_2.num_calls(), shared.num_calls()),
+        (1, 1, 1)
+    );
+    let points = |index: usize| -> Vec<(DateTime<Utc>, f64)> {
+        ok(&series[index]).iter().map(|(t, v)| (*t, *v)).collect()
+    };
+    assert_eq!(points(0), vec![(at("2025-03-01T00:00:00Z"), 5.0)]);
+    assert_eq!(
+        points(1),
+        vec![
+            (at("2025-03-01T00:00:00Z"), 1.0),
+            (at("2025-03-30T23:59:59Z"), 2.0)
+        ]
+    );
+    assert_eq!(points(2), vec![(at("2025-03-01T00:00:00Z"), 4.0)]);
 }
 
 #[tokio::test]

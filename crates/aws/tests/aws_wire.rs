@@ -3,6 +3,8 @@
 //! recorded answers and wire-level errors are read.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_sagemaker::config::{Credentials, Region};
@@ -497,4 +499,77 @@ async fn a_denied_tag_call_reports_the_operation_and_aws_s_message() {
     );
     // Denied calls are not retried: one request each.
     assert_eq!(server.requests().len(), 2);
+}
+
+/// A GetMetricData double that holds every answer a while and counts the
+/// requests it holds at once.
+#[tokio::test]
+async fn at_most_eight_get_metric_data_calls_are_in_flight() {
+    const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, peak) = (in_flight.clone(), most.clone());
+    let server = Server::start(move |request| {
+        let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(held, Ordering::SeqCst);
+        std::thread::sleep(HOLD);
+        let body = cbor_to_json(&request.body);
+        let ids: Vec<String> = body["MetricDataQueries"]
+            .as_array()
+            .expect("queries")
+            .iter()
+            .map(|q| q["Id"].as_str().expect("an Id").to_string())
+            .collect();
+        let mut answer = Cbor::default();
+        answer.map(1).text("MetricDataResults").array(ids.len());
+        for id in &ids {
+            answer
+                .map(4)
+                .text("Id")
+                .text(id)
+                .text("StatusCode")
+                .text("Complete")
+                .text("Timestamps")
+                .array(0)
+                .text("Values")
+                .array(0);
+        }
+        now.fetch_sub(1, Ordering::SeqCst);
+        Reply::cbor(200, answer.0)
+    });
+    let source = cloudwatch_at(&server);
+    let experiment = std::sync::Arc::new(MeasuredExperiment {
+        name: "churn-v2-shadow".into(),
+        endpoint: "churn-endpoint".into(),
+        production_variant: "production".into(),
+        shadow_variant: "shadow".into(),
+    });
+    // A window each, so a call each: 24 calls, three times the limit.
+    let queries: Vec<SeriesQuery> = (0..24)
+        .map(|minute| {
+            let start = at("2025-03-02T10:00:00Z") + chrono::Duration::minutes(minute);
+            SeriesQuery {
+                experiment: experiment.clone(),
+                role: VariantRole::Shadow,
+                metric: SageMakerMetric::Invocations,
+                statistic: Statistic::Sum,
+                window: Window {
+                    start,
+                    end: start + chrono::Duration::hours(1),
+                },
+                period: std::time::Duration::from_secs(3600),
+            }
+        })
+        .collect();
+
+    let answers = source.fetch(&queries).await.expect("fetch succeeds");
+
+    assert_eq!(answers.len(), 24);
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().is_ok_and(|s| s.is_empty())));
+    assert_eq!(server.requests().len(), 24);
+    // Never more than 8, and the 8 are used: with every answer held, the
+    // first 8 calls all wait at once.
+    assert_eq!(most.load(Ordering::SeqCst), 8);
 }
