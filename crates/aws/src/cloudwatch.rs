@@ -7,17 +7,20 @@
 //!   (`q7_s_lat_p99_9`), so ids are unique and CloudWatch's messages stay
 //!   readable.
 //! - A call has one StartTime and EndTime, so there is a call per distinct
-//!   window, cut into calls of at most 500 queries; a few run at once.
+//!   window, cut into calls of at most 500 queries and at most 100,800
+//!   datapoints, the most one call answers (a query's datapoints are
+//!   ceil((end − start) / period)). A query bigger than that on its own gets
+//!   a call to itself and its answer comes over several NextToken pages. At
+//!   most 8 calls are in flight at once.
 //! - A period CloudWatch cannot take fails the fetch before any call.
 //!
 //! How answers are read:
 //! - A query CloudWatch answered with no datapoints becomes an empty series:
 //!   a minute without traffic has no datapoint, and zero would be a lie.
 //! - StatusCode `PartialData` means "more on the next page"; pages are
-//!   followed and merged per query. A query still partial after the last
-//!   page is that query's error. CloudWatch also pages a call whose answer
-//!   would pass 100,800 datapoints, so series of many periods need no
-//!   batching of their own.
+//!   followed and each page is folded into its queries' answers as it
+//!   arrives, so no raw page outlives its own reading. A query still partial
+//!   after the last page is that query's error.
 //! - Answers are read per query: StatusCode `InternalError`, `Forbidden` or
 //!   one CloudWatch added later, a `Messages` entry on the query, or values
 //!   that do not fit its timestamps make that query's answer an error
@@ -53,9 +56,17 @@ use shadowpilot_core::ports::{MetricError, MetricSource, SeriesAnswer};
 /// Where SageMaker publishes endpoint metrics.
 const NAMESPACE: &str = "AWS/SageMaker";
 /// GetMetricData accepts at most this many queries per call.
-const MAX_QUERIES_PER_CALL: usize = 500;
-/// GetMetricData calls in flight at once.
-const CONCURRENT_CALLS: usize = 4;
+pub(crate) const MAX_QUERIES_PER_CALL: usize = 500;
+/// GetMetricData answers at most this many datapoints per call; beyond that
+/// it pages, and every page is another request against the ~50 calls per
+/// second. Packing calls below it keeps a tick's answers to one page each
+/// wherever a query allows.
+pub(crate) const MAX_DATAPOINTS_PER_CALL: u64 = 100_800;
+/// GetMetricData calls in flight at once: long evidence windows make more,
+/// bigger calls, and 8 keep such a tick well inside the function's timeout.
+/// 8 in flight pass the ~50 calls per second only while answers take under
+/// 160 ms, and then the standard retries absorb the throttle.
+pub(crate) const CONCURRENT_CALLS: usize = 8;
 
 /// Metric series as CloudWatch keeps them.
 #[derive(Debug, Clone)]
@@ -146,13 +157,14 @@ struct Outgoing {
 #[async_trait]
 impl MetricSource for CloudWatchSource {
     async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
-        // Experiments changed recently have windows of their own, so a tick
-        // can need several calls; a few at once keep the tick short while
-        // staying far below GetMetricData's ~50 calls per second.
+        // Experiments changed recently have windows of their own and long
+        // windows fill calls by datapoints, so a tick can need many calls;
+        // several at once keep the tick short. Answers go back by position,
+        // so the order calls finish in does not matter.
         let results: Vec<_> = stream::iter(calls(queries)?)
-            .map(|(window, batch)| async move {
-                let indexes: Vec<usize> = batch.iter().map(|q| q.index).collect();
-                (indexes, self.fetch_batch(window, &batch).await)
+            .map(|call| async move {
+                let indexes: Vec<usize> = call.queries.iter().map(|q| q.index).collect();
+                (indexes, self.fetch_batch(&call).await)
             })
             .buffer_unordered(CONCURRENT_CALLS)
             .collect()
@@ -178,10 +190,18 @@ impl MetricSource for CloudWatchSource {
     }
 }
 
+/// One GetMetricData call as planned: its window and its queries.
+struct Call {
+    window: Window,
+    queries: Vec<Outgoing>,
+    /// What the call's answer holds at most, for the log.
+    datapoints: u64,
+}
+
 /// Splits queries into GetMetricData calls: one group per window (a call has
-/// a single StartTime and EndTime), each cut into calls of at most 500.
-fn calls(queries: &[SeriesQuery]) -> Result<Vec<(Window, Vec<Outgoing>)>, MetricError> {
-    let mut by_window: BTreeMap<Window, Vec<Outgoing>> = BTreeMap::new();
+/// a single StartTime and EndTime), each cut by [`pack`].
+fn calls(queries: &[SeriesQuery]) -> Result<Vec<Call>, MetricError> {
+    let mut by_window: BTreeMap<Window, Vec<(Outgoing, u64)>> = BTreeMap::new();
     for (index, query) in queries.iter().enumerate() {
         let id = query_id(index, query);
         let outgoing = Outgoing {
@@ -189,26 +209,85 @@ fn calls(queries: &[SeriesQuery]) -> Result<Vec<(Window, Vec<Outgoing>)>, Metric
             query: sdk_query(&id, query)?,
             id,
         };
-        by_window.entry(query.window).or_default().push(outgoing);
+        let points = datapoints(query.window, query.period);
+        by_window
+            .entry(query.window)
+            .or_default()
+            .push((outgoing, points));
     }
     let mut calls = Vec::new();
     for (window, group) in by_window {
-        let mut group = group.into_iter().peekable();
-        while group.peek().is_some() {
-            calls.push((window, group.by_ref().take(MAX_QUERIES_PER_CALL).collect()));
+        let sizes: Vec<u64> = group.iter().map(|(_, points)| *points).collect();
+        let mut group: Vec<Option<(Outgoing, u64)>> = group.into_iter().map(Some).collect();
+        for members in pack(&sizes) {
+            let mut call = Call {
+                window,
+                queries: Vec::with_capacity(members.len()),
+                datapoints: 0,
+            };
+            // pack hands out every position exactly once.
+            for (outgoing, points) in members.iter().filter_map(|&at| group[at].take()) {
+                call.queries.push(outgoing);
+                call.datapoints = call.datapoints.saturating_add(points);
+            }
+            calls.push(call);
         }
     }
     Ok(calls)
 }
 
+/// The most datapoints a query can answer: ceil((end − start) / period).
+/// An empty or inverted window has none; a zero period (refused before any
+/// call) would have no bound and counts as the most there can be.
+pub(crate) fn datapoints(window: Window, period: Duration) -> u64 {
+    let span = (window.end - window.start)
+        .to_std()
+        .map_or(0, |span| span.as_nanos());
+    match period.as_nanos() {
+        0 => u64::MAX,
+        period => u64::try_from(span.div_ceil(period)).unwrap_or(u64::MAX),
+    }
+}
+
+/// Groups the queries of one window, given as each one's datapoints, into
+/// calls of at most [`MAX_QUERIES_PER_CALL`] queries and
+/// [`MAX_DATAPOINTS_PER_CALL`] datapoints; each call lists positions into
+/// `datapoints`, and every position is in exactly one call.
+///
+/// A query over the datapoint limit on its own gets a call to itself and
+/// CloudWatch pages its answer; kept out of the others' calls, it does not
+/// make them page too. The rest are packed greedily in order rather than
+/// bin-packed: the queries of one window mostly share a period, and keeping
+/// the order keeps the calls predictable.
+pub(crate) fn pack(datapoints: &[u64]) -> Vec<Vec<usize>> {
+    let mut calls = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    // At most MAX_DATAPOINTS_PER_CALL, so adding one more query's (also at
+    // most that) cannot overflow.
+    let mut points: u64 = 0;
+    for (index, &size) in datapoints.iter().enumerate() {
+        if size > MAX_DATAPOINTS_PER_CALL {
+            calls.push(vec![index]);
+            continue;
+        }
+        if open.len() == MAX_QUERIES_PER_CALL || points + size > MAX_DATAPOINTS_PER_CALL {
+            calls.push(std::mem::take(&mut open));
+            points = 0;
+        }
+        open.push(index);
+        points += size;
+    }
+    if !open.is_empty() {
+        calls.push(open);
+    }
+    calls
+}
+
 impl CloudWatchSource {
-    /// One GetMetricData call (all its pages) for queries sharing `window`;
-    /// each answer comes back with its query's position.
-    async fn fetch_batch(
-        &self,
-        window: Window,
-        batch: &[Outgoing],
-    ) -> Result<Vec<(usize, SeriesAnswer)>, CallFailure> {
+    /// One GetMetricData call (all its pages); each answer comes back with
+    /// its query's position.
+    async fn fetch_batch(&self, call: &Call) -> Result<Vec<(usize, SeriesAnswer)>, CallFailure> {
+        let (window, batch) = (call.window, &call.queries);
         let sdk_queries = batch.iter().map(|q| q.query.clone()).collect();
         let mut pages = self
             .client
@@ -253,6 +332,7 @@ impl CloudWatchSource {
         // GetMetricData is billed per metric requested: worth seeing per tick.
         tracing::debug!(
             queries = batch.len(),
+            datapoints = call.datapoints,
             pages = page_count,
             start = %window.start,
             end = %window.end,
@@ -458,5 +538,149 @@ fn invalid(field: String, problem: impl Into<String>) -> MetricError {
     MetricError::InvalidResponse {
         field,
         problem: problem.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("test timestamps are valid")
+            .with_timezone(&Utc)
+    }
+
+    fn window(start: &str, end: &str) -> Window {
+        Window {
+            start: at(start),
+            end: at(end),
+        }
+    }
+
+    #[test]
+    fn datapoints_are_the_periods_the_window_spans_rounded_up() {
+        let minute = Duration::from_secs(60);
+        let hour = window("2025-03-02T10:00:00Z", "2025-03-02T11:00:00Z");
+        assert_eq!(datapoints(hour, minute), 60);
+        assert_eq!(datapoints(hour, Duration::from_secs(3600)), 1);
+        assert_eq!(datapoints(hour, Duration::from_secs(1)), 3600);
+        // A part period still has a datapoint.
+        let hour_and_a_bit = window("2025-03-02T10:00:00Z", "2025-03-02T11:01:00Z");
+        assert_eq!(datapoints(hour_and_a_bit, Duration::from_secs(3600)), 2);
+        let seconds = window("2025-03-02T10:00:00Z", "2025-03-02T10:00:10Z");
+        assert_eq!(datapoints(seconds, minute), 1);
+        // The longest experiment (30 days) at one-minute periods.
+        let month = window("2025-03-01T00:00:00Z", "2025-03-31T00:00:00Z");
+        assert_eq!(datapoints(month, minute), 43_200);
+        assert_eq!(datapoints(month, Duration::from_secs(1)), 2_592_000);
+
+        let empty = window("2025-03-02T10:00:00Z", "2025-03-02T10:00:00Z");
+        assert_eq!(datapoints(empty, minute), 0);
+        let inverted = window("2025-03-02T11:00:00Z", "2025-03-02T10:00:00Z");
+        assert_eq!(datapoints(inverted, minute), 0);
+        assert_eq!(datapoints(hour, Duration::ZERO), u64::MAX);
+    }
+
+    fn ranges(calls: &[std::ops::Range<usize>]) -> Vec<Vec<usize>> {
+        calls.iter().map(|range| range.clone().collect()).collect()
+    }
+
+    #[test]
+    fn pack_cuts_by_query_count() {
+        assert_eq!(pack(&[]), Vec::<Vec<usize>>::new());
+        assert_eq!(pack(&[1]), vec![vec![0]]);
+        assert_eq!(pack(&[1; 500]), vec![(0..500).collect::<Vec<_>>()]);
+        assert_eq!(
+            pack(&[1; 1_100]),
+            ranges(&[0..500, 500..1_000, 1_000..1_100])
+        );
+        // Queries with no datapoints still count against the 500.
+        assert_eq!(pack(&[0; 501]), ranges(&[0..500, 500..501]));
+    }
+
+    #[test]
+    fn pack_cuts_by_datapoints() {
+        const MAX: u64 = MAX_DATAPOINTS_PER_CALL;
+        // Exactly the limit fits in one call; one more datapoint does not.
+        assert_eq!(pack(&[MAX / 2, MAX / 2]), vec![vec![0, 1]]);
+        assert_eq!(pack(&[MAX / 2, MAX / 2, 1]), vec![vec![0, 1], vec![2]]);
+        assert_eq!(pack(&[MAX, 1]), vec![vec![0], vec![1]]);
+        // 30 days of minutes: two such queries fit, a third does not.
+        assert_eq!(pack(&[43_200; 5]), vec![vec![0, 1], vec![2, 3], vec![4]]);
+    }
+
+    #[test]
+    fn a_query_too_big_for_any_call_goes_alone_and_the_rest_still_share() {
+        const MAX: u64 = MAX_DATAPOINTS_PER_CALL;
+        assert_eq!(pack(&[MAX + 1]), vec![vec![0]]);
+        assert_eq!(
+            pack(&[10, 2_592_000, 10, u64::MAX, 10]),
+            vec![vec![1], vec![3], vec![0, 2, 4]]
+        );
+        assert_eq!(pack(&[MAX, MAX + 1, 1]), vec![vec![1], vec![0], vec![2]]);
+    }
+
+    /// Sizes from a fixed linear congruential sequence: varied, repeatable,
+    /// a few of them too big for any call.
+    fn sizes(count: usize, seed: u64) -> Vec<u64> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                match state >> 60 {
+                    0 => 150_000,
+                    1..=3 => (state >> 20) % 50_000,
+                    _ => (state >> 20) % 500,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_call_keeps_both_limits_and_every_query_is_in_one_call() {
+        for seed in 0..50 {
+            let sizes = sizes(3_000, seed);
+            let calls = pack(&sizes);
+            let mut seen = vec![0; sizes.len()];
+            let mut shared: Vec<&Vec<usize>> = Vec::new();
+            for call in &calls {
+                assert!(!call.is_empty(), "seed {seed}: no empty call");
+                assert!(call.len() <= MAX_QUERIES_PER_CALL, "seed {seed}");
+                for &at in call {
+                    seen[at] += 1;
+                }
+                let points: u64 = call.iter().map(|&at| sizes[at]).sum();
+                if call.len() == 1 && points > MAX_DATAPOINTS_PER_CALL {
+                    continue;
+                }
+                assert!(
+                    points <= MAX_DATAPOINTS_PER_CALL,
+                    "seed {seed}: {} queries hold {points} datapoints",
+                    call.len()
+                );
+                assert!(
+                    call.windows(2).all(|w| w[0] < w[1]),
+                    "seed {seed}: in order"
+                );
+                shared.push(call);
+            }
+            assert!(seen.iter().all(|&n| n == 1), "seed {seed}: each query once");
+            // Greedy: a call is cut only when the next query of the shared
+            // calls would not have fitted.
+            for pair in shared.windows(2) {
+                let points: u64 = pair[0].iter().map(|&at| sizes[at]).sum();
+                let following = sizes[pair[1][0]];
+                assert!(
+                    pair[0].len() == MAX_QUERIES_PER_CALL
+                        || points + following > MAX_DATAPOINTS_PER_CALL,
+                    "seed {seed}: a call of {} queries and {points} datapoints was cut early",
+                    pair[0].len()
+                );
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! `ExperimentStore` over the SageMaker inference-experiment API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use aws_sdk_sagemaker::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sagemaker::operation::add_tags::AddTagsError;
+use aws_sdk_sagemaker::operation::delete_tags::DeleteTagsError;
 use aws_sdk_sagemaker::operation::describe_inference_experiment::{
     DescribeInferenceExperimentError, DescribeInferenceExperimentOutput,
 };
@@ -11,14 +13,14 @@ use aws_sdk_sagemaker::operation::list_tags::ListTagsError;
 use aws_sdk_sagemaker::operation::update_inference_experiment::UpdateInferenceExperimentError;
 use aws_sdk_sagemaker::types::{
     InferenceExperimentSchedule, InferenceExperimentSummary, InferenceExperimentType,
-    ShadowModeConfig, ShadowModelVariantConfig,
+    ShadowModeConfig, ShadowModelVariantConfig, Tag,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
 
 use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate,
+    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, MAX_TAG_VALUE_CHARS,
 };
 use shadowpilot_core::ports::{BoxError, ExperimentStore, StoreError};
 
@@ -26,6 +28,14 @@ const LIST: &str = "ListInferenceExperiments";
 const DESCRIBE: &str = "DescribeInferenceExperiment";
 const LIST_TAGS: &str = "ListTags";
 const UPDATE: &str = "UpdateInferenceExperiment";
+const ADD_TAGS: &str = "AddTags";
+const DELETE_TAGS: &str = "DeleteTags";
+
+/// AddTags takes at most this many tags and DeleteTags this many keys
+/// (`TagList` and `TagKeyList` in the service model).
+const MAX_TAGS_PER_CALL: usize = 50;
+/// AWS's limit on a tag key, in characters (not bytes).
+const MAX_TAG_KEY_CHARS: usize = 128;
 
 /// The API's maximum page size: fewer round trips per tick.
 const LIST_PAGE_SIZE: i32 = 100;
@@ -121,6 +131,102 @@ impl ExperimentStore for SageMakerStore {
             .await
             .map_err(|err| store_error(UPDATE, &update.name, err, update_failure))?;
         Ok(())
+    }
+
+    /// Errors name the ARN: it is what the call was made on, and what an
+    /// AccessDenied must be compared with (policies/iam/README.md).
+    async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        if tags.is_empty() {
+            // AWS wants at least one tag; nothing to set is not a failure.
+            tracing::debug!(%arn, "no tags to add, AddTags not sent");
+            return Ok(());
+        }
+        // Checked here so a bad tag is a Rejected naming it, not a
+        // ValidationException after a round trip; nothing is sent, so no
+        // part of the set is written without the rest.
+        check_count(ADD_TAGS, arn, tags.len())?;
+        for (key, value) in tags {
+            check_key(ADD_TAGS, arn, key)?;
+            let chars = value.chars().count();
+            if chars > MAX_TAG_VALUE_CHARS {
+                return Err(rejected_locally(
+                    ADD_TAGS,
+                    arn,
+                    format!(
+                        "the value of tag {key:?} is {chars} characters, \
+                         AWS allows at most {MAX_TAG_VALUE_CHARS}"
+                    ),
+                ));
+            }
+        }
+        let sdk_tags = tags
+            .iter()
+            .map(|(key, value)| Tag::builder().key(key).value(value).build())
+            .collect();
+        self.client
+            .add_tags()
+            .resource_arn(arn)
+            .set_tags(Some(sdk_tags))
+            .send()
+            .await
+            .map_err(|err| store_error(ADD_TAGS, arn, err, add_tags_failure))?;
+        Ok(())
+    }
+
+    /// Errors name the ARN, as for [`Self::add_tags`].
+    async fn delete_tags(&self, arn: &str, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            // AWS wants at least one key; nothing to delete is not a failure.
+            tracing::debug!(%arn, "no tags to delete, DeleteTags not sent");
+            return Ok(());
+        }
+        check_count(DELETE_TAGS, arn, keys.len())?;
+        for key in keys {
+            check_key(DELETE_TAGS, arn, key)?;
+        }
+        self.client
+            .delete_tags()
+            .resource_arn(arn)
+            .set_tag_keys(Some(keys.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(|err| store_error(DELETE_TAGS, arn, err, delete_tags_failure))?;
+        Ok(())
+    }
+}
+
+fn check_count(operation: &str, arn: &str, count: usize) -> Result<(), StoreError> {
+    if count > MAX_TAGS_PER_CALL {
+        return Err(rejected_locally(
+            operation,
+            arn,
+            format!("{count} tags, {operation} takes at most {MAX_TAGS_PER_CALL}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_key(operation: &str, arn: &str, key: &str) -> Result<(), StoreError> {
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_TAG_KEY_CHARS {
+        return Err(rejected_locally(
+            operation,
+            arn,
+            format!(
+                "tag key {key:?} is {chars} characters, \
+                 AWS allows 1 to {MAX_TAG_KEY_CHARS}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A request refused before it was sent: the same `Rejected` AWS's
+/// ValidationException would have become, saying it never left.
+fn rejected_locally(operation: &str, arn: &str, problem: String) -> StoreError {
+    StoreError::Rejected {
+        name: arn.to_string(),
+        message: format!("{problem} ({operation} not sent)"),
     }
 }
 
@@ -358,6 +464,16 @@ fn describe_failure(err: &DescribeInferenceExperimentError) -> Option<Classified
 }
 
 fn list_tags_failure(err: &ListTagsError) -> Option<Classified> {
+    by_code(err)
+}
+
+// The service model gives the tag operations no modelled errors: only the
+// wire codes tell them apart.
+fn add_tags_failure(err: &AddTagsError) -> Option<Classified> {
+    by_code(err)
+}
+
+fn delete_tags_failure(err: &DeleteTagsError) -> Option<Classified> {
     by_code(err)
 }
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::operation::get_metric_data::{GetMetricDataInput, GetMetricDataOutput};
 use aws_sdk_cloudwatch::types::{MessageData, MetricDataQuery, MetricDataResult, StatusCode};
+use aws_sdk_sagemaker::operation::add_tags::{AddTagsError, AddTagsInput, AddTagsOutput};
+use aws_sdk_sagemaker::operation::delete_tags::{
+    DeleteTagsError, DeleteTagsInput, DeleteTagsOutput,
+};
 use aws_sdk_sagemaker::operation::describe_inference_experiment::{
     DescribeInferenceExperimentError, DescribeInferenceExperimentOutput,
 };
@@ -702,6 +706,327 @@ async fn describe_of_a_created_experiment_without_schedule_is_fine() {
     assert!(experiment.tags.is_empty());
 }
 
+// ---------------------------------------------------------------- tags
+
+fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+fn keys(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
+/// Sends `wanted` through AddTags and returns the one request made.
+async fn send_add_tags(wanted: &BTreeMap<String, String>) -> AddTagsInput {
+    let seen = recorder();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_sagemaker::Client::add_tags).then_compute_output(move |req| {
+        sink.lock().expect("not poisoned").push(req.clone());
+        AddTagsOutput::builder().build()
+    });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+
+    store.add_tags(ARN, wanted).await.expect("AddTags succeeds");
+
+    assert_eq!(rule.num_calls(), 1, "exactly one AddTags");
+    let mut seen = seen.lock().expect("not poisoned");
+    seen.pop().expect("the request was recorded")
+}
+
+#[tokio::test]
+async fn add_tags_sends_the_arn_and_every_tag_as_given() {
+    let wanted = tags(&[
+        ("shadowpilot:step", "25@2025-03-02T10:00:00Z"),
+        ("shadowpilot:failed", "latency_p99@2025-03-02T11:00:00Z"),
+        // AWS allows an empty value; it is sent as one, not left out.
+        ("shadowpilot:since", ""),
+    ]);
+    let sent = send_add_tags(&wanted).await;
+
+    let expected = AddTagsInput::builder()
+        .resource_arn(ARN)
+        .tags(
+            Tag::builder()
+                .key("shadowpilot:failed")
+                .value("latency_p99@2025-03-02T11:00:00Z")
+                .build(),
+        )
+        .tags(Tag::builder().key("shadowpilot:since").value("").build())
+        .tags(
+            Tag::builder()
+                .key("shadowpilot:step")
+                .value("25@2025-03-02T10:00:00Z")
+                .build(),
+        )
+        .build()
+        .expect("valid input");
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn tags_at_the_limits_are_sent() {
+    // Characters, not bytes: 128 two-byte characters are a valid key.
+    let key = "é".repeat(128);
+    let value = "v".repeat(256);
+    let mut wanted = tags(&[(key.as_str(), value.as_str())]);
+    for n in 1..50 {
+        wanted.insert(format!("shadowpilot:k{n}"), String::new());
+    }
+    assert_eq!(wanted.len(), 50);
+    let sent = send_add_tags(&wanted).await;
+    assert_eq!(sent.resource_arn(), Some(ARN));
+    assert_eq!(sent.tags().len(), 50);
+    assert!(sent
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(key.as_str()) && t.value() == Some(value.as_str())));
+}
+
+#[tokio::test]
+async fn delete_tags_sends_the_arn_and_every_key() {
+    let seen = recorder();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_sagemaker::Client::delete_tags).then_compute_output(move |req| {
+        sink.lock().expect("not poisoned").push(req.clone());
+        DeleteTagsOutput::builder().build()
+    });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+
+    store
+        .delete_tags(ARN, &keys(&["shadowpilot:since", "shadowpilot:failed"]))
+        .await
+        .expect("DeleteTags succeeds");
+
+    assert_eq!(rule.num_calls(), 1, "exactly one DeleteTags");
+    let sent = seen.lock().expect("not poisoned").pop().expect("recorded");
+    let expected = DeleteTagsInput::builder()
+        .resource_arn(ARN)
+        .tag_keys("shadowpilot:failed")
+        .tag_keys("shadowpilot:since")
+        .build()
+        .expect("valid input");
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn no_tags_to_add_or_delete_send_nothing() {
+    // No rule at all: any call would panic in the mock.
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, []));
+    store
+        .add_tags(ARN, &BTreeMap::new())
+        .await
+        .expect("nothing to add");
+    store
+        .delete_tags(ARN, &BTreeSet::new())
+        .await
+        .expect("nothing to delete");
+}
+
+#[track_caller]
+fn assert_rejected_locally(err: StoreError, message_contains: &[&str]) {
+    match err {
+        StoreError::Rejected { name, message } => {
+            assert_eq!(name, ARN, "the error names the ARN the call was for");
+            for part in message_contains {
+                assert!(
+                    message.contains(part),
+                    "message {message:?} should mention {part:?}"
+                );
+            }
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tags_over_aws_limits_are_rejected_without_a_call() {
+    // No rule at all: any call would panic in the mock.
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, []));
+
+    let long_key = format!("shadowpilot:{}", "k".repeat(117));
+    assert_eq!(long_key.chars().count(), 129);
+    let err = store
+        .add_tags(ARN, &tags(&[("shadowpilot:ok", "1"), (&long_key, "1")]))
+        .await
+        .expect_err("key too long");
+    assert_rejected_locally(
+        err,
+        &[
+            &format!("{long_key:?}"),
+            "129 characters",
+            "1 to 128",
+            "AddTags not sent",
+        ],
+    );
+
+    let long_value = "v".repeat(257);
+    let err = store
+        .add_tags(ARN, &tags(&[("shadowpilot:steps", &long_value)]))
+        .await
+        .expect_err("value too long");
+    assert_rejected_locally(
+        err,
+        &["\"shadowpilot:steps\"", "257 characters", "at most 256"],
+    );
+
+    let err = store
+        .add_tags(ARN, &tags(&[("", "1")]))
+        .await
+        .expect_err("empty key");
+    assert_rejected_locally(err, &["tag key \"\" is 0 characters"]);
+
+    let many: BTreeMap<String, String> = (0..51)
+        .map(|n| (format!("shadowpilot:k{n}"), String::new()))
+        .collect();
+    let err = store.add_tags(ARN, &many).await.expect_err("too many");
+    assert_rejected_locally(err, &["51 tags", "AddTags takes at most 50"]);
+
+    let err = store
+        .delete_tags(ARN, &keys(&[&long_key]))
+        .await
+        .expect_err("key too long");
+    assert_rejected_locally(
+        err,
+        &[
+            &format!("{long_key:?}"),
+            "129 characters",
+            "DeleteTags not sent",
+        ],
+    );
+    let many: BTreeSet<String> = many.into_keys().collect();
+    let err = store.delete_tags(ARN, &many).await.expect_err("too many");
+    assert_rejected_locally(err, &["51 tags", "DeleteTags takes at most 50"]);
+}
+
+fn wire_error(code: &'static str) -> ErrorMetadata {
+    ErrorMetadata::builder()
+        .code(code)
+        .message("User: arn:aws:sts::123456789012:assumed-role/shadowpilot/x is not authorized")
+        .build()
+}
+
+async fn add_tags_failing_with(code: &'static str) -> StoreError {
+    let rule = mock!(aws_sdk_sagemaker::Client::add_tags)
+        .then_error(move || AddTagsError::generic(wire_error(code)));
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+    let err = store
+        .add_tags(
+            ARN,
+            &tags(&[("shadowpilot:step", "25@2025-03-02T10:00:00Z")]),
+        )
+        .await
+        .expect_err("AddTags fails");
+    // Sent, not refused locally (the SDK retries a throttle, so maybe more
+    // than once).
+    assert!(rule.num_calls() >= 1);
+    err
+}
+
+async fn delete_tags_failing_with(code: &'static str) -> StoreError {
+    let rule = mock!(aws_sdk_sagemaker::Client::delete_tags)
+        .then_error(move || DeleteTagsError::generic(wire_error(code)));
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+    let err = store
+        .delete_tags(ARN, &keys(&["shadowpilot:failed"]))
+        .await
+        .expect_err("DeleteTags fails");
+    assert!(rule.num_calls() >= 1);
+    err
+}
+
+#[tokio::test]
+async fn denied_tag_calls_are_access_denied_naming_the_operation() {
+    let err = add_tags_failing_with("AccessDeniedException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::AccessDenied {
+                operation: "AddTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let sdk = err
+        .source()
+        .and_then(|s| {
+            s.downcast_ref::<aws_sdk_sagemaker::error::SdkError<
+                AddTagsError,
+                aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+            >>()
+        })
+        .expect("the SDK error is the source");
+    assert_eq!(
+        sdk.as_service_error()
+            .and_then(aws_sdk_sagemaker::error::ProvideErrorMetadata::code),
+        Some("AccessDeniedException")
+    );
+
+    let err = delete_tags_failing_with("AccessDeniedException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::AccessDenied {
+                operation: "DeleteTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn tag_call_failures_are_classified_like_the_others() {
+    for (code, label) in [
+        ("ThrottlingException", "throttled"),
+        ("AccessDenied", "access_denied"),
+        ("ValidationException", "rejected"),
+        ("ResourceNotFound", "not_found"),
+        ("InternalFailure", "service"),
+    ] {
+        for err in [
+            add_tags_failing_with(code).await,
+            delete_tags_failing_with(code).await,
+        ] {
+            assert_eq!(
+                ErrorKind::of_store_error(&err).as_str(),
+                label,
+                "{code}: {err:?}"
+            );
+        }
+    }
+    let err = add_tags_failing_with("ThrottlingException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::Throttled {
+                operation: "AddTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = delete_tags_failing_with("ThrottlingException").await;
+    assert!(
+        matches!(
+            err,
+            StoreError::Throttled {
+                operation: "DeleteTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = add_tags_failing_with("ValidationException").await;
+    assert!(
+        matches!(&err, StoreError::Rejected { name, .. } if name == ARN),
+        "{err:?}"
+    );
+}
+
 // ---------------------------------------------------------------- GetMetricData
 
 fn window(start: &str, end: &str) -> Window {
@@ -723,6 +1048,11 @@ fn measured(endpoint: &str) -> Arc<MeasuredExperiment> {
 /// `experiments` experiments × 2 variants × 5 series, as the controller
 /// would build them.
 fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
+    tick_queries_of("endpoint", experiments, window)
+}
+
+/// As [`tick_queries`], for endpoints `<prefix>-<n>`.
+fn tick_queries_of(prefix: &str, experiments: usize, window: Window) -> Vec<SeriesQuery> {
     let needed: BTreeSet<SeriesKey> = [
         SeriesKey::new(SageMakerMetric::Invocations, Statistic::Sum),
         SeriesKey::new(SageMakerMetric::Invocation5XXErrors, Statistic::Sum),
@@ -732,7 +1062,7 @@ fn tick_queries(experiments: usize, window: Window) -> Vec<SeriesQuery> {
     ]
     .into();
     (0..experiments)
-        .flat_map(|index| queries_for(measured(&format!("endpoint-{index}")), &needed, window))
+        .flat_map(|index| queries_for(measured(&format!("{prefix}-{index}")), &needed, window))
         .collect()
 }
 
@@ -947,6 +1277,173 @@ async fn eleven_hundred_queries_of_one_window_take_three_calls() {
             "the answer to query {position} is its own"
         );
     }
+}
+
+/// How many datapoints a call can answer, read from the request itself:
+/// ceil((EndTime − StartTime) / Period) summed over its queries.
+fn call_datapoints(call: &GetMetricDataInput) -> u64 {
+    let start = call.start_time().expect("StartTime").secs();
+    let end = call.end_time().expect("EndTime").secs();
+    let span = u64::try_from(end - start).expect("EndTime after StartTime");
+    call.metric_data_queries()
+        .iter()
+        .map(|q| {
+            let period = q.metric_stat().and_then(|s| s.period()).expect("a Period");
+            span.div_ceil(u64::try_from(period).expect("a positive Period"))
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn long_series_are_cut_into_calls_of_at_most_100_800_datapoints_in_order() {
+    let minute = Duration::from_secs(60);
+    // A week of minutes is 10,080 datapoints a query: 10 to a call.
+    let week = window("2025-03-01T00:00:00Z", "2025-03-08T00:00:00Z");
+    let weekly: Vec<SeriesQuery> = tick_queries_of("weekly", 12, week)
+        .into_iter()
+        .map(|q| SeriesQuery {
+            period: minute,
+            ..q
+        })
+        .collect();
+    // An hour read as one period is one datapoint: 500 to a call.
+    let hour = window("2025-03-08T09:00:00Z", "2025-03-08T10:00:00Z");
+    let hourly = tick_queries_of("hourly", 60, hour);
+    assert_eq!((weekly.len(), hourly.len()), (120, 600));
+    // Interleaved, so each call gathers its queries from all over the slice
+    // and the answers must find their way back.
+    let mut queries = Vec::new();
+    let mut hourly = hourly.into_iter();
+    for q in weekly {
+        queries.push(q);
+        queries.extend(hourly.by_ref().take(5));
+    }
+    assert_eq!(queries.len(), 720);
+
+    let seen = recorder();
+    let sink = seen.clone();
+    let answer = answer_by_series(&queries);
+    let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_output(move |req| {
+        sink.lock().expect("not poisoned").push(req.clone());
+        answer(req)
+    });
+    let source = CloudWatchSource::new(mock_client!(
+        aws_sdk_cloudwatch,
+        RuleMode::MatchAny,
+        [&rule]
+    ));
+
+    let series = source.fetch(&queries).await.expect("fetch succeeds");
+
+    let calls = seen.lock().expect("not poisoned").clone();
+    let mut shapes: Vec<(usize, u64)> = calls
+        .iter()
+        .map(|c| (c.metric_data_queries().len(), call_datapoints(c)))
+        .collect();
+    for (queries_in_call, points) in &shapes {
+        assert!(*queries_in_call <= 500, "{shapes:?}");
+        assert!(*points <= 100_800, "{shapes:?}");
+    }
+    shapes.sort();
+    let mut expected = vec![(10, 100_800); 12];
+    expected.extend([(100, 100), (500, 500)]);
+    expected.sort();
+    assert_eq!(shapes, expected);
+    let ids: BTreeSet<&str> = calls
+        .iter()
+        .flat_map(|c| c.metric_data_queries().iter().filter_map(|q| q.id()))
+        .collect();
+    assert_eq!(ids.len(), 720, "every query sent once, ids unique");
+
+    assert_eq!(series.len(), 720);
+    for (position, (query, answered)) in queries.iter().zip(&series).enumerate() {
+        assert_eq!(
+            ok(answered).iter().collect::<Vec<_>>(),
+            vec![(&query.window.start, &(position as f64))],
+            "the answer to query {position} is its own"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_query_too_big_for_one_call_goes_alone_and_is_paged() {
+    // 30 days of seconds, 2,592,000 datapoints: more than any call answers,
+    // so CloudWatch pages it; the two hourly series share another call.
+    let month = window("2025-03-01T00:00:00Z", "2025-03-31T00:00:00Z");
+    let hourly = |metric| SeriesQuery {
+        period: Duration::from_secs(3600),
+        ..simple_query(metric, month)
+    };
+    let queries = vec![
+        hourly(SageMakerMetric::Invocation5XXErrors),
+        SeriesQuery {
+            period: Duration::from_secs(1),
+            ..simple_query(SageMakerMetric::Invocations, month)
+        },
+        hourly(SageMakerMetric::Invocation4XXErrors),
+    ];
+    let alone = |req: &GetMetricDataInput| {
+        req.metric_data_queries().len() == 1
+            && req.metric_data_queries()[0].id() == Some("q1_s_inv_sum")
+            && req.max_datapoints().is_none()
+    };
+    let page_1 = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(move |req| alone(req) && req.next_token().is_none())
+        .then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(
+                    MetricDataResult::builder()
+                        .id("q1_s_inv_sum")
+                        .status_code(StatusCode::PartialData)
+                        .timestamps(smithy("2025-03-30T23:59:59Z"))
+                        .values(2.0)
+                        .build(),
+                )
+                .next_token("more")
+                .build()
+        });
+    let page_2 = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(move |req| alone(req) && req.next_token() == Some("more"))
+        .then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(complete("q1_s_inv_sum", &[("2025-03-01T00:00:00Z", 1.0)]))
+                .build()
+        });
+    let shared = mock!(aws_sdk_cloudwatch::Client::get_metric_data)
+        .match_requests(|req| {
+            let ids: Vec<_> = req.metric_data_queries().iter().map(|q| q.id()).collect();
+            ids == [Some("q0_s_e5xx_sum"), Some("q2_s_e4xx_sum")] && req.next_token().is_none()
+        })
+        .then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(complete("q0_s_e5xx_sum", &[("2025-03-01T00:00:00Z", 5.0)]))
+                .metric_data_results(complete("q2_s_e4xx_sum", &[("2025-03-01T00:00:00Z", 4.0)]))
+                .build()
+        });
+    let source = CloudWatchSource::new(mock_client!(
+        aws_sdk_cloudwatch,
+        RuleMode::MatchAny,
+        [&page_1, &page_2, &shared]
+    ));
+
+    let series = source.fetch(&queries).await.expect("fetch succeeds");
+
+    assert_eq!(
+        (page_1.num_calls(), page_2.num_calls(), shared.num_calls()),
+        (1, 1, 1)
+    );
+    let points = |index: usize| -> Vec<(DateTime<Utc>, f64)> {
+        ok(&series[index]).iter().map(|(t, v)| (*t, *v)).collect()
+    };
+    assert_eq!(points(0), vec![(at("2025-03-01T00:00:00Z"), 5.0)]);
+    assert_eq!(
+        points(1),
+        vec![
+            (at("2025-03-01T00:00:00Z"), 1.0),
+            (at("2025-03-30T23:59:59Z"), 2.0)
+        ]
+    );
+    assert_eq!(points(2), vec![(at("2025-03-01T00:00:00Z"), 4.0)]);
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! (awsJson1.1 for SageMaker, Smithy RPC v2 CBOR for CloudWatch) and how
 //! recorded answers and wire-level errors are read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_sagemaker::config::{Credentials, Region};
@@ -15,6 +17,7 @@ use shadowpilot_core::metrics::{
     MeasuredExperiment, SageMakerMetric, SeriesQuery, Statistic, VariantRole, Window,
 };
 use shadowpilot_core::ports::{ExperimentStore, MetricSource, StoreError};
+use shadowpilot_core::report::render::error_chain;
 use shadowpilot_core::report::ErrorKind;
 use shadowpilot_testkit::http::{cbor_to_json, Cbor, Recorded, Reply, Server};
 
@@ -364,4 +367,209 @@ async fn get_metric_data_speaks_rpc_v2_cbor() {
             "EndTime": {"$epoch": 1_740_913_200.0}
         })
     );
+}
+
+const ARN: &str = "arn:aws:sagemaker:eu-west-1:123456789012:inference-experiment/churn-v2-shadow";
+
+#[tokio::test]
+async fn add_and_delete_tags_are_awsjson_requests_on_the_arn() {
+    let server = Server::start(|request| match target(request) {
+        // AddTags answers the tags it set; DeleteTags an empty object.
+        "SageMaker.AddTags" => Reply::json(200, &json!({"Tags": request.json()["Tags"]})),
+        "SageMaker.DeleteTags" => Reply::json(200, &json!({})),
+        other => Reply::json(
+            400,
+            &json!({"__type": "UnknownOperationException", "message": other}),
+        ),
+    });
+    let store = sagemaker_at(&server);
+
+    store
+        .add_tags(
+            ARN,
+            &BTreeMap::from([
+                (
+                    "shadowpilot:step".to_string(),
+                    "25@2025-03-02T10:00:00Z".to_string(),
+                ),
+                ("shadowpilot:since".to_string(), String::new()),
+            ]),
+        )
+        .await
+        .expect("AddTags succeeds");
+    store
+        .delete_tags(
+            ARN,
+            &BTreeSet::from([
+                "shadowpilot:failed".to_string(),
+                "shadowpilot:hold".to_string(),
+            ]),
+        )
+        .await
+        .expect("DeleteTags succeeds");
+
+    let requests = server.requests();
+    let targets: Vec<&str> = requests.iter().map(target).collect();
+    assert_eq!(targets, vec!["SageMaker.AddTags", "SageMaker.DeleteTags"]);
+    for request in &requests {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/")
+        );
+        assert_eq!(
+            request.header("content-type"),
+            Some("application/x-amz-json-1.1")
+        );
+    }
+    assert_eq!(
+        requests[0].json(),
+        json!({
+            "ResourceArn": ARN,
+            "Tags": [
+                {"Key": "shadowpilot:since", "Value": ""},
+                {"Key": "shadowpilot:step", "Value": "25@2025-03-02T10:00:00Z"}
+            ]
+        })
+    );
+    assert_eq!(
+        requests[1].json(),
+        json!({
+            "ResourceArn": ARN,
+            "TagKeys": ["shadowpilot:failed", "shadowpilot:hold"]
+        })
+    );
+}
+
+/// What IAM answers when the role's policy does not cover the ARN: the
+/// report's error text must carry the message, since it names the resource
+/// (policies/iam/README.md tells operators to read it).
+#[tokio::test]
+async fn a_denied_tag_call_reports_the_operation_and_aws_s_message() {
+    let denial = format!(
+        "User: arn:aws:sts::123456789012:assumed-role/shadowpilot-role/shadowpilot is not \
+         authorized to perform: sagemaker:AddTags on resource: {ARN} because no \
+         identity-based policy allows the sagemaker:AddTags action"
+    );
+    let message = denial.clone();
+    let server = Server::start(move |_| {
+        Reply::json(
+            400,
+            &json!({"__type": "AccessDeniedException", "message": message}),
+        )
+    });
+    let store = sagemaker_at(&server);
+
+    let err = store
+        .add_tags(
+            ARN,
+            &BTreeMap::from([(
+                "shadowpilot:step".to_string(),
+                "25@2025-03-02T10:00:00Z".to_string(),
+            )]),
+        )
+        .await
+        .expect_err("denied");
+    assert!(
+        matches!(
+            err,
+            StoreError::AccessDenied {
+                operation: "AddTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = error_chain(&err);
+    assert!(text.starts_with("SageMaker AddTags was denied"), "{text}");
+    assert!(text.contains(&denial), "{text}");
+
+    let err = store
+        .delete_tags(ARN, &BTreeSet::from(["shadowpilot:failed".to_string()]))
+        .await
+        .expect_err("denied");
+    assert!(
+        matches!(
+            err,
+            StoreError::AccessDenied {
+                operation: "DeleteTags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Denied calls are not retried: one request each.
+    assert_eq!(server.requests().len(), 2);
+}
+
+/// A GetMetricData double that holds every answer a while and counts the
+/// requests it holds at once.
+#[tokio::test]
+async fn at_most_eight_get_metric_data_calls_are_in_flight() {
+    const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now, peak) = (in_flight.clone(), most.clone());
+    let server = Server::start(move |request| {
+        let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(held, Ordering::SeqCst);
+        std::thread::sleep(HOLD);
+        let body = cbor_to_json(&request.body);
+        let ids: Vec<String> = body["MetricDataQueries"]
+            .as_array()
+            .expect("queries")
+            .iter()
+            .map(|q| q["Id"].as_str().expect("an Id").to_string())
+            .collect();
+        let mut answer = Cbor::default();
+        answer.map(1).text("MetricDataResults").array(ids.len());
+        for id in &ids {
+            answer
+                .map(4)
+                .text("Id")
+                .text(id)
+                .text("StatusCode")
+                .text("Complete")
+                .text("Timestamps")
+                .array(0)
+                .text("Values")
+                .array(0);
+        }
+        now.fetch_sub(1, Ordering::SeqCst);
+        Reply::cbor(200, answer.0)
+    });
+    let source = cloudwatch_at(&server);
+    let experiment = std::sync::Arc::new(MeasuredExperiment {
+        name: "churn-v2-shadow".into(),
+        endpoint: "churn-endpoint".into(),
+        production_variant: "production".into(),
+        shadow_variant: "shadow".into(),
+    });
+    // A window each, so a call each: 24 calls, three times the limit.
+    let queries: Vec<SeriesQuery> = (0..24)
+        .map(|minute| {
+            let start = at("2025-03-02T10:00:00Z") + chrono::Duration::minutes(minute);
+            SeriesQuery {
+                experiment: experiment.clone(),
+                role: VariantRole::Shadow,
+                metric: SageMakerMetric::Invocations,
+                statistic: Statistic::Sum,
+                window: Window {
+                    start,
+                    end: start + chrono::Duration::hours(1),
+                },
+                period: std::time::Duration::from_secs(3600),
+            }
+        })
+        .collect();
+
+    let answers = source.fetch(&queries).await.expect("fetch succeeds");
+
+    assert_eq!(answers.len(), 24);
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().is_ok_and(|s| s.is_empty())));
+    assert_eq!(server.requests().len(), 24);
+    // Never more than 8, and the 8 are used: with every answer held, the
+    // first 8 calls all wait at once.
+    assert_eq!(most.load(Ordering::SeqCst), 8);
 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
+use shadowpilot_core::experiment::TAG_PREFIX;
 
 const TEMPLATE: &str = include_str!("../../../template.yaml");
 const POLICY: &str = include_str!("../../../policies/iam/shadowpilot-policy.json");
@@ -19,16 +20,41 @@ const TRUST: &str = include_str!("../../../policies/iam/trust-policy.json");
 const SHARED_POLICY_NAME: &str = "shadowpilot";
 
 /// The calls shadowpilot makes, and nothing else. In particular never
-/// StopInferenceExperiment, Create/Delete/Start, or AddTags.
+/// StopInferenceExperiment or Create/Delete/Start; tags are written only
+/// under TAG_WRITES's condition.
 const ACTIONS: &[&str] = &[
     "sagemaker:ListInferenceExperiments",
     "sagemaker:DescribeInferenceExperiment",
     "sagemaker:ListTags",
     "sagemaker:UpdateInferenceExperiment",
+    "sagemaker:AddTags",
+    "sagemaker:DeleteTags",
     "cloudwatch:GetMetricData",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
 ];
+
+/// The tag writes, allowed only for keys under shadowpilot's prefix.
+const TAG_WRITES: &[&str] = &["sagemaker:AddTags", "sagemaker:DeleteTags"];
+
+/// The tag actions have no inference-experiment resource type in the
+/// Service Authorization Reference, so they are granted on any SageMaker
+/// resource of the account and region (policies/iam/README.md); nothing
+/// else may be.
+const TAG_ACTIONS: &[&str] = &[
+    "sagemaker:ListTags",
+    "sagemaker:AddTags",
+    "sagemaker:DeleteTags",
+];
+/// That resource as the template writes it, and as it reads standalone.
+const ANY_SAGEMAKER_SUB: &str =
+    "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:*";
+const ANY_SAGEMAKER: &str = "arn:aws:sagemaker:*:*:*";
+
+/// The condition on every statement that writes tags.
+fn tag_keys_condition() -> Value {
+    json!({"ForAllValues:StringLike": {"aws:TagKeys": format!("{TAG_PREFIX}*")}})
+}
 
 /// Actions without resource-level permissions (Service Authorization
 /// Reference): only these may be granted on "*".
@@ -247,7 +273,11 @@ fn grants_exactly_the_calls_shadowpilot_makes() {
             g.actions.iter().all(|a| !a.contains('*')),
             "no action wildcards: {g:?}"
         );
-        assert_eq!(g.condition, Value::Null);
+        // Only the tag writes carry a condition, checked in
+        // tag_writes_are_limited_to_shadowpilot_keys.
+        if g.actions.iter().all(|a| !TAG_WRITES.contains(&a.as_str())) {
+            assert_eq!(g.condition, Value::Null, "{g:?}");
+        }
     }
     assert!(
         !granted.iter().any(|a| a.starts_with("sagemaker:Stop")),
@@ -279,6 +309,67 @@ fn star_resources_only_where_iam_offers_nothing_narrower() {
         update.resources,
         BTreeSet::from(["arn:aws:sagemaker:*:*:inference-experiment/*".to_string()])
     );
+}
+
+/// In both documents (the template's own too, not only through the
+/// comparison above): AddTags and DeleteTags only with the aws:TagKeys
+/// condition, ListTags without one, all three on any SageMaker resource of
+/// the account and region, and that wide resource for nothing else.
+#[test]
+fn tag_writes_are_limited_to_shadowpilot_keys() {
+    let template = template();
+    for (what, grants) in [
+        ("template.yaml", template_grants(&template)),
+        ("policies/iam/shadowpilot-policy.json", document_grants()),
+    ] {
+        for action in TAG_ACTIONS {
+            let granting: Vec<(&String, &Grant)> = grants
+                .iter()
+                .filter(|(_, g)| g.actions.contains(*action))
+                .collect();
+            assert_eq!(granting.len(), 1, "{what}: {action} in one statement");
+            let (sid, g) = granting[0];
+            assert_eq!(
+                g.resources,
+                BTreeSet::from([ANY_SAGEMAKER.to_string()]),
+                "{what}: {sid}"
+            );
+            let expected = if TAG_WRITES.contains(action) {
+                tag_keys_condition()
+            } else {
+                Value::Null
+            };
+            assert_eq!(g.condition, expected, "{what}: {sid} ({action})");
+        }
+        for (sid, g) in &grants {
+            if g.resources.contains(ANY_SAGEMAKER) {
+                let others: Vec<_> = g
+                    .actions
+                    .iter()
+                    .filter(|a| !TAG_ACTIONS.contains(&a.as_str()))
+                    .collect();
+                assert!(
+                    others.is_empty(),
+                    "{what}: {sid}: {others:?} on {ANY_SAGEMAKER}"
+                );
+            }
+        }
+    }
+    // In the template, the account and region of the stack itself.
+    for s in role_policies(&template)[SHARED_POLICY_NAME]["Statement"]
+        .as_array()
+        .expect("Statement is a list")
+    {
+        let actions = string_set(&s["Action"], &template, "Action").expect("actions");
+        if actions.iter().any(|a| TAG_ACTIONS.contains(&a.as_str())) {
+            assert_eq!(
+                s["Resource"],
+                json!({"Fn::Sub": ANY_SAGEMAKER_SUB}),
+                "{}",
+                s["Sid"]
+            );
+        }
+    }
 }
 
 #[test]
