@@ -7,21 +7,23 @@
 mod common;
 
 use chrono::Duration;
-use common::{experiment, t0, FakeMetrics, FakeStore, Profile};
+use common::{experiment, gather, t0, FakeMetrics, FakeStore, Profile};
 use criterion::{criterion_group, criterion_main, Criterion};
 use shadowpilot_core::controller::{Controller, RunOptions};
-use shadowpilot_core::judge::{judge, INVOCATIONS};
-use shadowpilot_core::metrics::{Measurements, VariantMeasurements};
-use shadowpilot_core::plan::plan;
+use shadowpilot_core::evidence::Timeline;
+use shadowpilot_core::judge::judge;
+use shadowpilot_core::plan::{plan, Cadence};
 use shadowpilot_core::policy::builtin_policies;
 
+/// Three days into each experiment: every tick reads three days of
+/// five-minute counts and the step's latency periods.
 fn tick_over_500_experiments(c: &mut Criterion) {
     let policies = builtin_policies().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let now = t0() + Duration::hours(3);
-    c.bench_function("dry-run tick, 500 experiments", |b| {
+    let now = t0() + Duration::days(3);
+    c.bench_function("dry-run tick, 500 experiments, 3 days of evidence", |b| {
         b.iter(|| {
             let store = FakeStore::new((0..500).map(|i| experiment(&format!("exp-{i:04}"), 5)));
             let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
@@ -43,21 +45,20 @@ fn tick_over_500_experiments(c: &mut Criterion) {
 fn judge_and_plan(c: &mut Criterion) {
     let policies = builtin_policies().unwrap();
     let policy = policies.get("conservative").unwrap();
-    let mut variant = VariantMeasurements::default();
-    variant.set(INVOCATIONS, 10_000.0);
-    for check in &policy.checks {
-        variant.set(check.metric.series(), 1234.0);
-    }
-    let measurements = Measurements {
-        production: variant.clone(),
-        shadow: variant,
-    };
     let e = experiment("x", 5);
     let now = t0() + Duration::hours(30);
-    c.bench_function("judge + plan, one experiment", |b| {
+    let timeline = Timeline::of(&e, policy, now);
+    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
+    let evidence = gather(&metrics, &e, policy, &timeline);
+    let cadence = Cadence {
+        now,
+        next_write: now + Duration::minutes(10),
+        tick: Duration::minutes(10),
+    };
+    c.bench_function("judge + plan, one experiment, 30 h of evidence", |b| {
         b.iter(|| {
-            let verdict = judge(policy, &measurements);
-            plan(&e, &verdict, policy, now, now + Duration::minutes(10))
+            let verdict = judge(policy, &timeline, &evidence);
+            plan(&e, &timeline, &verdict, policy, cadence)
         })
     });
 }

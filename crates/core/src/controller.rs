@@ -326,19 +326,27 @@ impl<'a> Controller<'a> {
     /// leaves every one of them so.
     async fn measure(&self, judgeable: &[Judgeable<'_>]) -> Vec<Result<Evidence, MetricFailure>> {
         let counts = self
-            .round(judgeable, |candidate, _| {
-                count_queries(&candidate.measured, &candidate.timeline, candidate.policy)
-            }, &vec![Ok(Evidence::default()); judgeable.len()])
+            .round(
+                judgeable,
+                |candidate, _| {
+                    count_queries(&candidate.measured, &candidate.timeline, candidate.policy)
+                },
+                &vec![Ok(Evidence::default()); judgeable.len()],
+            )
             .await;
         let latency = self
-            .round(judgeable, |candidate, counts| {
-                latency_queries(
-                    &candidate.measured,
-                    &candidate.timeline,
-                    candidate.policy,
-                    counts,
-                )
-            }, &counts)
+            .round(
+                judgeable,
+                |candidate, counts| {
+                    latency_queries(
+                        &candidate.measured,
+                        &candidate.timeline,
+                        candidate.policy,
+                        counts,
+                    )
+                },
+                &counts,
+            )
             .await;
         counts
             .into_iter()

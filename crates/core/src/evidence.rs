@@ -98,7 +98,9 @@ impl Timeline {
     pub fn of(experiment: &Experiment, policy: &Policy, now: DateTime<Utc>) -> Self {
         let started = experiment.start_time.unwrap_or(experiment.last_modified);
         let whole_start = ceil_to(
-            experiment.since().map_or(started, |since| since.max(started)),
+            experiment
+                .since()
+                .map_or(started, |since| since.max(started)),
             60,
         );
         let percentage = experiment.sampling_percentage;
@@ -169,8 +171,8 @@ impl Timeline {
     /// The range of the first round's count series: the whole experiment
     /// and the hour before it (production's rate at the first step).
     pub fn count_window(&self) -> Option<Window> {
-        let start =
-            floor_to(self.whole_start, ERROR_PERIOD_SECS) - chrono::Duration::seconds(RATE_WINDOW_SECS);
+        let start = floor_to(self.whole_start, ERROR_PERIOD_SECS)
+            - chrono::Duration::seconds(RATE_WINDOW_SECS);
         let end = floor_to(self.end, ERROR_PERIOD_SECS);
         (start < end).then_some(Window { start, end })
     }
@@ -302,7 +304,11 @@ fn query(
 }
 
 /// The count series of one variant in the first round.
-pub fn count_at(timeline: &Timeline, role: VariantRole, metric: SageMakerMetric) -> Option<SeriesAt> {
+pub fn count_at(
+    timeline: &Timeline,
+    role: VariantRole,
+    metric: SageMakerMetric,
+) -> Option<SeriesAt> {
     let window = timeline.count_window()?;
     Some(SeriesAt {
         role,
@@ -336,7 +342,14 @@ pub fn count_queries(
         .into_iter()
         .flat_map(|role| {
             metrics.iter().map(move |metric| {
-                query(experiment, role, *metric, Statistic::Sum, window, ERROR_PERIOD_SECS)
+                query(
+                    experiment,
+                    role,
+                    *metric,
+                    Statistic::Sum,
+                    window,
+                    ERROR_PERIOD_SECS,
+                )
             })
         })
         .collect()
@@ -471,7 +484,14 @@ impl LatencyRead {
         wanted
             .into_iter()
             .map(|(role, statistic)| {
-                query(experiment, role, self.metric, statistic, self.window, self.period_secs)
+                query(
+                    experiment,
+                    role,
+                    self.metric,
+                    statistic,
+                    self.window,
+                    self.period_secs,
+                )
             })
             .collect()
     }
@@ -497,8 +517,12 @@ pub fn latency_plan(
     let p = quantile_of(check.metric);
     let terms = QuantileTerms::new(p);
     let statistic = check.metric.series().statistic;
-    let production = count_at(timeline, VariantRole::Production, SageMakerMetric::Invocations)
-        .and_then(|at| counts.get(&at));
+    let production = count_at(
+        timeline,
+        VariantRole::Production,
+        SageMakerMetric::Invocations,
+    )
+    .and_then(|at| counts.get(&at));
     timeline
         .segments
         .iter()
@@ -612,7 +636,13 @@ mod tests {
         let cases = [
             // (tags, described %, LastModifiedTime h, step start h, origin)
             (vec![], 5, 0.5, 0.5, StepOrigin::Untagged),
-            (vec![(STEP_TAG, format!("25@{tag}"))], 25, 9.0, 2.0, StepOrigin::Tagged),
+            (
+                vec![(STEP_TAG, format!("25@{tag}"))],
+                25,
+                9.0,
+                2.0,
+                StepOrigin::Tagged,
+            ),
             (
                 vec![(STEP_TAG, format!("25@{tag}"))],
                 50,
@@ -620,11 +650,21 @@ mod tests {
                 9.0,
                 StepOrigin::ChangedElsewhere { tagged: 25 },
             ),
-            (vec![(STEP_TAG, "25@yesterday".into())], 25, 9.0, 9.0, StepOrigin::Untagged),
+            (
+                vec![(STEP_TAG, "25@yesterday".into())],
+                25,
+                9.0,
+                9.0,
+                StepOrigin::Untagged,
+            ),
         ];
         for (tags, percentage, modified, start, origin) in cases {
             let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let timeline = Timeline::of(&experiment(&tags, percentage, modified), &policy(), at(10.0));
+            let timeline = Timeline::of(
+                &experiment(&tags, percentage, modified),
+                &policy(),
+                at(10.0),
+            );
             assert_eq!(timeline.step_start, at(start), "{tags:?}");
             assert_eq!(timeline.step_origin, origin, "{tags:?}");
             assert_eq!(timeline.end, at(10.0) - chrono::Duration::minutes(3));
@@ -676,7 +716,11 @@ mod tests {
             (5.0, 0.5, false, Some(120)),
         ];
         for (rate, p, edge, expected) in cases {
-            assert_eq!(period_for(rate, p, edge).secs(), expected, "{rate} {p} {edge}");
+            assert_eq!(
+                period_for(rate, p, edge).secs(),
+                expected,
+                "{rate} {p} {edge}"
+            );
         }
         assert_eq!(
             period_for(5.0, 0.99, false),

@@ -212,10 +212,7 @@ fn longest(times: impl Iterator<Item = TimeToDecision>) -> Option<TimeToDecision
         (TimeToDecision::Undecidable, _) | (_, TimeToDecision::Undecidable) => {
             TimeToDecision::Undecidable
         }
-        (
-            TimeToDecision::Needs { minutes: ma, .. },
-            TimeToDecision::Needs { minutes: mb, .. },
-        ) => {
+        (TimeToDecision::Needs { minutes: ma, .. }, TimeToDecision::Needs { minutes: mb, .. }) => {
             if mb > ma {
                 b
             } else {
@@ -269,16 +266,22 @@ pub fn judge(policy: &Policy, timeline: &Timeline, evidence: &Evidence) -> Verdi
 
 /// Production's requests a minute over the last hour of its count series.
 fn recent_production_rate(timeline: &Timeline, evidence: &Evidence) -> f64 {
-    let Some(series) = count_at(timeline, VariantRole::Production, SageMakerMetric::Invocations)
-        .and_then(|at| evidence.get(&at))
-    else {
+    let Some(series) = count_at(
+        timeline,
+        VariantRole::Production,
+        SageMakerMetric::Invocations,
+    )
+    .and_then(|at| evidence.get(&at)) else {
         return 0.0;
     };
     let Some(window) = timeline.count_window() else {
         return 0.0;
     };
     let from = window.end - chrono::Duration::hours(1);
-    let total: f64 = series.range(from..window.end).map(|(_, v)| v.max(0.0)).sum();
+    let total: f64 = series
+        .range(from..window.end)
+        .map(|(_, v)| v.max(0.0))
+        .sum();
     total / 60.0
 }
 
@@ -297,7 +300,8 @@ fn judge_errors(
     let metric = error_metric(check.metric);
     let series = |role, metric| count_at(timeline, role, metric).and_then(|at| evidence.get(&at));
     let empty = Series::new();
-    let shadow_requests = series(VariantRole::Shadow, SageMakerMetric::Invocations).unwrap_or(&empty);
+    let shadow_requests =
+        series(VariantRole::Shadow, SageMakerMetric::Invocations).unwrap_or(&empty);
     let shadow_errors = series(VariantRole::Shadow, metric).unwrap_or(&empty);
     let production_requests =
         series(VariantRole::Production, SageMakerMetric::Invocations).unwrap_or(&empty);
@@ -382,16 +386,19 @@ fn judge_errors(
         assess_counts(finish(counts), &params(level))
     };
     let step = evaluate(Sequence::Step, sums[1]);
-    let mut failed = None;
+    // The step sequence is shown when it fails too; then the whole
+    // experiment, then the epochs in order.
+    let mut failed = (step.decision == Decision::Fail).then_some((Sequence::Step, step));
     for (index, (sequence, _)) in starts.iter().enumerate() {
-        let found = if *sequence == Sequence::Step {
-            step
-        } else {
-            evaluate(*sequence, sums[index])
-        };
+        if failed.is_some() {
+            break;
+        }
+        if *sequence == Sequence::Step {
+            continue;
+        }
+        let found = evaluate(*sequence, sums[index]);
         if found.decision == Decision::Fail {
             failed = Some((*sequence, found));
-            break;
         }
     }
 
@@ -468,9 +475,9 @@ fn judge_errors(
             errors: shown.counts.shadow_errors,
         },
         sampling: timeline.percentage,
-        closeness: step
-            .estimate
-            .map_or(f64::NEG_INFINITY, |e| (e.interval.hi - margin) / margin.max(1e-9)),
+        closeness: step.estimate.map_or(f64::NEG_INFINITY, |e| {
+            (e.interval.hi - margin) / margin.max(1e-9)
+        }),
     }
 }
 
@@ -507,13 +514,15 @@ fn ratios(
         let q50 = median.get(&t).copied().unwrap_or(f64::NAN);
         let period = match form {
             Form::LatencyRatio { .. } => {
-                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t)) else {
+                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t))
+                else {
                     continue;
                 };
                 LatencyPeriod::new(q_s, m_s, q_p, m_p, q50)
             }
             Form::LatencyAbove { ms } => {
-                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t)) else {
+                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t))
+                else {
                     continue;
                 };
                 // Against (production + A)/1.2 at limit 1.2: the log ratio to
@@ -629,10 +638,13 @@ fn judge_latency(
     } else {
         match (step_found.decision, current_period) {
             (Decision::Pass, _) => (Outcome::Pass, None),
-            (_, Some(PeriodChoice::TooLittleTraffic {
-                shadow_per_minute,
-                needed_per_minute,
-            })) => (
+            (
+                _,
+                Some(PeriodChoice::TooLittleTraffic {
+                    shadow_per_minute,
+                    needed_per_minute,
+                }),
+            ) => (
                 Outcome::Inconclusive,
                 Some(Reason::TooLittleTraffic {
                     shadow_per_minute,

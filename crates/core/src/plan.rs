@@ -220,7 +220,8 @@ pub fn plan(
     let now = cadence.now;
     let latch = experiment.failed_mark();
     if let (Some(mark), Some(after)) = (&latch, policy.ramp.rearm_after) {
-        if now - mark.at >= chrono_duration(after) {
+        // A latch whose time cannot be read is never re-armed by itself.
+        if mark.at != DateTime::<Utc>::MIN_UTC && now - mark.at >= chrono_duration(after) {
             plan.tags.remove.insert(FAILED_TAG.to_string());
             plan.tags.set.insert(SINCE_TAG.to_string(), tag_time(now));
             plan.notes.push(Note::Rearmed { mark: mark.clone() });
@@ -296,7 +297,9 @@ fn record_step(
     while history.iter().map(|h| h.len() + 1).sum::<usize>() > MAX_TAG_VALUE_CHARS + 1 {
         history.remove(0);
     }
-    plan.tags.set.insert(STEPS_TAG.to_string(), history.join(" "));
+    plan.tags
+        .set
+        .insert(STEPS_TAG.to_string(), history.join(" "));
 }
 
 /// Without a sampling change, the tag only needs writing when it does not
@@ -366,7 +369,10 @@ fn only_lacks_evidence(verdict: &Verdict) -> bool {
             Outcome::Fail => false,
             Outcome::Pass => true,
             Outcome::Inconclusive => {
-                check.reason.as_ref().is_some_and(|r| r.is_lack_of_evidence())
+                check
+                    .reason
+                    .as_ref()
+                    .is_some_and(|r| r.is_lack_of_evidence())
                     && check.passing_side != Some(false)
             }
         })
@@ -419,7 +425,10 @@ fn plan_sampling(
                 plan.notes.push(Note::Holding { at: current });
             }
         }
-        Outcome::Pass => set(next_step(policy, current), SamplingChange::Passing { dwelt, dwell }),
+        Outcome::Pass => set(
+            next_step(policy, current),
+            SamplingChange::Passing { dwelt, dwell },
+        ),
         Outcome::Inconclusive => {
             let minutes = minutes_of(verdict.time_to_decision());
             let worth_it = minutes > dwell.as_secs_f64() / 60.0;
@@ -463,7 +472,17 @@ fn plan_extension(
         Outcome::Inconclusive => (NeedsTime::Inconclusive, verdict.time_to_decision()),
         // The rest of the climb: one dwell per step still to take.
         Outcome::Pass if climbing => {
-            let steps_left = policy.ramp.steps.iter().filter(|s| **s > current).count().max(1);
+            let ceiling = policy.ramp.ceiling;
+            let mut steps_left = policy
+                .ramp
+                .steps
+                .iter()
+                .filter(|s| **s > current && **s <= ceiling)
+                .count();
+            if !policy.ramp.steps.contains(&ceiling) {
+                steps_left += 1;
+            }
+            let steps_left = steps_left.max(1);
             let minutes = policy.ramp.bake_time.as_secs_f64() / 60.0 * steps_left as f64;
             (
                 NeedsTime::StillClimbing,

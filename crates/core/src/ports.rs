@@ -89,8 +89,7 @@ pub trait ExperimentStore: Send + Sync {
     async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError>;
     /// SageMaker AddTags on the experiment's ARN: sets (adds or overwrites)
     /// these tags and leaves the others alone.
-    async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>)
-        -> Result<(), StoreError>;
+    async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError>;
     /// SageMaker DeleteTags on the experiment's ARN; a key that is not there
     /// is not an error.
     async fn delete_tags(&self, arn: &str, keys: &BTreeSet<String>) -> Result<(), StoreError>;

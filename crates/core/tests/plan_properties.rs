@@ -1,13 +1,18 @@
-//! Invariants of the planner over arbitrary experiments and policies.
+//! Invariants of the planner over arbitrary experiments, tags, verdicts and
+//! policies.
 
 mod common;
 
 use chrono::Duration;
-use common::{experiment, t0};
+use common::{check_result, experiment, t0, verdict_of};
 use proptest::prelude::*;
-use shadowpilot_core::judge::{Outcome, Verdict};
-use shadowpilot_core::plan::{plan, Action};
-use shadowpilot_core::policy::{parse_policy, OnFail};
+use shadowpilot_core::evidence::Timeline;
+use shadowpilot_core::experiment::{
+    tag_time, FAILED_TAG, MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG, TAG_PREFIX,
+};
+use shadowpilot_core::judge::{CheckResult, Outcome, Reason};
+use shadowpilot_core::plan::{plan, Action, Attention, Cadence, SamplingChange};
+use shadowpilot_core::policy::{parse_policy, CheckMetric, OnFail};
 
 fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
@@ -15,6 +20,53 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         Just(Outcome::Fail),
         Just(Outcome::Inconclusive)
     ]
+}
+
+fn reason() -> impl Strategy<Value = Reason> {
+    prop_oneof![
+        Just(Reason::NoEvidence),
+        Just(Reason::Insufficient),
+        Just(Reason::Straddles),
+        Just(Reason::PeriodPending),
+        (0.0f64..10.0).prop_map(|shadow_per_minute| Reason::TooLittleTraffic {
+            shadow_per_minute,
+            needed_per_minute: 500.0 / 60.0,
+        }),
+    ]
+}
+
+/// Minutes to a decision: none, finite, or infinite (no traffic).
+fn minutes() -> impl Strategy<Value = Option<f64>> {
+    prop_oneof![
+        Just(None),
+        (0.0f64..100_000.0).prop_map(Some),
+        Just(Some(f64::INFINITY)),
+    ]
+}
+
+fn check() -> impl Strategy<Value = CheckResult> {
+    (
+        any::<bool>(),
+        outcome(),
+        reason(),
+        proptest::option::of(any::<bool>()),
+        minutes(),
+        minutes(),
+    )
+        .prop_map(|(latency, outcome, reason, passing, minutes, at_top)| {
+            let metric = if latency {
+                CheckMetric::LatencyP99
+            } else {
+                CheckMetric::ErrorRate5xx
+            };
+            // A decided check's estimate lies on its side of the margin.
+            let passing = match outcome {
+                Outcome::Pass => Some(true),
+                Outcome::Fail => Some(false),
+                Outcome::Inconclusive => passing,
+            };
+            check_result(metric, outcome, Some(reason), passing, minutes, at_top)
+        })
 }
 
 proptest! {
@@ -26,61 +78,131 @@ proptest! {
         max in proptest::option::of(1u8..=100),
         floor in 1u8..=10,
         on_fail_floor in any::<bool>(),
+        evidence_ramps in any::<bool>(),
+        rearm_minutes in proptest::option::of(1i64..(3 * 24 * 60)),
         sampling in 0u8..=100,
-        outcome in outcome(),
+        checks in proptest::collection::vec(check(), 0..4),
+        latch_minutes in proptest::option::of(0i64..(4 * 24 * 60)),
+        // The step tag: none, this sampling, or another one (someone else's).
+        step_tag in proptest::option::of((any::<bool>(), 1u8..=100, 0i64..(3 * 24 * 60))),
         minutes_since_change in 0i64..(3 * 24 * 60),
         minutes_to_end in 1i64..(10 * 24 * 60),
         days_since_start in 0i64..30,
         bake_minutes in 0i64..(24 * 60),
+        margin_hours in 0i64..24,
+        by_hours in 25i64..(4 * 24),
+        max_days in 1i64..=30,
     ) {
         let steps: Vec<u8> = steps.into_iter().collect();
         let steps_yaml = steps.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
         let top = *steps.last().unwrap();
         let ceiling = max.map_or(top, |max| max.min(top));
         let text = format!(
-            "name: p\nramp:\n  steps: [{steps_yaml}]\n  bake_time: {bake_minutes}m\n  floor: {}\n  on_fail: {}\n{}",
+            "name: p\nchecks:\n  - metric: latency_p99\n    max_ratio_to_production: 1.2\nramp:\n  steps: [{steps_yaml}]\n  bake_time: {bake_minutes}m\n  floor: {}\n  on_fail: {}\n  evidence_ramps: {evidence_ramps}\n{}{}extend:\n  enabled: true\n  margin: {margin_hours}h\n  by: {by_hours}h\n  max_duration: {max_days}d\n",
             floor.min(ceiling),
             if on_fail_floor { "floor" } else { "step_down" },
             max.map_or(String::new(), |max| format!("  max: {max}\n")),
+            rearm_minutes.map_or(String::new(), |m| format!("  rearm_after: {m}m\n")),
         );
         // Every policy the loader accepts, through the loader.
         let policy = parse_policy("p.yaml", &text).unwrap();
-        assert_eq!(policy.ramp.ceiling, ceiling);
-        assert_eq!(policy.ramp.on_fail == OnFail::Floor, on_fail_floor);
+        prop_assert_eq!(policy.ramp.ceiling, ceiling);
+        prop_assert_eq!(policy.ramp.on_fail == OnFail::Floor, on_fail_floor);
 
         let now = t0() + Duration::days(days_since_start) + Duration::hours(1);
+        let start = now - Duration::days(days_since_start) - Duration::hours(1);
         let mut e = experiment("x", sampling);
-        e.start_time = Some(now - Duration::days(days_since_start) - Duration::hours(1));
+        e.start_time = Some(start);
         e.last_modified = now - Duration::minutes(minutes_since_change);
         e.end_time = Some(now + Duration::minutes(minutes_to_end));
-        let planned = plan(&e, &Verdict::from_outcome(outcome), &policy, now, now + Duration::minutes(10));
+        if let Some(ago) = latch_minutes {
+            e.tags.insert(FAILED_TAG.into(), format!("latency_p99@{}", tag_time(now - Duration::minutes(ago))));
+        }
+        if let Some((same, other, ago)) = step_tag {
+            let percentage = if same { sampling.max(1) } else { other };
+            e.tags.insert(STEP_TAG.into(), format!("{percentage}@{}", tag_time(now - Duration::minutes(ago))));
+        }
+        let verdict = verdict_of(checks);
+        let timeline = Timeline::of(&e, &policy, now);
+        let tick = Duration::minutes(10);
+        let cadence = Cadence { now, next_write: now + tick, tick };
+        let planned = plan(&e, &timeline, &verdict, &policy, cadence);
 
-        let ceiling = policy.ramp.ceiling;
+        let rearmed = matches!((latch_minutes, rearm_minutes), (Some(ago), Some(after)) if ago >= after);
+        let latched = latch_minutes.is_some() && !rearmed;
+        let failing = latched || verdict.outcome == Outcome::Fail;
+        if rearmed {
+            prop_assert!(planned.actions.is_empty(), "a re-arm does nothing else that tick");
+            prop_assert!(planned.tags.remove.contains(FAILED_TAG));
+            prop_assert_eq!(planned.tags.set.get(SINCE_TAG), Some(&tag_time(now)));
+        } else {
+            prop_assert!(planned.tags.remove.is_empty(), "only a re-arm deletes tags");
+        }
+        // Only a new failure writes the latch, naming the decisive check.
+        let new_failure = !rearmed && !latched && verdict.outcome == Outcome::Fail;
+        prop_assert_eq!(planned.tags.set.contains_key(FAILED_TAG), new_failure);
+        if new_failure {
+            let check = verdict.decisive_check().unwrap().id.as_str();
+            prop_assert_eq!(&planned.tags.set[FAILED_TAG], &format!("{check}@{}", tag_time(now)));
+        }
+        for (key, value) in &planned.tags.set {
+            prop_assert!(key.starts_with(TAG_PREFIX), "{}", key);
+            prop_assert!(value.chars().count() <= MAX_TAG_VALUE_CHARS, "{}={}", key, value);
+        }
+
+        let dwelt = now - timeline.step_start;
         let mut sampling_actions = 0;
         for action in &planned.actions {
             match action {
-                Action::SetSampling { from, to, .. } => {
+                Action::SetSampling { from, to, why } => {
                     sampling_actions += 1;
                     prop_assert_eq!(*from, sampling);
                     prop_assert_ne!(*from, *to, "a write must change something");
                     prop_assert!(*to >= 1, "never below 1");
                     prop_assert!(*to <= ceiling, "never above the ceiling");
                     if *to > *from {
-                        prop_assert_eq!(outcome, Outcome::Pass, "only a pass ramps up");
-                        prop_assert!(now - e.last_modified >= Duration::minutes(bake_minutes), "only after the bake time");
+                        prop_assert!(!failing, "a failing or latched shadow never ramps up");
+                        prop_assert!(dwelt >= Duration::minutes(bake_minutes), "only after the dwell");
+                        match why {
+                            SamplingChange::Passing { .. } => prop_assert_eq!(verdict.outcome, Outcome::Pass),
+                            SamplingChange::ForEvidence { minutes, dwell } => {
+                                prop_assert!(evidence_ramps, "evidence ramps are opt-in");
+                                prop_assert_eq!(verdict.outcome, Outcome::Inconclusive);
+                                prop_assert!(*minutes > dwell.as_secs_f64() / 60.0);
+                                for check in &verdict.checks {
+                                    prop_assert_ne!(check.outcome, Outcome::Fail);
+                                    prop_assert_ne!(check.passing_side, Some(false), "every estimate on the passing side");
+                                }
+                            }
+                            other => prop_assert!(false, "up for {:?}", other),
+                        }
                     }
-                    if outcome == Outcome::Fail {
-                        prop_assert!(*to < *from, "a fail only goes down");
+                    if failing {
+                        prop_assert!(*to < *from, "a failing shadow only goes down");
                     }
+                    // A sampling change starts a step, tagged now, and keeps
+                    // the one it ends.
+                    prop_assert_eq!(planned.tags.set.get(STEP_TAG), Some(&format!("{to}@{}", tag_time(now))));
+                    prop_assert!(planned.tags.set.contains_key(STEPS_TAG));
                 }
                 Action::ExtendEndTime { from, to, .. } => {
-                    prop_assert_ne!(outcome, Outcome::Fail, "a failing shadow is never extended");
+                    prop_assert!(!failing, "a failing or latched shadow is never extended");
                     prop_assert_eq!(Some(*from), e.end_time);
                     prop_assert!(*to > *from && *to > now);
-                    prop_assert!(*to <= e.start_time.unwrap() + Duration::days(30), "never past the 30-day cap");
+                    prop_assert!(*to <= *from + Duration::hours(by_hours), "at most extend.by");
+                    prop_assert!(*to <= start + Duration::days(max_days.min(30)), "never past the cap");
+                    prop_assert!(!planned.attention.contains(&Attention::Undecidable));
                 }
             }
         }
         prop_assert!(sampling_actions <= 1);
+        if planned.attention.contains(&Attention::ReadyToPromote) {
+            prop_assert_eq!(verdict.outcome, Outcome::Pass);
+            prop_assert_eq!(sampling, ceiling);
+        }
+        if planned.attention.contains(&Attention::FailingAtFloor) {
+            prop_assert!(failing);
+            prop_assert!(sampling <= policy.ramp.floor);
+        }
     }
 }

@@ -40,9 +40,9 @@ pub const DAY: f64 = 86_400.0;
 
 // ------------------------------------------------------------- the world
 
-/// What CloudWatch reports for one variant over any window: one datapoint
-/// per series, at the window's start. Latencies in microseconds, as
-/// SageMaker publishes ModelLatency.
+/// What CloudWatch reports for one variant: counts per hour (scaled to
+/// each period asked for), latencies the same in every period, in
+/// microseconds as SageMaker publishes ModelLatency.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile {
     /// Invocations Sum. Zero means "no traffic": every series of the variant
@@ -141,8 +141,9 @@ pub struct FakeExperiment {
 
 impl FakeExperiment {
     /// Running at 5 %, opted in with `shadowpilot:policy=default`, last
-    /// changed three hours ago (longer than the default policy's 2 h bake),
-    /// five days left, healthy metrics.
+    /// changed three hours ago (longer than the default policy's dwell, and
+    /// enough ten-minute periods to judge a p99 at 5 %), five days left,
+    /// healthy metrics.
     pub fn new(name: &str) -> Self {
         // Whole seconds, so limits such as StartTime + 30 d are exact.
         let now = epoch_now().floor();
@@ -485,12 +486,58 @@ fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
             }
         }
         "UpdateInferenceExperiment" => update(&mut world, &body),
+        "AddTags" | "DeleteTags" => tag(&mut world, op, &body),
         other => {
             world
                 .violations
                 .push(format!("unexpected operation {other}"));
             sagemaker_error("UnknownOperationException", other)
         }
+    }
+}
+
+/// AddTags and DeleteTags on an experiment's ARN. shadowpilot may only
+/// write its own `shadowpilot:` keys (the IAM condition), so any other key
+/// is a violation.
+fn tag(world: &mut World, op: &str, body: &Value) -> Reply {
+    let arn = body["ResourceArn"].as_str().unwrap_or_default().to_string();
+    let Some(index) = world.experiments.iter().position(|e| e.arn() == arn) else {
+        world.violations.push(format!("{op} for unknown {arn}"));
+        return sagemaker_error("ValidationException", format!("{arn} not found"));
+    };
+    let keys: Vec<String> = if op == "AddTags" {
+        body["Tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["Key"].as_str().unwrap_or_default().to_string())
+            .collect()
+    } else {
+        body["TagKeys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| k.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    if let Some(foreign) = keys.iter().find(|k| !k.starts_with("shadowpilot:")) {
+        world
+            .violations
+            .push(format!("{op} of a key shadowpilot does not own: {foreign}"));
+        return sagemaker_error("AccessDeniedException", format!("not allowed: {foreign}"));
+    }
+    let experiment = &mut world.experiments[index];
+    if op == "AddTags" {
+        for tag in body["Tags"].as_array().into_iter().flatten() {
+            let key = tag["Key"].as_str().unwrap_or_default().to_string();
+            let value = tag["Value"].as_str().unwrap_or_default().to_string();
+            experiment.tags.retain(|(k, _)| *k != key);
+            experiment.tags.push((key, value));
+        }
+        Reply::json(200, &json!({ "Tags": body["Tags"] }))
+    } else {
+        experiment.tags.retain(|(k, _)| !keys.contains(k));
+        Reply::json(200, &json!({}))
     }
 }
 
@@ -697,7 +744,23 @@ fn get_metric_data(world: &mut World, request: &Recorded) -> Reply {
                 }
             });
         let value = profile.and_then(|p| p.value(metric, statistic));
-        results.push((id, value));
+        // One datapoint per whole period that has ended, counts scaled to
+        // the period: the profile's numbers are per hour.
+        let now = epoch_now();
+        let mut points = Vec::new();
+        if let Some(value) = value {
+            let scale = if matches!(statistic, "Sum" | "SampleCount") {
+                period as f64 / 3600.0
+            } else {
+                1.0
+            };
+            let mut at = start;
+            while at + period as f64 <= end.min(now) {
+                points.push((at as u64, value * scale));
+                at += period as f64;
+            }
+        }
+        results.push((id, points));
     }
 
     let mut body = Cbor::default();
@@ -710,18 +773,13 @@ fn get_metric_data(world: &mut World, request: &Recorded) -> Reply {
             .text(&id)
             .text("StatusCode")
             .text("Complete");
-        match value {
-            Some(value) => {
-                body.text("Timestamps")
-                    .array(1)
-                    .epoch(start as u64)
-                    .text("Values")
-                    .array(1)
-                    .f64(value);
-            }
-            None => {
-                body.text("Timestamps").array(0).text("Values").array(0);
-            }
+        body.text("Timestamps").array(value.len());
+        for (at, _) in &value {
+            body.epoch(*at);
+        }
+        body.text("Values").array(value.len());
+        for (_, v) in &value {
+            body.f64(*v);
         }
     }
     if let Some(mutation) = world.after_metrics.take() {

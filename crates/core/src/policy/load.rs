@@ -488,7 +488,8 @@ mod tests {
 
     #[test]
     fn a_section_may_set_only_some_fields() {
-        let text = "name: t\nramp:\n  steps: [5]\nwindow:\n  publish_delay: 3m\nextend:\n  by: 2d\n";
+        let text =
+            "name: t\nramp:\n  steps: [5]\nwindow:\n  publish_delay: 3m\nextend:\n  by: 2d\n";
         let policy = parse_policy("p.yaml", text).unwrap();
         assert_eq!(policy.window.publish_delay, Duration::from_secs(180));
         assert_eq!(policy.ramp.bake_time, Duration::from_secs(15 * 60));
@@ -504,11 +505,17 @@ mod tests {
     fn fields_that_lost_their_meaning_load_with_a_warning_naming_file_and_field() {
         let text = "name: t\nramp:\n  steps: [5]\nwindow:\n  lookback: 3h\nevidence:\n  min_shadow_invocations: 500\n  min_production_invocations: 50\n";
         let policy = parse_policy("old.yaml", text).unwrap();
-        let warnings: Vec<String> = policy.deprecations.iter().map(ToString::to_string).collect();
+        let warnings: Vec<String> = policy
+            .deprecations
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].starts_with("old.yaml: window.lookback is deprecated and ignored: "));
         assert!(warnings[1].starts_with("old.yaml: evidence.min_shadow_invocations is deprecated"));
-        assert!(warnings[2].starts_with("old.yaml: evidence.min_production_invocations is deprecated"));
+        assert!(
+            warnings[2].starts_with("old.yaml: evidence.min_production_invocations is deprecated")
+        );
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::evidence::Timeline;
 use crate::experiment::ExperimentStatus;
 use crate::judge::{CheckResult, Outcome, Verdict};
-use crate::evidence::Timeline;
 use crate::plan::{Action, Attention, Plan, WriteBlock};
 use crate::ports::{MetricFailure, StoreError};
 

@@ -16,11 +16,11 @@ use crate::duration::format as show_duration;
 use crate::evidence::Form;
 use crate::experiment::{FAILED_TAG, HOLD_TAG, POLICY_TAG};
 use crate::judge::{Amount, CheckId, CheckResult, Outcome, Reason, Sequence};
-use crate::policy::CheckMetric;
-use crate::stats::TimeToDecision;
 use crate::plan::{Action, Attention, Extension, NeedsTime, Note, SamplingChange, WriteBlock};
+use crate::policy::CheckMetric;
 use crate::policy::Unit;
 use crate::ports::MetricFailure;
+use crate::stats::TimeToDecision;
 
 /// `412 ms`, `1.25 %`, `500 invocations`, `+0.12 pts`, `1.08`.
 pub fn show(unit: Unit, value: f64) -> String {
@@ -51,7 +51,9 @@ fn utc_minute(time: DateTime<Utc>) -> String {
 
 /// `~40 min`, `~3 h 20 min`, `~2.5 d`.
 fn show_minutes(minutes: f64) -> String {
-    if minutes < 1.0 {
+    if !minutes.is_finite() {
+        "an unknown time (no period qualifies yet)".into()
+    } else if minutes < 1.0 {
         "<1 min".into()
     } else if minutes < 60.0 {
         format!("~{minutes:.0} min")
@@ -79,7 +81,10 @@ fn subject(check: &CheckResult) -> String {
         Form::ErrorMax { .. } => format!("{short} rate"),
         Form::LatencyRatio { .. } => format!("{short} ratio"),
         Form::LatencyMax { .. } => short.to_string(),
-        Form::LatencyAbove { ms } => format!("{short} vs production +{} ratio", bare(Unit::Milliseconds, ms)),
+        Form::LatencyAbove { ms } => format!(
+            "{short} vs production +{} ratio",
+            bare(Unit::Milliseconds, ms)
+        ),
     }
 }
 
@@ -89,7 +94,9 @@ fn time_text(time: Option<TimeToDecision>, sampling: u8) -> Option<String> {
         TimeToDecision::Needs { minutes, .. } if minutes.is_finite() => {
             Some(format!("{} more at {sampling} %", show_minutes(minutes)))
         }
-        TimeToDecision::Needs { .. } => Some(format!("no traffic to decide at {sampling} %")),
+        TimeToDecision::Needs { .. } => Some(format!(
+            "too little traffic per period to decide at {sampling} %"
+        )),
     }
 }
 
@@ -123,12 +130,19 @@ impl fmt::Display for CheckResult {
                     Unit::Milliseconds => " ms",
                     _ => "",
                 };
+                // The estimate and the margin of a difference carry their
+                // sign; the bounds read as plain numbers, as people write
+                // intervals: `+0.12 [-0.05, 0.31] pts vs +0.50`.
+                let bound = |v: f64| match unit {
+                    Unit::Points => format!("{v:.2}"),
+                    _ => bare(unit, v),
+                };
                 write!(
                     f,
                     "{subject} {} [{}, {}]{unit_text} {relation} {}",
                     bare(unit, value),
-                    bare(unit, lower),
-                    bare(unit, upper),
+                    bound(lower),
+                    bound(upper),
                     bare(unit, self.limit)
                 )?;
             }
@@ -428,7 +442,11 @@ fn steered_reason(steered: &Steered) -> String {
     let reason = reasons.join("; ");
     match &steered.write {
         WriteOutcome::DryRun => format!("dry run, not written: {reason}"),
-        WriteOutcome::TagWriteFailed { arn, updated, error } => format!(
+        WriteOutcome::TagWriteFailed {
+            arn,
+            updated,
+            error,
+        } => format!(
             "{}tags not written on {arn}: {} ({reason})",
             if *updated { "update applied, " } else { "" },
             error_chain(error.as_ref())
@@ -675,116 +693,551 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::experiment::ExperimentStatus;
-    use crate::judge::CheckId;
-    use crate::metrics::VariantRole;
-    use crate::policy::CheckMetric;
-    use crate::ports::MetricError;
+    use crate::experiment::{ExperimentStatus, FailedMark};
+    use crate::judge::Verdict;
+    use crate::plan::Plan;
+    use crate::ports::{MetricError, StoreError};
+    use crate::report::ErrorKind;
 
-    fn check(id: CheckId, unit: Unit, outcome: Outcome, finding: Finding) -> CheckResult {
+    /// A result with no interval yet; the cases fill in what they show.
+    fn result(metric: CheckMetric, form: Form, unit: Unit, outcome: Outcome) -> CheckResult {
         CheckResult {
-            id,
-            value: None,
-            limit: None,
+            id: CheckId::Metric(metric),
+            form,
             unit,
             outcome,
-            finding,
+            reason: None,
+            sequence: Sequence::Step,
+            value: None,
+            lower: None,
+            upper: None,
+            limit: 0.0,
+            time_to_decision: None,
+            at_ceiling: None,
+            passing_side: None,
+            amount: Amount::Nothing,
+            sampling: 10,
+            closeness: 0.0,
         }
     }
 
-    /// Every finding, reason and note as an operator reads it: the one
-    /// table of wording, so a change of words is a change of this test.
-    #[test]
-    fn every_decision_reads_as_documented() {
-        let at = Utc.with_ymd_and_hms(2026, 11, 2, 10, 30, 15).unwrap();
-        let p99 = CheckId::Metric(CheckMetric::LatencyP99);
-        let e5xx = CheckId::Metric(CheckMetric::ErrorRate5xx);
-        let ms = Unit::Milliseconds;
-        let pct = Unit::Percent;
-        let inv = Unit::Invocations;
-        let checks = [
-            (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoWindow { last_modified: at, window_end: at }),
-             "no complete minute of evidence since the last change at 2026-11-02 10:30:15 UTC (window would end at 10:30 UTC)"),
-            (check(CheckId::Window, inv, Outcome::Inconclusive, Finding::NoMeasurements { error: MetricFailure(std::sync::Arc::new(MetricError::Misaligned { asked: 4, answered: 3 })) }),
-             "no measurements: CloudWatch: the metric source answered 3 series for 4 queries"),
-            (check(CheckId::ShadowInvocations, inv, Outcome::Pass, Finding::Evidence { invocations: Some(500.0), minimum: 200.0 }),
-             "shadow invocations 500 ≥ minimum 200"),
-            (check(CheckId::ShadowInvocations, inv, Outcome::Inconclusive, Finding::Evidence { invocations: None, minimum: 200.0 }),
-             "shadow invocations 0 < minimum 200 (no datapoints)"),
-            (check(p99, ms, Outcome::Inconclusive, Finding::NoDatapoints { role: VariantRole::Production }),
-             "production p99: no datapoints in the window"),
-            (check(e5xx, pct, Outcome::Inconclusive, Finding::NoInvocations { role: VariantRole::Shadow }),
-             "shadow 5xx rate: no invocations in the window"),
-            (check(p99, ms, Outcome::Inconclusive, Finding::ProductionTooThin { invocations: 20.0, minimum: 100.0 }),
-             "production invocations 20 < minimum 100 for a check relative to production"),
-            (check(p99, ms, Outcome::Fail, Finding::Compared { shadow: 412.0, against: Against::Ratio { ratio: 1.2, production: 298.0 }, limit: 357.6 }),
-             "shadow p99 412 ms > 1.20 × production 298 ms (limit 358 ms)"),
-            (check(p99, ms, Outcome::Pass, Finding::Compared { shadow: 41.25, against: Against::Absolute, limit: 800.0 }),
-             "shadow p99 41.2 ms ≤ 800 ms"),
-            (check(e5xx, pct, Outcome::Fail, Finding::Compared { shadow: 0.9, against: Against::Above { above: 0.5, production: 0.1 }, limit: 0.6 }),
-             "shadow 5xx rate 0.90 % > production 0.10 % + 0.50 points (limit 0.60 %)"),
-            (check(e5xx, pct, Outcome::Inconclusive, Finding::TooFewErrorsToTell { shadow: 1.2, against: Against::Absolute, limit: 1.0, errors: 6.0, invocations: 500.0, lower_bound: 0.62 }),
-             "shadow 5xx rate 1.20 % > 1.00 %, but 6 errors in 500 invocations are too few to tell (95 % lower bound 0.62 %)"),
-        ];
-        for (result, words) in &checks {
-            assert_eq!(result.to_string(), *words);
+    fn p99_ratio(outcome: Outcome) -> CheckResult {
+        CheckResult {
+            limit: 1.2,
+            ..result(
+                CheckMetric::LatencyP99,
+                Form::LatencyRatio { ratio: 1.2 },
+                Unit::Ratio,
+                outcome,
+            )
         }
+    }
 
+    fn errors_above(outcome: Outcome) -> CheckResult {
+        CheckResult {
+            limit: 0.5,
+            ..result(
+                CheckMetric::ErrorRate5xx,
+                Form::ErrorAbove { points: 0.5 },
+                Unit::Points,
+                outcome,
+            )
+        }
+    }
+
+    fn errors_max(metric: CheckMetric, outcome: Outcome) -> CheckResult {
+        CheckResult {
+            limit: 1.0,
+            ..result(
+                metric,
+                Form::ErrorMax { percent: 1.0 },
+                Unit::Percent,
+                outcome,
+            )
+        }
+    }
+
+    fn interval(check: CheckResult, value: f64, lower: f64, upper: f64) -> CheckResult {
+        CheckResult {
+            value: Some(value),
+            lower: Some(lower),
+            upper: Some(upper),
+            ..check
+        }
+    }
+
+    fn needs(minutes: f64) -> Option<TimeToDecision> {
+        Some(TimeToDecision::Needs {
+            extra: 1.0,
+            minutes,
+        })
+    }
+
+    fn undecided(check: CheckResult, reason: Reason, minutes: Option<f64>) -> CheckResult {
+        CheckResult {
+            reason: Some(reason),
+            time_to_decision: minutes.and_then(needs),
+            ..check
+        }
+    }
+
+    fn misaligned() -> MetricFailure {
+        MetricFailure(Arc::new(MetricError::Misaligned {
+            asked: 4,
+            answered: 3,
+        }))
+    }
+
+    /// Every check message as an operator reads it: the one table of
+    /// wording, so a change of words is a change of this test.
+    #[test]
+    fn every_check_reads_as_documented() {
+        use Outcome::{Fail, Inconclusive, Pass};
+        let ms = |ms: f64| Form::LatencyMax { ms };
+        let checks = [
+            (
+                interval(p99_ratio(Pass), 1.08, 0.97, 1.19),
+                "p99 ratio 1.08 [0.97, 1.19] ≤ 1.20 (pass)",
+            ),
+            (
+                interval(errors_above(Pass), -0.2, -0.4, -0.01),
+                "5xx -0.20 [-0.40, -0.01] pts ≤ +0.50 (pass)",
+            ),
+            (
+                interval(errors_max(CheckMetric::ErrorRate5xx, Fail), 1.5, 1.28, 1.72),
+                "5xx rate 1.50 [1.28, 1.72] % > 1.00 (fail)",
+            ),
+            (
+                interval(errors_max(CheckMetric::ModelErrorRate, Pass), 0.1, 0.02, 0.31),
+                "model errors rate 0.10 [0.02, 0.31] % ≤ 1.00 (pass)",
+            ),
+            (
+                CheckResult {
+                    limit: 800.0,
+                    ..interval(
+                        result(CheckMetric::LatencyP99, ms(800.0), Unit::Milliseconds, Pass),
+                        412.4,
+                        380.0,
+                        449.6,
+                    )
+                },
+                "p99 412 [380, 450] ms ≤ 800 (pass)",
+            ),
+            (
+                CheckResult {
+                    limit: 80.0,
+                    ..interval(
+                        result(CheckMetric::LatencyP50, ms(80.0), Unit::Milliseconds, Pass),
+                        41.25,
+                        38.0,
+                        45.06,
+                    )
+                },
+                "p50 41.2 [38.0, 45.1] ms ≤ 80.0 (pass)",
+            ),
+            (
+                CheckResult {
+                    limit: 1.0,
+                    ..interval(
+                        result(
+                            CheckMetric::OverheadLatencyP99,
+                            Form::LatencyAbove { ms: 20.0 },
+                            Unit::Ratio,
+                            Pass,
+                        ),
+                        0.95,
+                        0.9,
+                        0.99,
+                    )
+                },
+                "overhead p99 vs production +20.0 ratio 0.95 [0.90, 0.99] ≤ 1.00 (pass)",
+            ),
+            (
+                CheckResult {
+                    limit: 1.1,
+                    ..interval(
+                        result(
+                            CheckMetric::LatencyAverage,
+                            Form::LatencyRatio { ratio: 1.1 },
+                            Unit::Ratio,
+                            Pass,
+                        ),
+                        1.01,
+                        0.98,
+                        1.04,
+                    )
+                },
+                "average latency ratio 1.01 [0.98, 1.04] ≤ 1.10 (pass)",
+            ),
+            (
+                CheckResult {
+                    sequence: Sequence::Whole,
+                    ..interval(p99_ratio(Fail), 2.28, 1.59, 3.26)
+                },
+                "p99 ratio 2.28 [1.59, 3.26] > 1.20 (fail, whole experiment)",
+            ),
+            (
+                CheckResult {
+                    sequence: Sequence::Epoch(24),
+                    ..interval(p99_ratio(Fail), 3.0, 2.77, 3.25)
+                },
+                "p99 ratio 3.00 [2.77, 3.25] > 1.20 (fail, epoch 24 of the step)",
+            ),
+            (
+                CheckResult {
+                    sampling: 1,
+                    amount: Amount::Requests {
+                        shadow: 250.0,
+                        errors: 0.0,
+                    },
+                    ..undecided(
+                        interval(errors_max(CheckMetric::ErrorRate5xx, Inconclusive), 0.1, -2.19, 2.39),
+                        Reason::Insufficient,
+                        Some(117.78),
+                    )
+                },
+                "5xx rate 0.10 [-2.19, 2.39] % vs 1.00 (inconclusive, 250 of 1000 shadow requests, ~1 h 58 min more at 1 %)",
+            ),
+            (
+                CheckResult {
+                    amount: Amount::Requests {
+                        shadow: 5000.0,
+                        errors: 3.0,
+                    },
+                    ..undecided(
+                        interval(errors_max(CheckMetric::ErrorRate5xx, Inconclusive), 1.2, 1.05, 1.35),
+                        Reason::Insufficient,
+                        Some(0.5),
+                    )
+                },
+                "5xx rate 1.20 [1.05, 1.35] % vs 1.00 (inconclusive, 3 shadow errors, 5 needed to fail, <1 min more at 10 %)",
+            ),
+            (
+                CheckResult {
+                    amount: Amount::Periods {
+                        eligible: 5,
+                        period_secs: 300,
+                    },
+                    ..undecided(
+                        interval(p99_ratio(Inconclusive), 1.03, 0.95, 1.12),
+                        Reason::Insufficient,
+                        Some(25.0),
+                    )
+                },
+                "p99 ratio 1.03 [0.95, 1.12] vs 1.20 (inconclusive, 5 of 10 periods of 5m, ~25 min more at 10 %)",
+            ),
+            (
+                undecided(
+                    interval(p99_ratio(Inconclusive), 1.15, 1.08, 1.23),
+                    Reason::Straddles,
+                    Some(200.0),
+                ),
+                "p99 ratio 1.15 [1.08, 1.23] vs 1.20 (inconclusive, ~3 h 20 min more at 10 %)",
+            ),
+            (
+                undecided(
+                    interval(p99_ratio(Inconclusive), 1.18, 1.1, 1.27),
+                    Reason::Straddles,
+                    Some(3600.0),
+                ),
+                "p99 ratio 1.18 [1.10, 1.27] vs 1.20 (inconclusive, ~2.5 d more at 10 %)",
+            ),
+            (
+                CheckResult {
+                    time_to_decision: Some(TimeToDecision::Undecidable),
+                    ..undecided(
+                        interval(p99_ratio(Inconclusive), 1.2, 1.1, 1.31),
+                        Reason::Straddles,
+                        None,
+                    )
+                },
+                "p99 ratio 1.20 [1.10, 1.31] vs 1.20 (inconclusive, undecidable: within ±h of the margin)",
+            ),
+            (
+                CheckResult {
+                    sampling: 1,
+                    ..undecided(p99_ratio(Inconclusive), Reason::NoEvidence, Some(600.0))
+                },
+                "p99 ratio vs 1.20: no usable period since the step began (inconclusive, ~10 h 0 min more at 1 %)",
+            ),
+            (
+                CheckResult {
+                    sampling: 5,
+                    ..undecided(
+                        p99_ratio(Inconclusive),
+                        Reason::TooLittleTraffic {
+                            shadow_per_minute: 5.0,
+                            needed_per_minute: 500.0 / 60.0,
+                        },
+                        Some(f64::INFINITY),
+                    )
+                },
+                "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.3/min (inconclusive, no traffic to decide at 5 %)",
+            ),
+            (
+                undecided(p99_ratio(Inconclusive), Reason::PeriodPending, None),
+                "p99 ratio vs 1.20: no production traffic before the step to choose a period from yet (inconclusive)",
+            ),
+            (
+                undecided(errors_above(Inconclusive), Reason::NoEvidence, Some(4.0)),
+                "5xx vs +0.50: no usable period since the step began (inconclusive, ~4 min more at 10 %)",
+            ),
+            (
+                Verdict::unmeasured(misaligned()).checks.remove(0),
+                "no measurements: CloudWatch: the metric source answered 3 series for 4 queries",
+            ),
+        ];
+        for (check, words) in &checks {
+            assert_eq!(check.to_string(), *words);
+        }
+    }
+
+    /// The issue's own example of a difference in points: the bounds of
+    /// the interval carry no sign, unlike the estimate and the margin.
+    #[test]
+    fn an_interval_in_points_reads_as_the_issue_writes_it() {
+        let check = undecided(
+            interval(errors_above(Outcome::Inconclusive), 0.12, -0.05, 0.31),
+            Reason::Straddles,
+            Some(40.0),
+        );
+        assert_eq!(
+            check.to_string(),
+            "5xx +0.12 [-0.05, 0.31] pts vs +0.50 (inconclusive, ~40 min more at 10 %)"
+        );
+    }
+
+    #[test]
+    fn check_results_serialize_with_interval_sequence_and_times() {
+        let check = CheckResult {
+            sequence: Sequence::Epoch(3),
+            time_to_decision: needs(41.26),
+            at_ceiling: Some(TimeToDecision::Undecidable),
+            ..undecided(
+                interval(p99_ratio(Outcome::Inconclusive), 1.15, 1.08, 1.23),
+                Reason::Straddles,
+                None,
+            )
+        };
+        let json = serde_json::to_value(&check).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "metric": "latency_p99",
+                "value": 1.15,
+                "limit": 1.2,
+                "lower": 1.08,
+                "upper": 1.23,
+                "unit": "ratio",
+                "outcome": "inconclusive",
+                "sequence": "epoch_3",
+                "time_to_decision": 41.3,
+                "time_at_ceiling": "undecidable",
+                "message": check.to_string(),
+            })
+        );
+        let never = CheckResult {
+            time_to_decision: needs(f64::INFINITY),
+            ..errors_above(Outcome::Inconclusive)
+        };
+        let json = serde_json::to_value(&never).unwrap();
+        assert_eq!(json["time_to_decision"], "never");
+        assert_eq!(json["time_at_ceiling"], serde_json::Value::Null);
+        assert_eq!(json["sequence"], "step");
+        assert_eq!(json["unit"], "pts");
+    }
+
+    /// Every action, note, attention state and write outcome in words.
+    #[test]
+    fn every_action_note_and_attention_reads_as_documented() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 2, 10, 30, 15).unwrap();
         let end = Utc.with_ymd_and_hms(2026, 11, 9, 0, 0, 0).unwrap();
         let hours = |h: u64| Duration::from_secs(h * 3600);
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        let set = |from, to, why| Action::SetSampling { from, to, why };
+        let extend = |to, because, needs_minutes, capped_at| Action::ExtendEndTime {
+            from: end,
+            to,
+            why: Extension {
+                because,
+                margin: hours(6),
+                needs_minutes,
+                capped_at,
+            },
+        };
         let actions = [
-            (Action::SetSampling { from: 25, to: 10, why: SamplingChange::Failing }, "failing: down from 25 % to 10 %"),
-            (Action::SetSampling { from: 60, to: 50, why: SamplingChange::AboveMaximum { ceiling: 50 } }, "60 % is above the policy maximum 50 %"),
-            (Action::SetSampling { from: 5, to: 10, why: SamplingChange::Passing { baked: hours(3), bake_time: hours(2) } }, "passing for 3h at 5 % (bake 2h): up to 10 %"),
-            (Action::ExtendEndTime { from: end, to: end + chrono::Duration::days(1), why: Extension { because: NeedsTime::Inconclusive, margin: hours(6), capped_at: Some(hours(720)) } },
-             "inconclusive and ends 2026-11-09 00:00 UTC, before the next chance to write + margin 6h: extended by 1d, capped at StartTime + 30d"),
+            (set(25, 10, SamplingChange::Failing), "failing: latched, down from 25 % to 10 %"),
+            (
+                set(10, 5, SamplingChange::Latched),
+                "latched by an earlier failure: down from 10 % to 5 %",
+            ),
+            (
+                set(60, 50, SamplingChange::AboveMaximum { ceiling: 50 }),
+                "60 % is above the policy maximum 50 %",
+            ),
+            (
+                set(
+                    5,
+                    10,
+                    SamplingChange::Passing {
+                        dwelt: hours(3),
+                        dwell: minutes(30),
+                    },
+                ),
+                "passing after 3h at 5 % (dwell 30m): up to 10 %",
+            ),
+            (
+                set(
+                    5,
+                    25,
+                    SamplingChange::ForEvidence {
+                        minutes: 100.0,
+                        dwell: minutes(15),
+                    },
+                ),
+                "inconclusive for lack of evidence, every estimate on the passing side, ~1 h 40 min more needed at 5 % (dwell 15m): up to 25 % for evidence",
+            ),
+            (
+                extend(
+                    end + chrono::Duration::days(1),
+                    NeedsTime::Inconclusive,
+                    Some(200.0),
+                    Some(hours(720)),
+                ),
+                "inconclusive and ends 2026-11-09 00:00 UTC, before the next chance to write + margin 6h: extended by 1d (the evidence needs ~3 h 20 min), capped at StartTime + 30d",
+            ),
+            (
+                extend(
+                    end + chrono::Duration::days(2),
+                    NeedsTime::Inconclusive,
+                    None,
+                    None,
+                ),
+                "inconclusive and ends 2026-11-09 00:00 UTC, before the next chance to write + margin 6h: extended by 2d (the evidence cannot say how long it needs)",
+            ),
+            (
+                extend(
+                    end + chrono::Duration::hours(7) + chrono::Duration::minutes(40),
+                    NeedsTime::StillClimbing,
+                    Some(360.0),
+                    None,
+                ),
+                "passing below the top step and ends 2026-11-09 00:00 UTC, before the next chance to write + margin 6h: extended by 7h 40m (the evidence needs ~6 h 0 min)",
+            ),
         ];
         for (action, words) in &actions {
             assert_eq!(action_reason(action), *words);
         }
+        assert_eq!(action_summary(&actions[0].0), "sampling 25 → 10 %");
         assert_eq!(
-            action_summary(&actions[3].0),
+            action_summary(&actions[5].0),
             "end 11-09 00:00 → 11-10 00:00"
         );
+        let json = serde_json::to_value(&actions[0].0).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "set_sampling",
+                "from": 25,
+                "to": 10,
+                "reason": "failing: latched, down from 25 % to 10 %",
+            })
+        );
 
+        let mark = FailedMark {
+            check: "latency_p99".into(),
+            at,
+        };
         let notes = [
             (
                 Note::FailingAtFloor { floor: 1 },
-                "failing at the floor 1 %: cannot go lower",
+                "failing at the floor 1 %: cannot go lower".to_string(),
+            ),
+            (
+                Note::Latched { mark: mark.clone() },
+                "latched: shadowpilot:failed=latency_p99@2026-11-02T10:30:15Z; never ramped or extended until re-armed (shadowpilot rearm)".into(),
+            ),
+            (
+                Note::Rearmed { mark },
+                "re-armed: the latch latency_p99@2026-11-02T10:30:15Z is older than the policy's rearm_after; the whole-experiment evidence restarts now".into(),
             ),
             (
                 Note::ReadyToPromote { ceiling: 100 },
-                "passing at the top step 100 %: ready to promote",
+                "passing at the top step 100 %: ready to promote".into(),
             ),
             (
-                Note::Baking {
-                    baked: hours(1),
-                    bake_time: hours(2),
+                Note::Dwelling {
+                    dwelt: minutes(10),
+                    dwell: minutes(30),
                     at: 5,
                 },
-                "baking: 1h of 2h at 5 %",
+                "dwelling: 10m of 30m at 5 %".into(),
             ),
-            (Note::Holding { at: 5 }, "inconclusive: holding at 5 %"),
+            (Note::Holding { at: 5 }, "inconclusive: holding at 5 %".into()),
+            (
+                Note::Undecidable {
+                    minutes: 3.0 * 1440.0,
+                    left: hours(48),
+                },
+                "undecidable: even at the top step the evidence needs ~3.0 d, but only 2d are left before the cap; not extended".into(),
+            ),
+            (
+                Note::Undecidable {
+                    minutes: f64::INFINITY,
+                    left: hours(48),
+                },
+                "undecidable: the estimate sits within ±h of the margin; not extended".into(),
+            ),
             (
                 Note::NoStartTime,
-                "cannot extend: the experiment reports no StartTime",
+                "cannot extend: the experiment reports no StartTime".into(),
             ),
             (
                 Note::AtCap {
                     end,
                     max_duration: hours(720),
                 },
-                "cannot extend: EndTime 2026-11-09 00:00 UTC is already at the cap StartTime + 30d",
+                "cannot extend: EndTime 2026-11-09 00:00 UTC is already at the cap StartTime + 30d".into(),
+            ),
+            (
+                Note::ChangedElsewhere { tagged: 10, now: 25 },
+                "sampling changed outside shadowpilot (10 % → 25 %): the step starts at LastModifiedTime".into(),
             ),
         ];
         for (note, words) in &notes {
             assert_eq!(note_text(note), *words);
         }
+
+        let attention = [
+            (
+                Attention::ReadyToPromote,
+                "READY TO PROMOTE",
+                "ready_to_promote",
+            ),
+            (Attention::Failing, "FAILING", "failing"),
+            (
+                Attention::FailingAtFloor,
+                "FAILING AT FLOOR",
+                "failing_at_floor",
+            ),
+            (Attention::CannotExtend, "CANNOT EXTEND", "cannot_extend"),
+            (Attention::Undecidable, "UNDECIDABLE", "undecidable"),
+        ];
+        for (state, text, json) in attention {
+            assert_eq!(attention_text(state), text);
+            assert_eq!(serde_json::to_value(state).unwrap(), json);
+        }
+
+        assert_eq!(
+            write_block_text(&WriteBlock::Held),
+            "held by tag shadowpilot:hold=true"
+        );
         assert_eq!(
             write_block_text(&WriteBlock::OutsideChangeWindows {
                 policy: "office".into(),
@@ -792,13 +1245,154 @@ mod tests {
             }),
             "outside the change windows of policy office (cron(0 8 ? * MON-FRI *) for 9h)"
         );
+        let skips = [
+            (
+                SkipReason::Inactive(ExperimentStatus::Completed),
+                "status Completed: nothing to steer",
+            ),
+            (SkipReason::NotSelected, "no policy selects it"),
+            (
+                SkipReason::Created { start: Some(end) },
+                "Created, starts 2026-11-09 00:00 UTC: no traffic to judge yet",
+            ),
+            (
+                SkipReason::Created { start: None },
+                "Created: no traffic to judge yet",
+            ),
+            (
+                SkipReason::NotJudged(ExperimentStatus::Stopping),
+                "status Stopping: not judged this tick",
+            ),
+        ];
+        for (skip, words) in &skips {
+            assert_eq!(skip_text(skip), *words);
+        }
+        let stale = [
+            (
+                Staleness::Status(ExperimentStatus::Stopping),
+                "status is now Stopping",
+            ),
+            (
+                Staleness::Sampling { from: 5, to: 50 },
+                "sampling changed 5 → 50 %",
+            ),
+            (Staleness::EndTime, "EndTime changed"),
+            (Staleness::LastModifiedTime, "LastModifiedTime changed"),
+            (Staleness::Held, "it was held (shadowpilot:hold=true)"),
+            (Staleness::PolicyTag, "its shadowpilot:policy tag changed"),
+        ];
+        for (staleness, words) in &stale {
+            assert_eq!(staleness_text(staleness), *words);
+        }
+    }
+
+    /// A failed AddTags after an applied update: a `tag_write` entry whose
+    /// words name the action, the ARN and the denial, and what was planned.
+    #[test]
+    fn a_failed_tag_write_reads_as_an_entry_of_its_own_kind() {
+        let arn = "arn:aws:sagemaker:eu-west-1:123456789012:inference-experiment/fraud";
+        let steered = |write: WriteOutcome| {
+            Disposition::Steered(Box::new(Steered {
+                verdict: Verdict::from_outcome(Outcome::Pass),
+                plan: Plan {
+                    actions: vec![Action::SetSampling {
+                        from: 5,
+                        to: 25,
+                        why: SamplingChange::Passing {
+                            dwelt: Duration::from_secs(3600),
+                            dwell: Duration::from_secs(900),
+                        },
+                    }],
+                    ..Plan::default()
+                },
+                write,
+                metrics_error: None,
+            }))
+        };
+        let denied = || {
+            Arc::new(StoreError::AccessDenied {
+                operation: "AddTags",
+                source: "AccessDeniedException: not authorized to perform sagemaker:AddTags"
+                    .to_string()
+                    .into(),
+            })
+        };
+        let entry = ExperimentReport::new(
+            "fraud",
+            Some(ExperimentStatus::Running),
+            steered(WriteOutcome::TagWriteFailed {
+                arn: arn.into(),
+                updated: true,
+                error: denied(),
+            }),
+        );
+        assert_eq!(entry.error_kind(), Some(ErrorKind::TagWrite));
+        assert!(entry.applied(), "the update landed");
         assert_eq!(
-            skip_text(&SkipReason::Inactive(ExperimentStatus::Completed)),
-            "status Completed: nothing to steer"
+            entry.reason(),
+            format!("update applied, tags not written on {arn}: SageMaker AddTags was denied: AccessDeniedException: not authorized to perform sagemaker:AddTags (passing after 1h at 5 % (dwell 15m): up to 25 %)")
+        );
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["outcome"], "tag_write_failed");
+        assert_eq!(json["applied"], true);
+        assert_eq!(json["error"]["kind"], "tag_write");
+        assert_eq!(
+            json["error"]["message"],
+            "SageMaker AddTags was denied: AccessDeniedException: not authorized to perform sagemaker:AddTags"
+        );
+
+        // Tags alone (no update in the plan) that fail: nothing applied.
+        let tags_only = ExperimentReport::new(
+            "fraud",
+            Some(ExperimentStatus::Running),
+            steered(WriteOutcome::TagWriteFailed {
+                arn: arn.into(),
+                updated: false,
+                error: denied(),
+            }),
+        );
+        assert!(!tags_only.applied());
+        assert!(
+            tags_only.reason().starts_with(&format!(
+                "tags not written on {arn}: SageMaker AddTags was denied"
+            )),
+            "{}",
+            tags_only.reason()
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_every_attention_state() {
+        let steered = |attention: Vec<Attention>| {
+            ExperimentReport::new(
+                "x",
+                Some(ExperimentStatus::Running),
+                Disposition::Steered(Box::new(Steered {
+                    verdict: Verdict::from_outcome(Outcome::Inconclusive),
+                    plan: Plan {
+                        attention,
+                        ..Plan::default()
+                    },
+                    write: WriteOutcome::Nothing,
+                    metrics_error: None,
+                })),
+            )
+        };
+        let at = Utc.with_ymd_and_hms(2026, 11, 2, 10, 30, 0).unwrap();
+        let report = Report::new(
+            true,
+            at,
+            at,
+            vec![
+                steered(vec![Attention::Failing]),
+                steered(vec![Attention::FailingAtFloor]),
+                steered(vec![Attention::Undecidable]),
+                steered(vec![Attention::CannotExtend]),
+            ],
         );
         assert_eq!(
-            staleness_text(&Staleness::Sampling { from: 5, to: 50 }),
-            "sampling changed 5 → 50 %"
+            summary_line(report.dry_run, &report.summary),
+            "DRY RUN (nothing written) — 4 experiments: 0 pass, 0 fail, 4 inconclusive, 0 skipped, 0 error; 0 actions planned, 0 updates applied; 1 failing, 1 failing at floor, 1 cannot extend, 1 undecidable"
         );
     }
 }

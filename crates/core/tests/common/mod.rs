@@ -1,19 +1,28 @@
 //! In-memory fakes of the two ports, strict where AWS is strict: updates only
-//! while Running, LastModifiedTime moves on every write.
+//! while Running, LastModifiedTime moves on every update (never on tags).
+//! Also the pieces the pure tests share: evidence gathered from the fake
+//! metrics exactly as the controller's two rounds gather it, and verdicts
+//! built by hand.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use shadowpilot_core::evidence::{count_queries, latency_queries, Evidence, Form, Timeline};
 use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, POLICY_TAG,
 };
-use shadowpilot_core::metrics::{SageMakerMetric, Series, SeriesQuery, Statistic};
-use shadowpilot_core::ports::{
-    ExperimentStore, MetricError, MetricSource, SeriesAnswer, StoreError,
+use shadowpilot_core::judge::{CheckId, CheckResult, Outcome, Reason, Verdict};
+use shadowpilot_core::metrics::{
+    MeasuredExperiment, SageMakerMetric, Series, SeriesQuery, Statistic, VariantRole,
 };
+use shadowpilot_core::policy::{CheckMetric, Policy, Unit};
+use shadowpilot_core::ports::{
+    ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
+};
+use shadowpilot_core::stats::TimeToDecision;
 
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap()
@@ -45,6 +54,25 @@ struct StoreState {
     describe_failures: BTreeMap<String, fn(&str) -> StoreError>,
     now: Option<DateTime<Utc>>,
     describes: usize,
+    /// (ARN, tags set) of every AddTags, and (ARN, keys) of every DeleteTags.
+    added_tags: Vec<(String, BTreeMap<String, String>)>,
+    deleted_tags: Vec<(String, BTreeSet<String>)>,
+    /// ARN → the error its AddTags answer with.
+    tag_failures: BTreeMap<String, fn(&str) -> StoreError>,
+    /// Every write that reached the store, in order: `update NAME`,
+    /// `add_tags NAME`, `delete_tags NAME`.
+    writes: Vec<String>,
+    /// name → (since, percentage): the sampling as it was over time.
+    sampling: BTreeMap<String, Vec<(DateTime<Utc>, u8)>>,
+}
+
+impl StoreState {
+    fn name_of(&self, arn: &str) -> Option<String> {
+        self.experiments
+            .values()
+            .find(|e| e.arn == arn)
+            .map(|e| e.name.clone())
+    }
 }
 
 #[derive(Default)]
@@ -58,6 +86,10 @@ impl FakeStore {
         {
             let mut state = store.state.lock().unwrap();
             for e in experiments {
+                state.sampling.insert(
+                    e.name.clone(),
+                    vec![(DateTime::<Utc>::MIN_UTC, e.sampling_percentage)],
+                );
                 state.experiments.insert(e.name.clone(), e);
             }
         }
@@ -86,23 +118,67 @@ impl FakeStore {
         state.describe_failures.insert(name.to_string(), error);
     }
 
+    pub fn fail_tags_of(&self, name: &str, error: fn(&str) -> StoreError) {
+        let mut state = self.state.lock().unwrap();
+        let arn = state.experiments[name].arn.clone();
+        state.tag_failures.insert(arn, error);
+    }
+
+    /// AddTags works again for this experiment.
+    pub fn heal_tags_of(&self, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let arn = state.experiments[name].arn.clone();
+        state.tag_failures.remove(&arn);
+    }
+
+    pub fn added_tags(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        self.state.lock().unwrap().added_tags.clone()
+    }
+
+    pub fn deleted_tags(&self) -> Vec<(String, BTreeSet<String>)> {
+        self.state.lock().unwrap().deleted_tags.clone()
+    }
+
     pub fn updates(&self) -> Vec<(DateTime<Utc>, ExperimentUpdate)> {
         self.state.lock().unwrap().updates.clone()
+    }
+
+    /// Every write that reached the store, in order.
+    pub fn writes(&self) -> Vec<String> {
+        self.state.lock().unwrap().writes.clone()
     }
 
     pub fn get(&self, name: &str) -> Experiment {
         self.state.lock().unwrap().experiments[name].clone()
     }
 
+    /// The sampling percentage `name` had at `at`.
+    pub fn sampling_at(&self, name: &str, at: DateTime<Utc>) -> u8 {
+        let state = self.state.lock().unwrap();
+        state.sampling.get(name).map_or(0, |history| {
+            history
+                .iter()
+                .rev()
+                .find(|(since, _)| *since <= at)
+                .map_or(0, |(_, percentage)| *percentage)
+        })
+    }
+
+    /// Someone else's change; a new sampling percentage takes effect at the
+    /// experiment's LastModifiedTime.
     pub fn modify(&self, name: &str, change: impl FnOnce(&mut Experiment)) {
-        change(
-            self.state
-                .lock()
-                .unwrap()
-                .experiments
-                .get_mut(name)
-                .unwrap(),
-        );
+        let mut state = self.state.lock().unwrap();
+        let experiment = state.experiments.get_mut(name).unwrap();
+        let before = experiment.sampling_percentage;
+        change(experiment);
+        let (after, at) = (experiment.sampling_percentage, experiment.last_modified);
+        if after != before {
+            state
+                .sampling
+                .entry(name.to_string())
+                .or_default()
+                .push((at, after));
+        }
     }
 }
 
@@ -154,11 +230,13 @@ impl ExperimentStore for FakeStore {
                 message: format!("status {}", experiment.status),
             });
         }
+        let mut sampled = None;
         if let Some(sampling) = &update.sampling {
             assert_eq!(sampling.source_variant, experiment.production_variant);
             assert_eq!(sampling.shadow_variant, experiment.shadow_variant);
             assert!((1..=100).contains(&sampling.percentage));
             experiment.sampling_percentage = sampling.percentage;
+            sampled = Some(sampling.percentage);
         }
         if let Some(end) = update.end_time {
             let start = experiment.start_time.unwrap();
@@ -171,12 +249,51 @@ impl ExperimentStore for FakeStore {
             experiment.end_time = Some(end);
         }
         experiment.last_modified = now;
+        if let Some(percentage) = sampled {
+            state
+                .sampling
+                .entry(update.name.clone())
+                .or_default()
+                .push((now, percentage));
+        }
         state.updates.push((now, update.clone()));
+        state.writes.push(format!("update {}", update.name));
+        Ok(())
+    }
+
+    /// Tags do not move LastModifiedTime.
+    async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(error) = state.tag_failures.get(arn) {
+            return Err(error(arn));
+        }
+        let name = state
+            .name_of(arn)
+            .ok_or_else(|| StoreError::NotFound { name: arn.into() })?;
+        let experiment = state.experiments.get_mut(&name).unwrap();
+        experiment.tags.extend(tags.clone());
+        state.added_tags.push((arn.to_string(), tags.clone()));
+        state.writes.push(format!("add_tags {name}"));
+        Ok(())
+    }
+
+    async fn delete_tags(&self, arn: &str, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let name = state
+            .name_of(arn)
+            .ok_or_else(|| StoreError::NotFound { name: arn.into() })?;
+        let experiment = state.experiments.get_mut(&name).unwrap();
+        for key in keys {
+            experiment.tags.remove(key);
+        }
+        state.deleted_tags.push((arn.to_string(), keys.clone()));
+        state.writes.push(format!("delete_tags {name}"));
         Ok(())
     }
 }
 
-/// Per-minute behaviour of one variant.
+/// Per-minute behaviour of one variant. A value that is not a number is a
+/// series CloudWatch has no datapoint in.
 #[derive(Debug, Clone, Copy)]
 pub struct Profile {
     pub invocations_per_minute: f64,
@@ -196,34 +313,120 @@ impl Profile {
     }
 }
 
-/// Answers every query from a profile per variant name. The shadow's
-/// traffic is scaled by `shadow_share` (a fraction), like SageMaker copying
-/// a percentage of production requests.
+/// The shadow's share of its profile's traffic at a time, by experiment.
+type Share = Box<dyn Fn(&str, DateTime<Utc>) -> f64 + Send + Sync>;
+
+/// Answers every query from a profile per variant name, one datapoint per
+/// whole period of the query's window, each from the profile in force at
+/// the period's start. By default the shadow's traffic is its profile's;
+/// [`FakeMetrics::follow_sampling`] scales it, like SageMaker copying a
+/// percentage of production requests.
 pub struct FakeMetrics {
-    profiles: Mutex<BTreeMap<String, Profile>>,
+    /// variant → (from, profile), the latest one not after a period's start
+    /// applies.
+    profiles: Mutex<BTreeMap<String, BTreeMap<DateTime<Utc>, Profile>>>,
+    share: Mutex<Option<Share>>,
     pub calls: Mutex<Vec<Vec<SeriesQuery>>>,
 }
 
 impl FakeMetrics {
     pub fn new(production: Profile, shadow: Profile) -> Self {
+        let from_start = |p| BTreeMap::from([(DateTime::<Utc>::MIN_UTC, p)]);
         Self {
             profiles: Mutex::new(BTreeMap::from([
-                ("production".to_string(), production),
-                ("shadow".to_string(), shadow),
+                ("production".to_string(), from_start(production)),
+                ("shadow".to_string(), from_start(shadow)),
             ])),
+            share: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
         }
     }
 
+    /// `variant` behaves like `profile` at all times.
     pub fn set(&self, variant: &str, profile: Profile) {
+        self.profiles.lock().unwrap().insert(
+            variant.into(),
+            BTreeMap::from([(DateTime::<Utc>::MIN_UTC, profile)]),
+        );
+    }
+
+    /// `variant` behaves like `profile` from `from` on.
+    pub fn set_from(&self, variant: &str, from: DateTime<Utc>, profile: Profile) {
         self.profiles
             .lock()
             .unwrap()
-            .insert(variant.into(), profile);
+            .entry(variant.into())
+            .or_default()
+            .insert(from, profile);
+    }
+
+    /// The shadow receives `share(experiment, time)` of its profile's
+    /// requests (and errors): a fraction, usually the sampling percentage
+    /// in force then divided by 100.
+    pub fn follow_sampling(
+        &self,
+        share: impl Fn(&str, DateTime<Utc>) -> f64 + Send + Sync + 'static,
+    ) {
+        *self.share.lock().unwrap() = Some(Box::new(share));
     }
 
     pub fn call_count(&self) -> usize {
         self.calls.lock().unwrap().len()
+    }
+
+    /// The answer to one query, without recording a call.
+    pub fn answer(&self, q: &SeriesQuery) -> Series {
+        let profiles = self.profiles.lock().unwrap();
+        let share = self.share.lock().unwrap();
+        let mut series = Series::new();
+        let Some(timeline) = profiles.get(q.variant()) else {
+            return series;
+        };
+        if q.period.is_zero() {
+            return series;
+        }
+        let minutes = q.period.as_secs_f64() / 60.0;
+        let step = Duration::seconds(q.period.as_secs() as i64);
+        // One datapoint per whole period of the window (the window already
+        // ends at the publish delay).
+        let mut at = q.window.start;
+        while at + step <= q.window.end {
+            let Some((_, p)) = timeline.range(..=at).next_back() else {
+                at += step;
+                continue;
+            };
+            let scale = match (&*share, q.role) {
+                (Some(share), VariantRole::Shadow) => share(&q.experiment.name, at),
+                _ => 1.0,
+            };
+            let invocations = p.invocations_per_minute * minutes * scale;
+            let value = match (q.metric, q.statistic) {
+                (SageMakerMetric::Invocations, Statistic::Sum) => invocations,
+                (SageMakerMetric::Invocation5XXErrors, Statistic::Sum) => {
+                    invocations * p.error_5xx_percent / 100.0
+                }
+                (
+                    SageMakerMetric::Invocation4XXErrors | SageMakerMetric::InvocationModelErrors,
+                    Statistic::Sum,
+                ) => 0.0,
+                (_, Statistic::SampleCount) => invocations,
+                (SageMakerMetric::ModelLatency, s) if s == Statistic::percentile(99.0) => {
+                    p.p99_ms * 1000.0
+                }
+                (SageMakerMetric::ModelLatency, s) if s == Statistic::percentile(50.0) => {
+                    p.p50_ms * 1000.0
+                }
+                (SageMakerMetric::ModelLatency, _) => p.p50_ms * 1100.0,
+                (_, _) => 1000.0,
+            };
+            // No traffic, no datapoint; and a value that is not a number is
+            // a series without datapoints.
+            if invocations > 0.0 && value.is_finite() {
+                series.insert(at, value);
+            }
+            at += step;
+        }
+        series
     }
 }
 
@@ -231,42 +434,95 @@ impl FakeMetrics {
 impl MetricSource for FakeMetrics {
     async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
         self.calls.lock().unwrap().push(queries.to_vec());
-        let profiles = self.profiles.lock().unwrap();
-        Ok(queries
-            .iter()
-            .map(|q| {
-                let mut series = Series::new();
-                let Some(p) = profiles.get(q.variant()) else {
-                    return series;
-                };
-                let minutes = q.period.as_secs_f64() / 60.0;
-                let invocations = p.invocations_per_minute * minutes;
-                if invocations <= 0.0 {
-                    return series;
-                }
-                let value = match (q.metric, q.statistic) {
-                    (SageMakerMetric::Invocations, Statistic::Sum) => invocations,
-                    (SageMakerMetric::Invocation5XXErrors, Statistic::Sum) => {
-                        invocations * p.error_5xx_percent / 100.0
-                    }
-                    (
-                        SageMakerMetric::Invocation4XXErrors
-                        | SageMakerMetric::InvocationModelErrors,
-                        Statistic::Sum,
-                    ) => 0.0,
-                    (SageMakerMetric::ModelLatency, s) if s == Statistic::percentile(99.0) => {
-                        p.p99_ms * 1000.0
-                    }
-                    (SageMakerMetric::ModelLatency, s) if s == Statistic::percentile(50.0) => {
-                        p.p50_ms * 1000.0
-                    }
-                    (SageMakerMetric::ModelLatency, _) => p.p50_ms * 1100.0,
-                    (_, _) => 1000.0,
-                };
-                series.insert(q.window.start, value);
-                series
-            })
-            .map(Ok)
-            .collect())
+        Ok(queries.iter().map(|q| Ok(self.answer(q))).collect())
+    }
+}
+
+/// One experiment's evidence as a tick gathers it: the count round, then
+/// the latency round asked from what the counts said.
+pub fn gather(
+    metrics: &FakeMetrics,
+    experiment: &Experiment,
+    policy: &Policy,
+    timeline: &Timeline,
+) -> Evidence {
+    let measured = Arc::new(MeasuredExperiment::of(experiment));
+    let mut evidence = Evidence::default();
+    for query in count_queries(&measured, timeline, policy) {
+        evidence.insert(&query, metrics.answer(&query));
+    }
+    let counts = evidence.clone();
+    for query in latency_queries(&measured, timeline, policy, &counts) {
+        evidence.insert(&query, metrics.answer(&query));
+    }
+    evidence
+}
+
+/// A check result written by hand, for planning: `minutes` is the time to
+/// a decision at the current sampling and `at_ceiling` at the top one (both
+/// only kept when inconclusive; infinite reads as "no traffic").
+///
+/// `CheckResult::closeness` is the crate's own, so the result starts from
+/// one the crate built and has its public fields replaced.
+pub fn check_result(
+    metric: CheckMetric,
+    outcome: Outcome,
+    reason: Option<Reason>,
+    passing_side: Option<bool>,
+    minutes: Option<f64>,
+    at_ceiling: Option<f64>,
+) -> CheckResult {
+    let mut result = Verdict::unmeasured(MetricFailure(Arc::new(MetricError::Misaligned {
+        asked: 0,
+        answered: 0,
+    })))
+    .checks
+    .remove(0);
+    let needs = |minutes: f64| TimeToDecision::Needs {
+        extra: 0.0,
+        minutes,
+    };
+    let undecided = outcome == Outcome::Inconclusive;
+    result.id = CheckId::Metric(metric);
+    result.form = if metric.unit() == Unit::Percent {
+        Form::ErrorAbove { points: 0.5 }
+    } else {
+        Form::LatencyRatio { ratio: 1.2 }
+    };
+    result.unit = if metric.unit() == Unit::Percent {
+        Unit::Points
+    } else {
+        Unit::Ratio
+    };
+    result.outcome = outcome;
+    result.reason = if undecided {
+        reason.or(Some(Reason::Straddles))
+    } else {
+        None
+    };
+    result.passing_side = passing_side;
+    result.time_to_decision = minutes.filter(|_| undecided).map(needs);
+    result.at_ceiling = at_ceiling.filter(|_| undecided).map(needs);
+    result
+}
+
+/// The verdict of these results, as the judge combines them: FAIL if any
+/// fails, PASS if all pass, else inconclusive; the decisive one is the
+/// first failing, else the first inconclusive, else the first.
+pub fn verdict_of(checks: Vec<CheckResult>) -> Verdict {
+    let first = |outcome| checks.iter().position(|c| c.outcome == outcome);
+    let (outcome, decisive) = if checks.is_empty() {
+        (Outcome::Inconclusive, None)
+    } else if let Some(index) = first(Outcome::Fail) {
+        (Outcome::Fail, Some(index))
+    } else if let Some(index) = first(Outcome::Inconclusive) {
+        (Outcome::Inconclusive, Some(index))
+    } else {
+        (Outcome::Pass, Some(0))
+    };
+    Verdict {
+        outcome,
+        checks,
+        decisive,
     }
 }

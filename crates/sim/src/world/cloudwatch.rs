@@ -38,7 +38,8 @@ pub(crate) fn fetch(
 /// published never changes in the simulated world, so the controller's
 /// tick-after-tick queries over the whole experiment read these instead of
 /// redrawing and re-merging every minute (`None`: no datapoint).
-pub(crate) type PeriodCache = HashMap<(usize, u8, SageMakerMetric, Statistic, i64, i64), Option<f64>>;
+pub(crate) type PeriodCache =
+    HashMap<(usize, u8, SageMakerMetric, Statistic, i64, i64), Option<f64>>;
 
 fn answer(
     traffic: &mut Traffic,

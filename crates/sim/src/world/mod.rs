@@ -199,6 +199,6 @@ impl MetricSource for SimWorld {
             queries,
             &mut world.periods,
         )
-            .map(|series| series.into_iter().map(Ok).collect())
+        .map(|series| series.into_iter().map(Ok).collect())
     }
 }
