@@ -307,26 +307,35 @@ fn judge_errors(
         series(VariantRole::Production, SageMakerMetric::Invocations).unwrap_or(&empty);
     let production_errors = series(VariantRole::Production, metric).unwrap_or(&empty);
 
-    let stratum = chrono::Duration::seconds(ERROR_PERIOD_SECS);
-    let boundaries: Vec<DateTime<Utc>> = timeline.boundaries().collect();
+    // Every count series shares one grid; walking them side by side keeps a
+    // month of five-minute strata cheap to re-read every tick.
+    let boundaries: Vec<i64> = timeline.boundaries().map(|b| b.timestamp()).collect();
+    let end = timeline.end.timestamp();
+    let mut shadow_errors = Aligned::new(shadow_errors);
+    let mut production_requests = Aligned::new(production_requests);
+    let mut production_errors = Aligned::new(production_errors);
     let mut strata: Vec<(DateTime<Utc>, PairedMinute)> = Vec::new();
     for (&t, &n_s) in shadow_requests.range(timeline.whole_start..) {
-        if t + stratum > timeline.end {
+        let at = t.timestamp();
+        if at + ERROR_PERIOD_SECS > end {
             break;
         }
         // A stratum across a sampling change mixes two fractions.
-        if boundaries.iter().any(|b| t < *b && *b < t + stratum) {
+        if boundaries
+            .iter()
+            .any(|b| at < *b && *b < at + ERROR_PERIOD_SECS)
+        {
             continue;
         }
         // SageMaker publishes an error datapoint with every invocation one,
         // so an error series missing where invocations exist is a gap in
         // the data: the stratum is left out, never read as zero errors.
-        let Some(&e_s) = shadow_errors.get(&t) else {
+        let Some(e_s) = shadow_errors.at(&t) else {
             continue;
         };
         let paired = if production_read {
-            match (production_requests.get(&t), production_errors.get(&t)) {
-                (Some(&n_p), Some(&e_p)) => PairedMinute::new(n_s, e_s, n_p, e_p),
+            match (production_requests.at(&t), production_errors.at(&t)) {
+                (Some(n_p), Some(e_p)) => PairedMinute::new(n_s, e_s, n_p, e_p),
                 _ => continue,
             }
         } else {
@@ -481,6 +490,26 @@ fn judge_errors(
     }
 }
 
+/// A series read at increasing times: each lookup moves forward from the
+/// last, so reading one series alongside another is linear.
+struct Aligned<'a> {
+    points: std::iter::Peekable<std::collections::btree_map::Iter<'a, DateTime<Utc>, f64>>,
+}
+
+impl<'a> Aligned<'a> {
+    fn new(series: &'a Series) -> Self {
+        Self {
+            points: series.iter().peekable(),
+        }
+    }
+
+    /// The value at `t`; `t` must not decrease between calls.
+    fn at(&mut self, t: &DateTime<Utc>) -> Option<f64> {
+        while self.points.next_if(|(at, _)| *at < t).is_some() {}
+        self.points.next_if(|(at, _)| *at == t).map(|(_, v)| *v)
+    }
+}
+
 /// The log ratios of one latency check's eligible periods, by period start.
 fn ratios(
     plan: &SegmentPlan,
@@ -504,25 +533,27 @@ fn ratios(
         .median
         .and_then(|(role, statistic)| get(role, statistic))
         .unwrap_or(&empty);
+    let mut shadow_count = Aligned::new(shadow_count);
+    let mut production = Aligned::new(production);
+    let mut production_count = Aligned::new(production_count);
+    let mut median = Aligned::new(median);
     let mut found = Vec::new();
     for (&t, &q_s) in shadow.range(read.window.start..read.window.end) {
-        let Some(&m_s) = shadow_count.get(&t) else {
+        let Some(m_s) = shadow_count.at(&t) else {
             continue;
         };
         // A median that is missing where k_p ≠ 0 makes the period ineligible
         // (log_ratio checks it); where k_p = 0 it is never read.
-        let q50 = median.get(&t).copied().unwrap_or(f64::NAN);
+        let q50 = median.at(&t).unwrap_or(f64::NAN);
         let period = match form {
             Form::LatencyRatio { .. } => {
-                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t))
-                else {
+                let (Some(q_p), Some(m_p)) = (production.at(&t), production_count.at(&t)) else {
                     continue;
                 };
                 LatencyPeriod::new(q_s, m_s, q_p, m_p, q50)
             }
             Form::LatencyAbove { ms } => {
-                let (Some(&q_p), Some(&m_p)) = (production.get(&t), production_count.get(&t))
-                else {
+                let (Some(q_p), Some(m_p)) = (production.at(&t), production_count.at(&t)) else {
                     continue;
                 };
                 // Against (production + A)/1.2 at limit 1.2: the log ratio to

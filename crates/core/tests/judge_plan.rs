@@ -382,7 +382,7 @@ fn too_little_traffic_for_a_p99_cannot_decide_at_this_sampling_but_can_at_the_to
     );
     assert_eq!(
         p99.to_string(),
-        "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.3/min (inconclusive, no traffic to decide at 5 %)"
+        "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.3/min (inconclusive, too little traffic per period to decide at 5 %)"
     );
     assert_eq!(minutes_of(p99.time_to_decision), Some(f64::INFINITY));
     // At 100 %, 100 requests a minute: ten five-minute periods.

@@ -531,6 +531,7 @@ impl Serialize for ExperimentReport {
         out.serialize_entry("decisive", &self.decisive().map(CheckResult::to_string))?;
         out.serialize_entry("decisive_check", &self.decisive().map(|c| c.id.as_str()))?;
         out.serialize_entry("actions", self.actions())?;
+        out.serialize_entry("tags", &self.steered().map(|s| TagsView(&s.plan.tags)))?;
         out.serialize_entry("applied", &self.applied())?;
         out.serialize_entry("outcome", self.write().map_or("none", WriteOutcome::as_str))?;
         out.serialize_entry("reason", &self.reason())?;
@@ -539,6 +540,19 @@ impl Serialize for ExperimentReport {
         if let Some((kind, message)) = self.error_text() {
             out.serialize_entry("error", &ErrorView { kind, message })?;
         }
+        out.end()
+    }
+}
+
+/// The tag changes a plan wants (written with the update, or reported by a
+/// dry run): `{"set": {...}, "remove": [...]}`.
+struct TagsView<'a>(&'a crate::plan::TagChanges);
+
+impl Serialize for TagsView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(Some(2))?;
+        out.serialize_entry("set", &self.0.set)?;
+        out.serialize_entry("remove", &self.0.remove)?;
         out.end()
     }
 }
@@ -978,7 +992,7 @@ mod tests {
                         Some(f64::INFINITY),
                     )
                 },
-                "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.3/min (inconclusive, no traffic to decide at 5 %)",
+                "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.3/min (inconclusive, too little traffic per period to decide at 5 %)",
             ),
             (
                 undecided(p99_ratio(Inconclusive), Reason::PeriodPending, None),

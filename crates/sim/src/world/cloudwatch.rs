@@ -33,13 +33,15 @@ pub(crate) fn fetch(
         .collect())
 }
 
-/// Completed periods' answers, by (experiment, role, metric, statistic,
-/// period seconds, period start in Unix seconds). A period that has been
-/// published never changes in the simulated world, so the controller's
-/// tick-after-tick queries over the whole experiment read these instead of
-/// redrawing and re-merging every minute (`None`: no datapoint).
+/// Completed periods' answers, per series: (experiment, role, metric,
+/// statistic, period seconds, window start in Unix seconds) → the value of
+/// period `k` of that grid (`None`: no datapoint). A published period never
+/// changes in the simulated world, so the controller's tick-after-tick
+/// queries over the whole experiment read these instead of redrawing and
+/// re-merging every minute; complete periods arrive in order, so each
+/// series' cache is a vector.
 pub(crate) type PeriodCache =
-    HashMap<(usize, u8, SageMakerMetric, Statistic, i64, i64), Option<f64>>;
+    HashMap<(usize, u8, SageMakerMetric, Statistic, i64, i64), Vec<(DateTime<Utc>, Option<f64>)>>;
 
 fn answer(
     traffic: &mut Traffic,
@@ -48,14 +50,13 @@ fn answer(
     query: &SeriesQuery,
     cache: &mut PeriodCache,
 ) -> Series {
-    let mut points = Series::new();
     let Some((index, experiment)) = sagemaker.find(&query.experiment.name) else {
-        return points;
+        return Series::new();
     };
     let (role, metric) = (query.role, query.metric);
     let minutes = traffic.minutes_between(query.window.start, query.window.end, published);
     if minutes.is_empty() {
-        return points;
+        return Series::new();
     }
     let period_minutes = (i64::try_from(query.period.as_secs()).unwrap_or(i64::MAX) / 60).max(1);
     let start = query.window.start;
@@ -70,7 +71,33 @@ fn answer(
     let first_k = (minutes.start - start_minute).div_euclid(period_minutes);
     let last_k = (minutes.end - 1 - start_minute).div_euclid(period_minutes);
     let role_key = u8::from(role == shadowpilot_core::metrics::VariantRole::Shadow);
+    let key = (
+        index,
+        role_key,
+        metric,
+        query.statistic,
+        period_minutes * 60,
+        start.timestamp(),
+    );
+    let mut cached = cache.remove(&key).unwrap_or_default();
+    // Periods before the first simulated minute hold no data: final, empty.
+    let before_data = usize::try_from(first_k).unwrap_or(0);
+    while cached.len() < before_data {
+        let k = cached.len() as i64;
+        cached.push((
+            start + chrono::Duration::seconds(k * period_minutes * 60),
+            None,
+        ));
+    }
+    let mut points = Vec::new();
     for k in first_k..=last_k {
+        let slot = usize::try_from(k).unwrap_or(usize::MAX);
+        if let Some((at, value)) = cached.get(slot) {
+            if let Some(value) = value {
+                points.push((*at, *value));
+            }
+            continue;
+        }
         let period_start = start_minute + k * period_minutes;
         let period_end = (period_start + period_minutes).min(window_end_minute);
         let at = start + chrono::Duration::seconds(k * period_minutes * 60);
@@ -78,22 +105,6 @@ fn answer(
         let complete = period_start >= minutes.start
             && period_start + period_minutes <= window_end_minute
             && period_start + period_minutes <= published_minute;
-        let key = (
-            index,
-            role_key,
-            metric,
-            query.statistic,
-            period_minutes * 60,
-            period_start * 60,
-        );
-        if complete {
-            if let Some(cached) = cache.get(&key) {
-                if let Some(value) = cached {
-                    points.insert(at, *value);
-                }
-                continue;
-            }
-        }
         let mut total = Counts::default();
         let mut histogram = WindowHistogram::default();
         let from = period_start.max(minutes.start);
@@ -115,14 +126,16 @@ fn answer(
             }
         }
         let value = statistic(metric, query.statistic, &total, &histogram);
-        if complete {
-            cache.insert(key, value);
+        if complete && cached.len() == slot {
+            cached.push((at, value));
         }
         if let Some(value) = value {
-            points.insert(at, value);
+            points.push((at, value));
         }
     }
-    points
+    cache.insert(key, cached);
+    // In order, so the map is built in one pass.
+    points.into_iter().collect()
 }
 
 fn statistic(
