@@ -565,3 +565,71 @@ fn decide(
     report.timeline = Some(timeline);
     PlannedEntry { report, write }
 }
+
+/// What `shadowpilot rearm` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rearm {
+    pub name: String,
+    pub arn: String,
+    /// The latch it found; `None`: nothing to re-arm, nothing written.
+    pub latch: Option<crate::experiment::FailedMark>,
+    pub changes: TagChanges,
+    pub written: bool,
+}
+
+/// Re-arms a latched experiment: deletes `shadowpilot:failed` and sets
+/// `shadowpilot:since` = now, so the whole-experiment sequence restarts
+/// instead of latching again on the next tick. Writes only when `apply`
+/// and the experiment is latched; a held experiment is refused, like every
+/// other write.
+pub async fn rearm(
+    store: &dyn ExperimentStore,
+    name: &str,
+    now: DateTime<Utc>,
+    apply: bool,
+) -> Result<Rearm, RearmError> {
+    use crate::experiment::{tag_time, FAILED_TAG, SINCE_TAG};
+    let experiment = store.describe(name).await.map_err(RearmError::Describe)?;
+    let latch = experiment.failed_mark();
+    let mut changes = TagChanges::default();
+    if latch.is_some() {
+        changes.remove.insert(FAILED_TAG.to_string());
+        changes.set.insert(SINCE_TAG.to_string(), tag_time(now));
+    }
+    let mut rearm = Rearm {
+        name: experiment.name.clone(),
+        arn: experiment.arn.clone(),
+        latch,
+        changes,
+        written: false,
+    };
+    if !apply || rearm.latch.is_none() {
+        return Ok(rearm);
+    }
+    if experiment.is_held() {
+        return Err(RearmError::Held);
+    }
+    // Since first: should the delete fail, the latch still holds and a
+    // retry re-arms; the other order could leave a re-armed experiment whose
+    // evidence did not restart.
+    store
+        .add_tags(&experiment.arn, &rearm.changes.set)
+        .await
+        .map_err(RearmError::Write)?;
+    store
+        .delete_tags(&experiment.arn, &rearm.changes.remove)
+        .await
+        .map_err(RearmError::Write)?;
+    rearm.written = true;
+    Ok(rearm)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RearmError {
+    #[error("cannot describe the experiment")]
+    Describe(#[source] StoreError),
+    #[error("the experiment is held (shadowpilot:hold=true): remove the hold first")]
+    Held,
+    #[error("cannot write the tags")]
+    Write(#[source] StoreError),
+}

@@ -15,7 +15,7 @@ use crate::experiment::{
     tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, FAILED_TAG,
     MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
-use crate::judge::{CheckResult, Outcome, Verdict};
+use crate::judge::{CheckResult, Outcome, Reason, Verdict};
 use crate::policy::{OnFail, Policy};
 use crate::schedule::chrono_duration;
 use crate::stats::TimeToDecision;
@@ -368,13 +368,15 @@ fn only_lacks_evidence(verdict: &Verdict) -> bool {
         && verdict.checks.iter().all(|check| match check.outcome {
             Outcome::Fail => false,
             Outcome::Pass => true,
-            Outcome::Inconclusive => {
-                check
-                    .reason
-                    .as_ref()
-                    .is_some_and(|r| r.is_lack_of_evidence())
-                    && check.passing_side != Some(false)
-            }
+            // An estimate must already lie on the passing side: a check with
+            // no estimate yet (its first periods still running) may be the
+            // regression. Only "too little traffic for a period" has none
+            // and is cured by the step itself.
+            Outcome::Inconclusive => match &check.reason {
+                Some(Reason::TooLittleTraffic { .. }) => check.passing_side != Some(false),
+                Some(reason) => reason.is_lack_of_evidence() && check.passing_side == Some(true),
+                None => false,
+            },
         })
 }
 

@@ -15,6 +15,7 @@
 
 pub mod histogram;
 pub mod plot;
+pub mod proof;
 pub mod report;
 pub mod rng;
 pub mod runner;

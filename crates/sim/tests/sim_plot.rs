@@ -23,7 +23,7 @@ async fn until_stops_the_run_and_every_output_names_the_experiments() {
     );
 
     let timeline = outcome.timeline_table();
-    assert!(timeline.contains("sampling 5 → 10 %"), "{timeline}");
+    assert!(timeline.contains("sampling 5 → 25 %"), "{timeline}");
     assert!(
         timeline.contains("search-v3") && timeline.contains("fail"),
         "{timeline}"

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
 use shadowpilot_core::experiment::ExperimentStatus;
-use shadowpilot_core::plan::Action;
+use shadowpilot_core::plan::{Action, Attention, SamplingChange};
 use shadowpilot_core::policy::builtin_policies;
 use shadowpilot_core::report::VerdictKind;
 use shadowpilot_sim::{run, ExperimentRun, Scenario, SimulationOutcome};
@@ -181,11 +181,21 @@ async fn an_error_spike_steps_down_and_the_shadow_recovers_after() {
     }
     let summary = run.summary(outcome.stop, &outcome.writes);
     assert!(summary.ramps_down >= 1, "{}", outcome.summary_table());
+    // Changed with the latch (issue 8): a spike that fails a check latches
+    // the experiment, which goes down to the floor and stays there until a
+    // person (or the policy's rearm_after) re-arms it; it used to climb back
+    // to 100 % after the spike.
     assert_eq!(
         summary.final_sampling,
-        100,
-        "recovered after the spike: {}",
+        1,
+        "latched at the floor: {}",
         outcome.summary_table()
+    );
+    assert_never_climbs_from(run, seen);
+    let last = run.ticks.iter().rev().find(|t| !t.attention().is_empty());
+    assert!(
+        last.is_some_and(|t| t.attention().contains(&Attention::FailingAtFloor)),
+        "reported failing at the floor to the end"
     );
 }
 
@@ -195,19 +205,15 @@ async fn low_traffic_is_extended_and_never_past_thirty_days() {
     for run in &outcome.experiments {
         let summary = run.summary(outcome.stop, &outcome.writes);
         assert!(
-            summary.extensions >= 1,
-            "{}: {}",
-            run.name,
-            outcome.summary_table()
-        );
-        assert!(
             summary.final_end_time - run.start_time <= Duration::days(30),
             "{}",
             run.name
         );
         assert_never_asks_past_thirty_days(run);
         assert_eq!(summary.final_status, Some(ExperimentStatus::Completed));
-        // Thin evidence never ramps; without any, the loop would check nothing.
+        // Thin evidence never ramps but for evidence (issue 8: a quiet
+        // endpoint now ramps for evidence or becomes undecidable); without
+        // any thin evidence, the loop would check nothing.
         assert!(
             run.ticks
                 .iter()
@@ -217,31 +223,30 @@ async fn low_traffic_is_extended_and_never_past_thirty_days() {
         );
         for tick in &run.ticks {
             if tick.verdict() == VerdictKind::Inconclusive {
-                assert!(
-                    !tick
-                        .actions()
-                        .iter()
-                        .any(|a| matches!(a, Action::SetSampling { from, to, .. } if to > from)),
-                    "{} ramped on thin evidence at {}",
-                    run.name,
-                    tick.at
-                );
+                for action in tick.actions() {
+                    if let Action::SetSampling { from, to, why } = action {
+                        assert!(
+                            to < from || matches!(why, SamplingChange::ForEvidence { .. }),
+                            "{} ramped on thin evidence at {} ({why:?})",
+                            run.name,
+                            tick.at
+                        );
+                    }
+                }
             }
         }
     }
-    let nightly = experiment(&outcome, "nightly-batch").summary(outcome.stop, &outcome.writes);
-    assert_eq!(
-        nightly.final_end_time - outcome.start,
-        Duration::days(30),
-        "{}",
-        outcome.summary_table()
-    );
-    let lull = experiment(&outcome, "weekend-lull").summary(outcome.stop, &outcome.writes);
-    assert!(
-        lull.final_end_time - outcome.start < Duration::days(30),
-        "{}",
-        outcome.summary_table()
-    );
+    // Changed (issue 8): both used to be extended while inconclusive; with
+    // evidence ramps they now reach 100 % and pass, and only a shadow still
+    // undecided would be extended.
+    for name in ["nightly-batch", "weekend-lull"] {
+        let summary = experiment(&outcome, name).summary(outcome.stop, &outcome.writes);
+        assert!(
+            summary.time_to_100.is_some() || summary.extensions >= 1,
+            "{name} neither ramped for evidence nor was extended: {}",
+            outcome.summary_table()
+        );
+    }
     assert!(
         outcome.writes.iter().all(|w| w.refused.is_none()),
         "SageMaker rejected a write: {:?}",
@@ -282,8 +287,13 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
         if name.starts_with("spiky") {
             assert!(summary.ramps_down >= 1, "{name}: {table}");
         }
+        // Changed (issue 8): quiet endpoints used to be extended; they now
+        // ramp for evidence, or are extended while still undecided.
         if name.starts_with("quiet") {
-            assert!(summary.extensions >= 1, "{name}: {table}");
+            assert!(
+                summary.extensions >= 1 || summary.time_to_100.is_some(),
+                "{name}: {table}"
+            );
         }
         if name == "careful-payments" {
             assert!(
