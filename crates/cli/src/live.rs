@@ -16,6 +16,18 @@ pub enum LiveCommand {
     Run(RunArgs),
     /// The same as `run` without --apply: what the next tick would do.
     Plan(TickArgs),
+    /// Re-arms a latched experiment: deletes shadowpilot:failed and sets
+    /// shadowpilot:since to now. A dry run unless --apply.
+    Rearm(RearmArgs),
+}
+
+#[derive(Args)]
+pub struct RearmArgs {
+    /// The inference experiment.
+    name: String,
+    /// Write the tags. Without it nothing is changed.
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(Args)]
@@ -45,7 +57,48 @@ pub fn run(command: LiveCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         LiveCommand::Run(args) => tick(args.tick, args.apply, json),
         LiveCommand::Plan(args) => tick(args, false, json),
+        LiveCommand::Rearm(args) => rearm(args, json),
     }
+}
+
+fn rearm(args: RearmArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::from_lookup(|name| std::env::var(name).ok())?;
+    let apply = args.apply && !config.force_dry_run;
+    if args.apply && config.force_dry_run {
+        eprintln!("note: SHADOWPILOT_DRY_RUN=true overrides --apply; nothing will be written");
+    }
+    let calls = shadowpilot_aws::CallSettings::from_env()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let done = runtime.block_on(async {
+        let (store, _) = shadowpilot_aws::clients_with(&calls).await;
+        shadowpilot_core::controller::rearm(&store, &args.name, chrono::Utc::now(), apply).await
+    })?;
+    if json {
+        let value = serde_json::json!({
+            "name": done.name,
+            "arn": done.arn,
+            "latch": done.latch.as_ref().map(ToString::to_string),
+            "set": done.changes.set,
+            "remove": done.changes.remove,
+            "written": done.written,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        match &done.latch {
+            None => println!("{}: not latched (no shadowpilot:failed tag); nothing to do", done.name),
+            Some(latch) => println!(
+                "{}: latch shadowpilot:failed={latch}; {} shadowpilot:failed and {} shadowpilot:since={}",
+                done.name,
+                if done.written { "deleted" } else { "would delete" },
+                if done.written { "set" } else { "would set" },
+                done.changes.set.values().next().map_or("", String::as_str)
+            ),
+        }
+        if !done.written && done.latch.is_some() {
+            println!("dry run: add --apply to write");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {

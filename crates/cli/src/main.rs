@@ -44,16 +44,36 @@ enum Command {
     },
     /// Runs the controller over a simulated SageMaker and CloudWatch.
     Simulate(SimulateArgs),
+    /// Measures the judge's claims over many simulated copies (fixed seeds)
+    /// and prints a table; best in a release build.
+    Proof(ProofArgs),
+}
+
+#[derive(Args)]
+struct ProofArgs {
+    /// Cases to run (default: all): aa-60, aa-150, aa-1000, aa-5000,
+    /// errors-1.3, p99-1.5x, p99-3x-late, p99-1.15x, healthy-1200.
+    cases: Vec<String>,
+    /// Copies per case.
+    #[arg(long, default_value_t = 200)]
+    copies: u16,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Prints the JSON Schema of policy files (policies/policy.schema.json).
     Schema,
-    /// Validates policy files or directories; lists every problem.
+    /// Validates policy files or directories; lists every problem and every
+    /// deprecated field.
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also refuse change windows that no tick of this EventBridge
+        /// schedule falls in (checked over two weeks).
+        #[arg(long)]
+        schedule: Option<String>,
     },
 }
 
@@ -99,8 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "aws")]
         Command::Live(command) => live::run(command, cli.output == Output::Json),
         Command::Policy {
-            command: PolicyCommand::Check { paths },
-        } => policy_check(&paths, cli.output),
+            command: PolicyCommand::Check { paths, schedule },
+        } => policy_check(&paths, schedule.as_deref(), cli.output),
         Command::Policy {
             command: PolicyCommand::Schema,
         } => {
@@ -109,38 +129,100 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => simulate(args, cli.output),
+        Command::Proof(args) => proof(args),
     }
 }
 
-fn policy_check(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
-    let mut problems = Vec::new();
+fn proof(args: ProofArgs) -> anyhow::Result<ExitCode> {
+    use shadowpilot_sim::proof;
+    let all = proof::cases();
+    let chosen: Vec<&proof::Case> = if args.cases.is_empty() {
+        all.iter().collect()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args.cases {
+            chosen.push(all.iter().find(|c| c.name == name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no proof case {name:?}; cases: {}",
+                    all.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+                )
+            })?);
+        }
+        chosen
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!("| case | copies | claim | measured |");
+    println!("|---|---|---|---|");
+    for case in chosen {
+        let started = std::time::Instant::now();
+        let measured = runtime
+            .block_on(proof::run_case(case, args.copies, args.seed))
+            .map_err(|error| anyhow::anyhow!("{}: {error}", case.name))?;
+        println!(
+            "| {} | {} | {} | {measured} ({:.0} s) |",
+            case.name,
+            args.copies,
+            case.claim,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy_check(
+    paths: &[PathBuf],
+    schedule: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let schedule = schedule
+        .map(|text| {
+            shadowpilot_core::schedule::Schedule::parse(text)
+                .with_context(|| format!("--schedule {text:?}"))
+        })
+        .transpose()?;
+    let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let mut names = Vec::new();
     for path in paths {
         match load_policies(Some(path)) {
-            Ok(set) => names.extend(
-                set.policies()
-                    .iter()
-                    .map(|p| format!("{} ({})", p.name(), p.source)),
-            ),
-            Err(error) => problems.push(error),
+            Ok(set) => {
+                for policy in set.policies() {
+                    names.push(format!("{} ({})", policy.name(), policy.source));
+                    warnings.extend(policy.deprecations.iter().map(ToString::to_string));
+                    if let Some(schedule) = &schedule {
+                        problems.extend(unreachable_windows(policy, schedule));
+                    }
+                }
+            }
+            Err(error) => {
+                let mut text = format!("{error}");
+                if let shadowpilot_core::policy::PolicyError::Read { source, .. } = &error {
+                    text.push_str(&format!("\n  {source}"));
+                }
+                problems.push(text);
+            }
         }
     }
     if output == Output::Json {
         let value = serde_json::json!({
             "valid": problems.is_empty(),
             "policies": names,
-            "problems": problems.iter().map(|p| format!("{p}")).collect::<Vec<_>>(),
+            "problems": problems,
+            "warnings": warnings,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         for name in &names {
             println!("ok  {name}");
         }
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
         for problem in &problems {
             eprintln!("{problem}");
-            if let shadowpilot_core::policy::PolicyError::Read { source, .. } = problem {
-                eprintln!("  {source}");
-            }
         }
     }
     Ok(if problems.is_empty() {
@@ -148,6 +230,41 @@ fn policy_check(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A change window that no tick of the schedule falls in can never let a
+/// write through; two weeks of ticks cover every weekly window.
+fn unreachable_windows(
+    policy: &shadowpilot_core::policy::Policy,
+    schedule: &shadowpilot_core::schedule::Schedule,
+) -> Vec<String> {
+    let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+    let horizon = start + chrono::Duration::days(14);
+    let mut reached = vec![false; policy.change_windows.len()];
+    let mut tick = schedule.next_tick_after(start);
+    let mut steps = 0;
+    while tick < horizon && steps < 100_000 && reached.iter().any(|r| !r) {
+        for (window, seen) in policy.change_windows.iter().zip(&mut reached) {
+            *seen |= window.is_open(tick);
+        }
+        tick = schedule.next_tick_after(tick);
+        steps += 1;
+    }
+    policy
+        .change_windows
+        .iter()
+        .zip(reached)
+        .enumerate()
+        .filter(|(_, (_, seen))| !seen)
+        .map(|(index, (window, _))| {
+            format!(
+                "{}: change_windows[{index}]: no tick of the schedule falls in {} for {}, so nothing would ever be written there",
+                policy.source,
+                window.expression,
+                shadowpilot_core::duration::format(window.duration)
+            )
+        })
+        .collect()
 }
 
 fn simulate(args: SimulateArgs, output: Output) -> anyhow::Result<ExitCode> {

@@ -41,6 +41,29 @@ pub enum TickError {
 /// experiments, well under SageMaker's describe rate limits.
 pub const DEFAULT_DESCRIBE_CONCURRENCY: usize = 8;
 
+/// Datapoints of evidence a tick holds at once (about 25 bytes each once
+/// folded into series). GetMetricData returns at most 100,800 a call, so a
+/// group this size is still only about ten calls.
+const EVIDENCE_BUDGET: u64 = 1_000_000;
+
+/// What one experiment's evidence will weigh: five-minute counts over the
+/// whole experiment and an hour before, and each latency check's series at
+/// the shortest period.
+fn estimated_datapoints(candidate: &Judgeable<'_>) -> u64 {
+    let timeline = &candidate.timeline;
+    let seconds = (timeline.end - timeline.whole_start).num_seconds().max(0) + 3600;
+    let periods = u64::try_from(seconds / crate::evidence::ERROR_PERIOD_SECS + 1).unwrap_or(0);
+    let (mut count_series, mut latency_series) = (2u64, 0u64);
+    for check in &candidate.policy.checks {
+        if crate::evidence::Form::of(check).is_latency() {
+            latency_series += 5;
+        } else {
+            count_series += 2;
+        }
+    }
+    periods * (count_series + latency_series)
+}
+
 /// Experiments written at once; SageMaker's write limits are lower than its
 /// read limits, and the adapters retry a throttled call with backoff.
 const APPLY_CONCURRENCY: usize = 4;
@@ -242,7 +265,6 @@ impl<'a> Controller<'a> {
             }
         }
 
-        let measurements = self.measure(&judgeable).await;
         let mut entries: Vec<PlannedEntry> = done
             .into_values()
             .map(|report| PlannedEntry {
@@ -250,8 +272,25 @@ impl<'a> Controller<'a> {
                 write: None,
             })
             .collect();
-        for (candidate, measured) in judgeable.into_iter().zip(measurements) {
-            entries.push(decide(candidate, measured, now, next_tick));
+        // Measured and judged a group at a time, so a tick never holds more
+        // than about EVIDENCE_BUDGET datapoints whatever the fleet: each
+        // group's evidence is dropped once it is judged.
+        let mut rest = judgeable.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut group = Vec::new();
+            let mut budget = 0;
+            while let Some(candidate) = rest.peek() {
+                let size = estimated_datapoints(candidate);
+                if !group.is_empty() && budget + size > EVIDENCE_BUDGET {
+                    break;
+                }
+                budget += size;
+                group.extend(rest.next());
+            }
+            let measurements = self.measure(&group).await;
+            for (candidate, measured) in group.into_iter().zip(measurements) {
+                entries.push(decide(candidate, measured, now, next_tick));
+            }
         }
         entries.sort_by(|a, b| a.report.name.cmp(&b.report.name));
         Ok(TickPlan {
@@ -466,7 +505,11 @@ impl<'a> Controller<'a> {
                 return WriteOutcome::tag_write(arn, error, write.update.is_some());
             }
         }
-        WriteOutcome::Applied
+        if write.update.is_some() {
+            WriteOutcome::Applied
+        } else {
+            WriteOutcome::TagsWritten
+        }
     }
 }
 

@@ -33,9 +33,14 @@ pub const ERROR_PERIOD_SECS: i64 = 300;
 const RATE_WINDOW_SECS: i64 = 3600;
 /// The periods CloudWatch aggregates over that `P` is chosen from (§3).
 pub const LATENCY_PERIODS_SECS: [i64; 7] = [60, 120, 300, 600, 900, 1800, 3600];
-/// One-minute data lasts 15 days: a step that can outlive them (the top
-/// step and the floor) reads periods CloudWatch still has after that.
-const EDGE_MIN_PERIOD_SECS: i64 = 300;
+/// The shortest latency period. One-minute data lasts 15 days, so a step
+/// that can outlive them (the top step and the floor) must read periods
+/// CloudWatch still has after that; every step does here, because one-minute
+/// periods also cost five times the datapoints: 50 experiments a month into
+/// their test re-read 10.1 million datapoints a tick (438 MiB peak) with
+/// one-minute p50 periods, 3.4 million with this floor (`cargo bench -p
+/// shadowpilot-lambda --bench footprint`).
+const MIN_PERIOD_SECS: i64 = 300;
 /// Epoch `j` of a check starts `j` epoch lengths after the step's start;
 /// an epoch is never shorter than this (nor than ten periods).
 pub const EPOCH_SECS: i64 = 3600;
@@ -385,10 +390,10 @@ impl PeriodChoice {
 }
 
 /// §3's rule on a traffic estimate: the shortest period holding
-/// `m_target(p)` shadow requests, at least five minutes at an edge step.
-pub fn period_for(shadow_per_minute: f64, p: f64, edge: bool) -> PeriodChoice {
+/// `m_target(p)` shadow requests, at least [`MIN_PERIOD_SECS`].
+pub fn period_for(shadow_per_minute: f64, p: f64) -> PeriodChoice {
     let target = QuantileTerms::new(p).m_target;
-    let shortest = if edge { EDGE_MIN_PERIOD_SECS } else { 60 };
+    let shortest = MIN_PERIOD_SECS;
     LATENCY_PERIODS_SECS
         .into_iter()
         .filter(|secs| *secs >= shortest)
@@ -426,7 +431,6 @@ pub fn choose_period(
     segment: &Segment,
     timeline_end: DateTime<Utc>,
     p: f64,
-    edge: bool,
 ) -> PeriodChoice {
     let Some(counts) = production_invocations else {
         return PeriodChoice::Pending;
@@ -441,7 +445,7 @@ pub fn choose_period(
         }
         None => return PeriodChoice::Pending,
     };
-    period_for(rate * f64::from(segment.percentage) / 100.0, p, edge)
+    period_for(rate * f64::from(segment.percentage) / 100.0, p)
 }
 
 /// The series one latency check reads in one segment, at its period.
@@ -509,7 +513,7 @@ pub struct SegmentPlan {
 /// Every segment's period and reads for one latency check.
 pub fn latency_plan(
     check: &Check,
-    policy: &Policy,
+    _policy: &Policy,
     timeline: &Timeline,
     counts: &Evidence,
 ) -> Vec<SegmentPlan> {
@@ -527,8 +531,7 @@ pub fn latency_plan(
         .segments
         .iter()
         .map(|segment| {
-            let edge = policy.ramp.is_edge(segment.percentage);
-            let period = choose_period(production, segment, timeline.end, p, edge);
+            let period = choose_period(production, segment, timeline.end, p);
             let read = period.secs().and_then(|secs| {
                 let window = Window {
                     start: ceil_to(segment.start, secs),
@@ -705,25 +708,21 @@ mod tests {
     }
 
     #[test]
-    fn the_period_holds_enough_shadow_requests_and_is_longer_at_the_edges() {
+    fn the_period_holds_enough_shadow_requests_and_is_never_under_five_minutes() {
         let cases = [
-            // (shadow/min, p, edge, period)
-            (1000.0, 0.99, false, Some(60)),
-            (1000.0, 0.99, true, Some(300)),
-            (50.0, 0.99, false, Some(600)),
-            (10.0, 0.99, false, Some(3600)),
-            (5.0, 0.99, false, None),
-            (5.0, 0.5, false, Some(120)),
+            // (shadow/min, p, period)
+            (1000.0, 0.99, Some(300)),
+            (200.0, 0.99, Some(300)),
+            (50.0, 0.99, Some(600)),
+            (10.0, 0.99, Some(3600)),
+            (5.0, 0.99, None),
+            (5.0, 0.5, Some(300)),
         ];
-        for (rate, p, edge, expected) in cases {
-            assert_eq!(
-                period_for(rate, p, edge).secs(),
-                expected,
-                "{rate} {p} {edge}"
-            );
+        for (rate, p, expected) in cases {
+            assert_eq!(period_for(rate, p).secs(), expected, "{rate} {p}");
         }
         assert_eq!(
-            period_for(5.0, 0.99, false),
+            period_for(5.0, 0.99),
             PeriodChoice::TooLittleTraffic {
                 shadow_per_minute: 5.0,
                 needed_per_minute: 500.0 / 60.0
@@ -746,18 +745,18 @@ mod tests {
             counts.insert(at(2.0) + chrono::Duration::minutes(5 * k), 500.0);
         }
         assert_eq!(
-            choose_period(Some(&counts), &segment, at(5.0), 0.99, false).secs(),
+            choose_period(Some(&counts), &segment, at(5.0), 0.99).secs(),
             Some(300)
         );
         let quiet_before = Series::from_iter(
             (0..12).map(|k| (at(2.0) + chrono::Duration::minutes(5 * k), 5000.0)),
         );
         assert_eq!(
-            choose_period(Some(&quiet_before), &segment, at(2.5), 0.99, false),
+            choose_period(Some(&quiet_before), &segment, at(2.5), 0.99),
             PeriodChoice::Pending
         );
         assert_eq!(
-            choose_period(Some(&quiet_before), &segment, at(3.5), 0.99, false).secs(),
+            choose_period(Some(&quiet_before), &segment, at(3.5), 0.99).secs(),
             Some(300)
         );
     }

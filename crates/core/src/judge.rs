@@ -743,7 +743,7 @@ fn judge_latency(
     let at_ceiling = || {
         let percentage = f64::from(timeline.percentage.max(1));
         let rate = shadow_per_minute * f64::from(policy.ramp.ceiling) / percentage;
-        wait_with(period_for(rate, p, true).secs())
+        wait_with(period_for(rate, p).secs())
     };
     let interval = shown.estimate.map(|e| e.interval);
     let margin = limit.ln();

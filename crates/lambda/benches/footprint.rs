@@ -12,7 +12,9 @@
 //! the debug `bootstrap` cargo built for this test), `FOOTPRINT_SIZES`
 //! (default `1,50,500`), `FOOTPRINT_LATENCY_MS` (per-request latency the
 //! fake AWS adds, comma-separated; default `0,25`), `FOOTPRINT_DRY_TICKS`
-//! (read-only ticks before the live one; default 3).
+//! (read-only ticks before the live one; default 3), `FOOTPRINT_EVIDENCE_DAYS`
+//! (how long each experiment has been running, so how much evidence every
+//! tick re-reads; comma-separated; default `3,29.5`).
 
 use std::time::{Duration, Instant};
 
@@ -58,10 +60,17 @@ fn clock_ticks() -> f64 {
 
 /// A fleet as a tick finds it: most opted in and healthy, some regressed,
 /// some without the tag, a few finished.
-fn fleet(n: usize) -> Vec<FakeExperiment> {
+fn fleet(n: usize, evidence_days: f64) -> Vec<FakeExperiment> {
     (0..n)
         .map(|i| {
-            let experiment = FakeExperiment::new(&format!("exp-{i:04}"));
+            let mut experiment = FakeExperiment::new(&format!("exp-{i:04}"));
+            let now = shadowpilot_testkit::fake_aws::epoch_now().floor();
+            experiment.start_time = now - evidence_days * 86_400.0;
+            experiment.creation_time = experiment.start_time - 3600.0;
+            // One step since the start: the step sequence reads it all too.
+            experiment.last_modified = experiment.start_time;
+            experiment.end_time =
+                (experiment.start_time + 30.0 * 86_400.0).min(now + 5.0 * 86_400.0);
             match i % 10 {
                 7 => experiment.shadow(Profile::slow_shadow()).sampling(25),
                 8 if n > 1 => experiment.untagged(),
@@ -81,7 +90,34 @@ struct Row {
     hwm_kb: u64,
     rss_kb: u64,
     calls: usize,
+    /// GetMetricData calls and the datapoints they asked for.
+    metric_calls: usize,
+    datapoints: u64,
     writes: usize,
+    evidence_days: f64,
+}
+
+/// Datapoints a GetMetricData call asks for: per query, its window over its
+/// period.
+fn datapoints(call: &Value) -> u64 {
+    let (Some(start), Some(end)) = (
+        call["StartTime"]["$epoch"].as_f64(),
+        call["EndTime"]["$epoch"].as_f64(),
+    ) else {
+        return 0;
+    };
+    call["MetricDataQueries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|query| {
+            let period = query["MetricStat"]["Period"]
+                .as_f64()
+                .unwrap_or(60.0)
+                .max(60.0);
+            ((end - start) / period).ceil() as u64
+        })
+        .sum()
 }
 
 fn measure(
@@ -90,9 +126,10 @@ fn measure(
     latency_ms: u64,
     dry_ticks: usize,
     ticks_per_second: f64,
+    evidence_days: f64,
 ) -> Vec<Row> {
     let aws = FakeAws::with_options(
-        fleet(n),
+        fleet(n, evidence_days),
         FakeOptions {
             latency: Duration::from_millis(latency_ms),
             ..FakeOptions::default()
@@ -127,7 +164,10 @@ fn measure(
         hwm_kb,
         rss_kb,
         calls: aws.requests().len(),
+        metric_calls: 0,
+        datapoints: 0,
         writes: 0,
+        evidence_days,
     });
 
     let events: Vec<(String, Value)> = (0..dry_ticks)
@@ -139,6 +179,7 @@ fn measure(
         .collect();
     for (label, event) in events {
         let calls_before = aws.requests().len();
+        let metric_before = aws.metric_calls().len();
         let writes_before = aws.updates().len();
         let cpu_before = cpu_seconds(function.pid(), ticks_per_second);
         let id = runtime.invoke(event);
@@ -160,7 +201,13 @@ fn measure(
             hwm_kb,
             rss_kb,
             calls: aws.requests().len() - calls_before,
+            metric_calls: aws.metric_calls().len() - metric_before,
+            datapoints: aws.metric_calls()[metric_before..]
+                .iter()
+                .map(datapoints)
+                .sum(),
             writes: aws.updates().len() - writes_before,
+            evidence_days,
         });
     }
     function.kill();
@@ -176,18 +223,32 @@ fn main() {
     let sizes: Vec<usize> = list_var("FOOTPRINT_SIZES", "1,50,500");
     let latencies: Vec<u64> = list_var("FOOTPRINT_LATENCY_MS", "0,25");
     let dry_ticks: usize = list_var("FOOTPRINT_DRY_TICKS", "3")[0];
+    let evidence: Vec<f64> = list_var("FOOTPRINT_EVIDENCE_DAYS", "3,29.5");
     let ticks_per_second = clock_ticks();
 
     println!("binary: {binary}");
     println!(
-        "{:>5} {:>7} {:<8} {:>9} {:>8} {:>9} {:>9} {:>6} {:>6}",
-        "exps", "lat ms", "tick", "wall ms", "cpu ms", "HWM MiB", "RSS MiB", "calls", "writes"
+        "{:>5} {:>5} {:>7} {:<8} {:>9} {:>8} {:>9} {:>9} {:>6} {:>5} {:>10} {:>6}",
+        "days",
+        "exps",
+        "lat ms",
+        "tick",
+        "wall ms",
+        "cpu ms",
+        "HWM MiB",
+        "RSS MiB",
+        "calls",
+        "GMD",
+        "datapoints",
+        "writes"
     );
-    for &latency in &latencies {
-        for &n in &sizes {
-            for row in measure(&binary, n, latency, dry_ticks, ticks_per_second) {
-                println!(
-                    "{:>5} {:>7} {:<8} {:>9.0} {:>8.0} {:>9.1} {:>9.1} {:>6} {:>6}",
+    for &days in &evidence {
+        for &latency in &latencies {
+            for &n in &sizes {
+                for row in measure(&binary, n, latency, dry_ticks, ticks_per_second, days) {
+                    println!(
+                    "{:>5} {:>5} {:>7} {:<8} {:>9.0} {:>8.0} {:>9.1} {:>9.1} {:>6} {:>5} {:>10} {:>6}",
+                    row.evidence_days,
                     row.experiments,
                     row.latency_ms,
                     row.invocation,
@@ -196,8 +257,11 @@ fn main() {
                     row.hwm_kb as f64 / 1024.0,
                     row.rss_kb as f64 / 1024.0,
                     row.calls,
+                    row.metric_calls,
+                    row.datapoints,
                     row.writes,
                 );
+                }
             }
         }
     }

@@ -39,6 +39,11 @@ async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
     let policies = config
         .load_policies()
         .context("the function cannot start")?;
+    for policy in policies.policies() {
+        for deprecation in &policy.deprecations {
+            tracing::warn!(policy = %policy.name, field = deprecation.field, "{deprecation}");
+        }
+    }
     let (store, metrics) = shadowpilot_aws::clients_from_env()
         .await
         .context("the function cannot start")?;

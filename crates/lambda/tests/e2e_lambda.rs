@@ -1,19 +1,137 @@
 //! The real `bootstrap` binary as Lambda runs it: a fake Lambda Runtime API
 //! hands it invocations and records its answers, and a stateful fake
 //! SageMaker/CloudWatch behind `AWS_ENDPOINT_URL` records what it reads and
-//! writes. Every wait is bounded; the child is killed when a test ends.
+//! writes (the update first, then the tags that remember the step). Every
+//! wait is bounded; the child is killed when a test ends.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    entry, hermetic_command, tally, FakeAws, FakeExperiment, FakeRuntime, Outcome, Running, WAIT,
+    entry, epoch_now, hermetic_command, operation, tally, FakeAws, FakeExperiment, FakeRuntime,
+    Outcome, Running, WAIT,
 };
 
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_bootstrap");
 const UPDATE: &str = "SageMaker.UpdateInferenceExperiment";
+const ADD_TAGS: &str = "SageMaker.AddTags";
+const DELETE_TAGS: &str = "SageMaker.DeleteTags";
+const GET_METRIC_DATA: &str = "CloudWatch.GetMetricData";
+
+/// The writes that reached "AWS", in order, as `<operation> <experiment>`:
+/// updates name it, tag calls carry its ARN.
+fn writes(aws: &FakeAws) -> Vec<String> {
+    aws.requests()
+        .iter()
+        .filter_map(|request| {
+            let op = operation(request);
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let name = match op.as_str() {
+                UPDATE => body["Name"].as_str()?.to_string(),
+                ADD_TAGS | DELETE_TAGS => body["ResourceArn"]
+                    .as_str()?
+                    .rsplit_once("inference-experiment/")?
+                    .1
+                    .to_string(),
+                _ => return None,
+            };
+            Some(format!("{} {name}", op.trim_start_matches("SageMaker.")))
+        })
+        .collect()
+}
+
+/// The tags of the one AddTags sent for `arn`.
+fn added_tags(aws: &FakeAws, arn: &str) -> BTreeMap<String, String> {
+    let calls: Vec<Value> = aws
+        .requests()
+        .iter()
+        .filter(|request| operation(request) == ADD_TAGS)
+        .map(|request| request.json())
+        .filter(|body| body["ResourceArn"] == arn)
+        .collect();
+    let [call] = calls.as_slice() else {
+        panic!("expected one AddTags for {arn}, got {calls:#?}");
+    };
+    call["Tags"]
+        .as_array()
+        .expect("Tags")
+        .iter()
+        .map(|tag| {
+            (
+                tag["Key"].as_str().expect("Key").to_string(),
+                tag["Value"].as_str().expect("Value").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn epoch_of(text: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|err| panic!("{text:?} is not RFC 3339: {err}"))
+        .timestamp() as f64
+}
+
+/// `<percentage>@<time>`, the time whole seconds within `during`.
+fn assert_step_mark(value: &str, percentage: &str, (from, to): (f64, f64)) {
+    let (found, at) = value.rsplit_once('@').expect("<percentage>@<time>");
+    assert_eq!(found, percentage, "{value:?}");
+    assert!(at.ends_with('Z') && !at.contains('.'), "{value:?}");
+    assert!((from..=to).contains(&epoch_of(at)), "{value:?}");
+}
+
+/// The step a fresh fake experiment is at began at LastModifiedTime; steps
+/// start on whole minutes.
+fn minute_mark(percentage: u8, epoch: f64) -> String {
+    let minute = (epoch / 60.0).ceil() * 60.0;
+    let time = chrono::DateTime::from_timestamp(minute as i64, 0).expect("in range");
+    format!(
+        "{percentage}@{}",
+        time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+/// One tick's GetMetricData calls (`calls`, in order) are its two rounds:
+/// the counts at five minutes first, then ModelLatency at the periods the
+/// counts chose (one call per period unless two windows coincide).
+fn assert_two_rounds(calls: &[Value]) {
+    let metrics = |call: &Value| -> Vec<(String, i64)> {
+        call["MetricDataQueries"]
+            .as_array()
+            .expect("queries")
+            .iter()
+            .map(|q| {
+                let stat = &q["MetricStat"];
+                (
+                    stat["Metric"]["MetricName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    stat["Period"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let [counts, latency @ ..] = calls else {
+        panic!("no GetMetricData call");
+    };
+    assert!(
+        metrics(counts)
+            .iter()
+            .all(|(metric, period)| metric.starts_with("Invocation") && *period == 300),
+        "the counts first: {calls:#?}"
+    );
+    assert!(
+        !latency.is_empty()
+            && latency
+                .iter()
+                .flat_map(metrics)
+                .all(|(metric, _)| metric == "ModelLatency"),
+        "then the latency round: {calls:#?}"
+    );
+}
 
 fn fixture_event(name: &str) -> Value {
     let path = format!(
@@ -76,29 +194,32 @@ fn response(outcome: Outcome) -> Value {
 
 #[test]
 fn scheduled_event_runs_live_and_writes_the_ramp() {
-    let aws = FakeAws::start(vec![
-        FakeExperiment::new("fraud-shadow"),
-        FakeExperiment::new("search-shadow").untagged(),
-    ]);
+    let fraud = FakeExperiment::new("fraud-shadow");
+    let (arn, modified) = (fraud.arn(), fraud.last_modified);
+    let aws = FakeAws::start(vec![fraud, FakeExperiment::new("search-shadow").untagged()]);
     let runtime = FakeRuntime::start();
     let mut function = start(function_command(&runtime, &aws), &runtime);
 
+    let before = epoch_now().floor();
     let report = response(invoke(
         &runtime,
         &function,
         fixture_event("scheduled-event.json"),
     ));
+    let after = epoch_now().ceil();
 
     assert_eq!(report["dry_run"], false, "{report:#}");
     assert!(report["next_tick"].is_string());
     let fraud = entry(&report, "fraud-shadow");
     assert_eq!(fraud["verdict"], "pass", "{fraud:#}");
     assert_eq!(fraud["actions"][0]["kind"], "set_sampling", "{fraud:#}");
+    // The default policy's steps are 5, 25, 100.
     assert_eq!(
         (&fraud["actions"][0]["from"], &fraud["actions"][0]["to"]),
-        (&json!(5), &json!(10))
+        (&json!(5), &json!(25))
     );
     assert_eq!(fraud["applied"], true, "{fraud:#}");
+    assert_eq!(fraud["outcome"], "applied", "{fraud:#}");
     assert_eq!(entry(&report, "search-shadow")["verdict"], "skipped");
     assert_eq!(report["summary"]["updates_applied"], 1);
 
@@ -109,12 +230,35 @@ fn scheduled_event_runs_live_and_writes_the_ramp() {
             "ShadowModeConfig": {
                 "SourceModelVariantName": "production",
                 "ShadowModelVariants": [
-                    {"ShadowModelVariantName": "shadow", "SamplingPercentage": 10}
+                    {"ShadowModelVariantName": "shadow", "SamplingPercentage": 25}
                 ]
             }
         })]
     );
-    assert_eq!(aws.experiment("fraud-shadow").sampling, 10);
+    // Then the step tags on the experiment's ARN: the new step, and the
+    // one it ended in the history. Nothing deleted, nothing on the
+    // unselected experiment.
+    assert_eq!(
+        writes(&aws),
+        [
+            "UpdateInferenceExperiment fraud-shadow",
+            "AddTags fraud-shadow"
+        ]
+    );
+    let tags = added_tags(&aws, &arn);
+    assert_eq!(
+        tags.keys().collect::<Vec<_>>(),
+        ["shadowpilot:step", "shadowpilot:steps"]
+    );
+    assert_step_mark(&tags["shadowpilot:step"], "25", (before, after));
+    assert_eq!(tags["shadowpilot:steps"], minute_mark(5, modified));
+    assert_eq!(fraud["tags"]["set"], json!(tags), "{fraud:#}");
+    let written = aws.experiment("fraud-shadow");
+    assert_eq!(written.sampling, 25);
+    assert!(written
+        .tags
+        .contains(&("shadowpilot:steps".into(), minute_mark(5, modified))));
+    assert_two_rounds(&aws.metric_calls());
     assert_eq!(aws.violations(), Vec::<String>::new());
     // The runtime goes back for the next invocation.
     assert!(runtime.wait_for_polls(2, WAIT));
@@ -132,10 +276,22 @@ fn manual_dry_run_reports_and_writes_nothing() {
     assert_eq!(report["dry_run"], true, "{report:#}");
     let fraud = entry(&report, "fraud-shadow");
     assert_eq!(fraud["verdict"], "pass", "{fraud:#}");
-    assert_eq!(fraud["actions"][0]["to"], 10);
+    assert_eq!(fraud["actions"][0]["to"], 25);
     assert_eq!(fraud["applied"], false);
-    assert_eq!(aws.count(UPDATE), 0, "{:?}", tally(&aws.operations()));
-    assert!(aws.count("CloudWatch.GetMetricData") >= 1);
+    assert_eq!(fraud["outcome"], "dry_run");
+    // It reports the tags it would write, and writes none.
+    let set = fraud["tags"]["set"].as_object().expect("tags.set");
+    assert_eq!(
+        set.keys().collect::<Vec<_>>(),
+        ["shadowpilot:step", "shadowpilot:steps"]
+    );
+    assert_eq!(
+        writes(&aws),
+        Vec::<String>::new(),
+        "{:?}",
+        tally(&aws.operations())
+    );
+    assert_two_rounds(&aws.metric_calls());
     assert_eq!(aws.experiment("fraud-shadow").sampling, 5);
     function.kill();
 }
@@ -158,10 +314,16 @@ fn dry_run_variable_makes_the_scheduled_tick_dry() {
     for report in [&scheduled, &manual] {
         assert_eq!(report["dry_run"], true, "{report:#}");
         let fraud = entry(report, "fraud-shadow");
-        assert_eq!(fraud["actions"][0]["to"], 10, "{fraud:#}");
+        assert_eq!(fraud["actions"][0]["to"], 25, "{fraud:#}");
         assert_eq!(fraud["applied"], false);
+        assert_eq!(fraud["outcome"], "dry_run", "{fraud:#}");
     }
-    assert_eq!(aws.count(UPDATE), 0, "{:?}", tally(&aws.operations()));
+    assert_eq!(
+        writes(&aws),
+        Vec::<String>::new(),
+        "{:?}",
+        tally(&aws.operations())
+    );
     function.kill();
 }
 
@@ -190,8 +352,18 @@ fn named_experiments_are_the_only_ones_read_and_written() {
     assert_eq!(names, vec!["missing-shadow", "ranker-shadow"], "{report:#}");
     assert_eq!(entry(&report, "missing-shadow")["verdict"], "error");
     assert_eq!(entry(&report, "ranker-shadow")["applied"], true);
-    let written: Vec<Value> = aws.updates().iter().map(|u| u["Name"].clone()).collect();
-    assert_eq!(written, vec![json!("ranker-shadow")]);
+    assert_eq!(
+        writes(&aws),
+        [
+            "UpdateInferenceExperiment ranker-shadow",
+            "AddTags ranker-shadow"
+        ]
+    );
+    let ranker_arn = aws.experiment("ranker-shadow").arn();
+    assert_eq!(
+        added_tags(&aws, &ranker_arn).keys().collect::<Vec<_>>(),
+        ["shadowpilot:step", "shadowpilot:steps"]
+    );
     let described = aws.described_names();
     assert!(!described.contains(&json!("fraud-shadow")), "{described:?}");
     assert_eq!(aws.experiment("fraud-shadow").sampling, 5);
@@ -228,7 +400,9 @@ fn warm_container_serves_a_retried_tick_without_writing_twice() {
     let scheduled = fixture_event("scheduled-event.json");
 
     let first = response(invoke(&runtime, &function, scheduled.clone()));
+    let after_first = aws.count(GET_METRIC_DATA);
     let second = response(invoke(&runtime, &function, scheduled));
+    let after_second = aws.count(GET_METRIC_DATA);
     let v2 = response(invoke(
         &runtime,
         &function,
@@ -236,14 +410,32 @@ fn warm_container_serves_a_retried_tick_without_writing_twice() {
     ));
 
     assert_eq!(entry(&first, "fraud-shadow")["applied"], true);
+    // The retries find the step tag the first tick wrote: the 25 % step is
+    // seconds old, so they dwell, and there is nothing to tag either.
     for report in [&second, &v2] {
         assert_eq!(report["dry_run"], false);
         let fraud = entry(report, "fraud-shadow");
-        assert_eq!(fraud["sampling_percentage"], 10);
+        assert_eq!(fraud["sampling_percentage"], 25);
         assert_eq!(fraud["verdict"], "inconclusive", "{fraud:#}");
         assert_eq!(fraud["actions"], json!([]));
+        assert_eq!(fraud["evidence"]["step_origin"], json!({"kind": "tagged"}));
+        assert_eq!(fraud["tags"], json!({"set": {}, "remove": []}), "{fraud:#}");
+        assert_eq!(fraud["outcome"], "none", "{fraud:#}");
     }
-    assert_eq!(aws.count(UPDATE), 1, "{:?}", tally(&aws.operations()));
+    assert_eq!(
+        writes(&aws),
+        [
+            "UpdateInferenceExperiment fraud-shadow",
+            "AddTags fraud-shadow"
+        ],
+        "{:?}",
+        tally(&aws.operations())
+    );
+    // Every tick, two rounds of GetMetricData.
+    let calls = aws.metric_calls();
+    assert_two_rounds(&calls[..after_first]);
+    assert_two_rounds(&calls[after_first..after_second]);
+    assert_two_rounds(&calls[after_second..]);
     function.kill();
 }
 

@@ -91,7 +91,7 @@ fn draw(outcome: &SimulationOutcome, root: &DrawingArea<SVGBackend<'_>, Shift>) 
     let days = days_between(outcome.start, outcome.finished_at).max(1.0 / 24.0);
     let rows = body.split_evenly((outcome.experiments.len().max(1), 1));
     for (area, run) in rows.iter().zip(&outcome.experiments) {
-        let panels = area.split_evenly((1, 3));
+        let panels = area.split_evenly((1, 4));
         sampling_panel(&panels[0], outcome.start, days, run)?;
         observed_panel(
             &panels[1],
@@ -111,6 +111,78 @@ fn draw(outcome: &SimulationOutcome, root: &DrawingArea<SVGBackend<'_>, Shift>) 
             0.1,
             |o| o.error_5xx_percent,
         )?;
+        interval_panel(&panels[3], outcome.start, days, run)?;
+    }
+    Ok(())
+}
+
+/// The judge's own view of the first latency ratio check: each tick's
+/// interval as a bar (grey while inconclusive, red on a fail, green on a
+/// pass), its estimate as a dot, and the limit as a line.
+fn interval_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    start: DateTime<Utc>,
+    days: f64,
+    run: &ExperimentRun,
+) -> DrawResult {
+    use shadowpilot_core::evidence::Form;
+    use shadowpilot_core::judge::Outcome;
+    let mut bars = Vec::new();
+    let mut limit = None;
+    let mut title = "judge: latency ratio interval".to_string();
+    for tick in &run.ticks {
+        let Some(check) = tick
+            .entry
+            .checks()
+            .iter()
+            .find(|c| matches!(c.form, Form::LatencyRatio { .. }))
+        else {
+            continue;
+        };
+        if limit.is_none() {
+            title = format!("judge: {} ratio interval vs limit", check.id.as_str());
+        }
+        limit = Some(check.limit);
+        if let (Some(value), Some(lower), Some(upper)) = (check.value, check.lower, check.upper) {
+            let x = days_between(start, tick.at);
+            bars.push((x, value, lower.max(0.0), upper.min(4.0), check.outcome));
+        }
+    }
+    let top = bars.iter().map(|b| b.3).chain(limit).fold(1.5f64, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 14))
+        .margin(6)
+        .x_label_area_size(20)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..days, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_labels(8)
+        .y_labels(5)
+        .x_label_formatter(&|d| format!("{d:.0}"))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (x, value, lower, upper, outcome) in &bars {
+        let color = match outcome {
+            Outcome::Fail => FAIL,
+            Outcome::Pass => RGBColor(40, 150, 60),
+            Outcome::Inconclusive => RGBColor(170, 170, 170),
+        };
+        chart.draw_series(LineSeries::new(
+            [(*x, *lower), (*x, *upper)],
+            color.stroke_width(1),
+        ))?;
+        chart.draw_series(std::iter::once(Circle::new(
+            (*x, *value),
+            1,
+            color.filled(),
+        )))?;
+    }
+    if let Some(limit) = limit {
+        chart.draw_series(LineSeries::new(
+            [(0.0, limit), (days, limit)],
+            END_TIME.stroke_width(1),
+        ))?;
     }
     Ok(())
 }

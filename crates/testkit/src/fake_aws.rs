@@ -115,6 +115,9 @@ impl Profile {
             "Invocation5XXErrors" => count(self.errors_5xx),
             "InvocationModelErrors" => count(self.model_errors),
             "ModelLatency" => latency(stat),
+            // Overhead is a twentieth of model latency; its sample count is
+            // the invocations', like every latency metric's.
+            "OverheadLatency" if stat == "SampleCount" => latency(stat),
             "OverheadLatency" => latency(stat).map(|us| us / 20.0),
             _ => None,
         }

@@ -398,13 +398,6 @@ pub struct Ramp {
     pub rearm_after: Option<Duration>,
 }
 
-impl Ramp {
-    /// The steps that can outlive CloudWatch's 15 days of one-minute data.
-    pub fn is_edge(&self, percentage: u8) -> bool {
-        percentage >= self.ceiling || percentage <= self.floor
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 // Fields left out take the values of `Default`, as the README documents.
 #[serde(default, deny_unknown_fields)]

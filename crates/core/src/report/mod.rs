@@ -171,6 +171,8 @@ pub enum WriteOutcome {
     NotFound(Arc<StoreError>),
     /// Any other failure of the re-read or the update: throttled, denied, ...
     Failed(Arc<StoreError>),
+    /// No update was needed; only shadowpilot's tags were written.
+    TagsWritten,
     /// AddTags or DeleteTags failed on `arn`, after the update (if any)
     /// was applied.
     TagWriteFailed {
@@ -204,6 +206,7 @@ impl WriteOutcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::TagWriteFailed { .. } => "tag_write_failed",
+            Self::TagsWritten => "tags_written",
             Self::Nothing => "none",
             Self::Applied => "applied",
             Self::DryRun => "dry_run",

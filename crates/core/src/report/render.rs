@@ -83,7 +83,7 @@ fn subject(check: &CheckResult) -> String {
         Form::LatencyMax { .. } => short.to_string(),
         Form::LatencyAbove { ms } => format!(
             "{short} vs production +{} ratio",
-            bare(Unit::Milliseconds, ms)
+            show(Unit::Milliseconds, ms)
         ),
     }
 }
@@ -436,6 +436,17 @@ fn entry_error_text(name: &str, error: &EntryError) -> (String, String) {
 fn steered_reason(steered: &Steered) -> String {
     let mut reasons: Vec<String> = steered.plan.actions.iter().map(action_reason).collect();
     reasons.extend(steered.plan.notes.iter().map(note_text));
+    if !steered.plan.tags.is_empty() {
+        let mut tags: Vec<String> = steered
+            .plan
+            .tags
+            .set
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        tags.extend(steered.plan.tags.remove.iter().map(|key| format!("-{key}")));
+        reasons.push(format!("tags {}", tags.join(" ")));
+    }
     if let WriteOutcome::Blocked(block) = &steered.write {
         reasons.push(format!("not written: {}", write_block_text(block)));
     }
@@ -870,7 +881,7 @@ mod tests {
                         0.99,
                     )
                 },
-                "overhead p99 vs production +20.0 ratio 0.95 [0.90, 0.99] ≤ 1.00 (pass)",
+                "overhead p99 vs production +20.0 ms ratio 0.95 [0.90, 0.99] ≤ 1.00 (pass)",
             ),
             (
                 CheckResult {
