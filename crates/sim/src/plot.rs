@@ -116,6 +116,36 @@ fn draw(outcome: &SimulationOutcome, root: &DrawingArea<SVGBackend<'_>, Shift>) 
     Ok(())
 }
 
+type PanelChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One panel's axes: days across, `0..top` up, light grid.
+fn panel_chart<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    days: f64,
+    top: f64,
+) -> Result<PanelChart<'a, 'b>, DrawingAreaErrorKind<<SVGBackend<'b> as DrawingBackend>::ErrorType>>
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 14))
+        .margin(6)
+        .x_label_area_size(20)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..days, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_labels(8)
+        .y_labels(5)
+        .x_label_formatter(&|d| format!("{d:.0}"))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
+}
+
 /// The judge's own view of the first latency ratio check: each tick's
 /// interval as a bar (grey while inconclusive, red on a fail, green on a
 /// pass), its estimate as a dot, and the limit as a line.
@@ -149,19 +179,7 @@ fn interval_panel(
         }
     }
     let top = bars.iter().map(|b| b.3).chain(limit).fold(1.5f64, f64::max) * 1.05;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 14))
-        .margin(6)
-        .x_label_area_size(20)
-        .y_label_area_size(44)
-        .build_cartesian_2d(0f64..days, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_labels(8)
-        .y_labels(5)
-        .x_label_formatter(&|d| format!("{d:.0}"))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let mut chart = panel_chart(area, &title, days, top)?;
     for (x, value, lower, upper, outcome) in &bars {
         let color = match outcome {
             Outcome::Fail => FAIL,
@@ -334,19 +352,7 @@ where
         .map(|(_, v)| *v)
         .fold(lines.floor, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(lines.title, ("sans-serif", 14))
-        .margin(6)
-        .x_label_area_size(20)
-        .y_label_area_size(44)
-        .build_cartesian_2d(0f64..days, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_labels(8)
-        .y_labels(5)
-        .x_label_formatter(&|d| format!("{d:.0}"))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
+    let mut chart = panel_chart(area, lines.title, days, top)?;
     for line in production {
         chart.draw_series(LineSeries::new(line, PRODUCTION.stroke_width(1)))?;
     }
