@@ -511,12 +511,7 @@ pub struct SegmentPlan {
 }
 
 /// Every segment's period and reads for one latency check.
-pub fn latency_plan(
-    check: &Check,
-    _policy: &Policy,
-    timeline: &Timeline,
-    counts: &Evidence,
-) -> Vec<SegmentPlan> {
+pub fn latency_plan(check: &Check, timeline: &Timeline, counts: &Evidence) -> Vec<SegmentPlan> {
     let form = Form::of(check);
     let p = quantile_of(check.metric);
     let terms = QuantileTerms::new(p);
@@ -576,7 +571,7 @@ pub fn latency_queries(
         if !Form::of(check).is_latency() {
             continue;
         }
-        for plan in latency_plan(check, policy, timeline, counts) {
+        for plan in latency_plan(check, timeline, counts) {
             if let Some(read) = plan.read {
                 for query in read.queries(experiment) {
                     seen.entry(SeriesAt::of(&query)).or_insert(query);

@@ -612,7 +612,7 @@ fn judge_latency(
         alpha,
         ..LatencyParams::default()
     };
-    let plans = latency_plan(check, policy, timeline, evidence);
+    let plans = latency_plan(check, timeline, evidence);
     let current = plans.last().copied();
     let mut whole = RatioSums::default();
     for plan in &plans {

@@ -15,7 +15,7 @@ use crate::experiment::{
     tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, FAILED_TAG,
     MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
-use crate::judge::{CheckResult, Outcome, Reason, Verdict};
+use crate::judge::{Outcome, Reason, Verdict};
 use crate::policy::{OnFail, Policy};
 use crate::schedule::chrono_duration;
 use crate::stats::TimeToDecision;
@@ -611,9 +611,4 @@ pub(crate) fn write_blocked(
             .map(|w| (w.expression.clone(), w.duration))
             .collect(),
     })
-}
-
-/// The check a latch or a failure names, for the report.
-pub fn failed_check(verdict: &Verdict) -> Option<&CheckResult> {
-    verdict.first_failed_check()
 }
