@@ -363,6 +363,18 @@ fn next_step(policy: &Policy, current: u8) -> u8 {
 
 /// Every check undecided only for want of evidence, none failing, every
 /// estimate on the passing side of its margin.
+/// Whether an inconclusive verdict lets the policy take the next step to
+/// gather evidence faster (the dwell aside): evidence ramps are on, every
+/// check lacks only evidence with its estimate on the passing side, and
+/// waiting here would take longer than the dwell.
+pub fn evidence_ramp_justified(verdict: &Verdict, policy: &Policy) -> bool {
+    let minutes = minutes_of(verdict.time_to_decision());
+    policy.ramp.evidence_ramps
+        && verdict.outcome == Outcome::Inconclusive
+        && minutes > policy.ramp.bake_time.as_secs_f64() / 60.0
+        && only_lacks_evidence(verdict)
+}
+
 fn only_lacks_evidence(verdict: &Verdict) -> bool {
     !verdict.checks.is_empty()
         && verdict.checks.iter().all(|check| match check.outcome {
@@ -432,10 +444,8 @@ fn plan_sampling(
             SamplingChange::Passing { dwelt, dwell },
         ),
         Outcome::Inconclusive => {
-            let minutes = minutes_of(verdict.time_to_decision());
-            let worth_it = minutes > dwell.as_secs_f64() / 60.0;
-            if ramp.evidence_ramps && current < ceiling && worth_it && only_lacks_evidence(verdict)
-            {
+            if current < ceiling && evidence_ramp_justified(verdict, policy) {
+                let minutes = minutes_of(verdict.time_to_decision());
                 set(
                     next_step(policy, current),
                     SamplingChange::ForEvidence { minutes, dwell },

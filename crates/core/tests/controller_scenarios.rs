@@ -1142,7 +1142,9 @@ async fn a_quiet_endpoint_ramps_for_evidence_until_a_p99_can_be_judged() {
     let mut now = t0();
     let mut reasons = Vec::new();
     let mut promoted = None;
-    for _ in 0..(12 * 6) {
+    // Three standard errors on the passing side take about 7 h of 5 shadow
+    // requests a minute for the 5xx checks alone; a day is enough to climb.
+    for _ in 0..(24 * 6) {
         now += Duration::minutes(TICK);
         let report = tick_at(&store, &metrics, &policies, &live(), now).await;
         let entry = &report.experiments[0];

@@ -8,9 +8,11 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, Utc};
 use shadowpilot_core::judge::{Outcome, Sequence};
-use shadowpilot_core::plan::Action;
-use shadowpilot_core::policy::{builtin_policies, parse_policy, PolicySet};
+use shadowpilot_core::plan::{evidence_ramp_justified, Action};
+use shadowpilot_core::policy::{builtin_policies, parse_policy, Policy, PolicySet};
 
+use crate::histogram::{BucketTable, WindowHistogram};
+use crate::rng::{inverse_normal_cdf, Draws, Purpose};
 use crate::runner::{run, ExperimentRun};
 use crate::scenario::Scenario;
 
@@ -34,6 +36,8 @@ pub struct Case {
     body: &'static str,
     /// A policy of its own (YAML), or the built-in default.
     policy: Option<&'static str>,
+    /// Turns the policy's evidence ramps off, to measure ramping on PASS only.
+    without_evidence_ramps: bool,
     measure: Measure,
 }
 
@@ -43,12 +47,18 @@ enum Measure {
     SteppedDown,
     /// Time from `from` (hours after the start) to the first FAIL.
     TimeToFail { from_hours: u32 },
-    /// Time to reach 100 %, and the time the evidence needed.
+    /// Time to reach 100 %, and the time the evidence needed: per step
+    /// below the top, the first tick that allowed leaving it (a PASS, or
+    /// an evidence ramp's conditions met, the dwell aside) minus the step's
+    /// start.
     TimeToTop,
     /// Once passed at a step, how many are stepped down.
     DownAfterPass,
     /// Never ramps up; time to FAIL; latched and stepped down.
     NeverUpAndFails,
+    /// No controller: the simulator's own per-period p99 against the
+    /// model's true p99, for production (150 ms) and a 1.15 × shadow.
+    PercentileBias,
 }
 
 const ERROR_POLICY: &str = "name: errors-only\nselect:\n  experiments: [\"*\"]\nchecks:\n  - metric: error_rate_5xx\n    max: 1.0\nramp:\n  steps: [5, 25, 100]\n  bake_time: 15m\nextend:\n  margin: 6h\n  by: 2d\n";
@@ -67,6 +77,7 @@ pub fn cases() -> Vec<Case> {
         days: 7,
         body: "",
         policy: None,
+        without_evidence_ramps: false,
         measure: Measure::SteppedDown,
     };
     vec![
@@ -82,6 +93,7 @@ pub fn cases() -> Vec<Case> {
             days: 7,
             body: "    shadow:\n      errors: {5xx: 1.3}\n",
             policy: Some(ERROR_POLICY),
+            without_evidence_ramps: false,
             measure: Measure::NeverUpAndFails,
         },
         Case {
@@ -92,6 +104,7 @@ pub fn cases() -> Vec<Case> {
             days: 7,
             body: "    shadow:\n      errors: {5xx: 1.3}\n",
             policy: Some(ERROR_POLICY_RAMPS),
+            without_evidence_ramps: false,
             measure: Measure::NeverUpAndFails,
         },
         Case {
@@ -102,6 +115,7 @@ pub fn cases() -> Vec<Case> {
             days: 1,
             body: "    shadow:\n      latency: {median_ms: 50, p99_ms: 225}\n",
             policy: None,
+            without_evidence_ramps: false,
             measure: Measure::TimeToFail { from_hours: 0 },
         },
         Case {
@@ -112,7 +126,19 @@ pub fn cases() -> Vec<Case> {
             days: 2,
             body: "    changes:\n      - at: 24h\n        shadow:\n          latency: {median_ms: 50, p99_ms: 450}\n",
             policy: None,
+            without_evidence_ramps: false,
             measure: Measure::TimeToFail { from_hours: 24 },
+        },
+        Case {
+            name: "p99-bias",
+            claim: "the simulator's own p99 bias, per period, before trusting the 1.15 × case",
+            per_minute: 1000.0,
+            sampling: 5,
+            days: 0,
+            body: "",
+            policy: None,
+            without_evidence_ramps: false,
+            measure: Measure::PercentileBias,
         },
         Case {
             name: "p99-1.15x",
@@ -122,6 +148,7 @@ pub fn cases() -> Vec<Case> {
             days: 7,
             body: "    shadow:\n      latency: {median_ms: 50, p99_ms: 172.5}\n",
             policy: Some(NEAR_LIMIT_POLICY),
+            without_evidence_ramps: false,
             measure: Measure::DownAfterPass,
         },
         Case {
@@ -132,6 +159,18 @@ pub fn cases() -> Vec<Case> {
             days: 1,
             body: "",
             policy: None,
+            without_evidence_ramps: false,
+            measure: Measure::TimeToTop,
+        },
+        Case {
+            name: "healthy-1200-pass-only",
+            claim: "the same with evidence ramps off: every step left on its first PASS once the dwell is over",
+            per_minute: 1200.0,
+            sampling: 5,
+            days: 1,
+            body: "",
+            policy: None,
+            without_evidence_ramps: true,
             measure: Measure::TimeToTop,
         },
     ]
@@ -169,7 +208,7 @@ struct CopyResult {
     passed: bool,
 }
 
-fn reduce(run: &ExperimentRun, start: DateTime<Utc>, ceiling: u8) -> CopyResult {
+fn reduce(run: &ExperimentRun, start: DateTime<Utc>, ceiling: u8, policy: &Policy) -> CopyResult {
     let mut result = CopyResult {
         stepped_down: false,
         ramped_up: false,
@@ -181,7 +220,7 @@ fn reduce(run: &ExperimentRun, start: DateTime<Utc>, ceiling: u8) -> CopyResult 
         passed: false,
     };
     let mut step_start = start;
-    let mut first_pass_in_step: Option<DateTime<Utc>> = None;
+    let mut first_allowed_in_step: Option<DateTime<Utc>> = None;
     for tick in &run.ticks {
         if let Some(steered) = tick.entry.steered() {
             if steered.verdict.outcome == Outcome::Fail && result.first_fail.is_none() {
@@ -193,7 +232,11 @@ fn reduce(run: &ExperimentRun, start: DateTime<Utc>, ceiling: u8) -> CopyResult 
             }
             if steered.verdict.outcome == Outcome::Pass {
                 result.passed = true;
-                first_pass_in_step.get_or_insert(tick.at);
+            }
+            if steered.verdict.outcome == Outcome::Pass
+                || evidence_ramp_justified(&steered.verdict, policy)
+            {
+                first_allowed_in_step.get_or_insert(tick.at);
             }
         }
         for action in tick.actions() {
@@ -211,22 +254,17 @@ fn reduce(run: &ExperimentRun, start: DateTime<Utc>, ceiling: u8) -> CopyResult 
                     }
                 } else {
                     result.ramped_up = true;
-                    if let Some(pass) = first_pass_in_step {
-                        result.evidence_minutes += (pass - step_start).num_seconds() as f64 / 60.0;
+                    if let Some(allowed) = first_allowed_in_step {
+                        result.evidence_minutes +=
+                            (allowed - step_start).num_seconds() as f64 / 60.0;
                     }
                     if *to >= ceiling && result.reached_top.is_none() {
                         result.reached_top = Some(tick.at);
                     }
                 }
                 step_start = tick.at;
-                first_pass_in_step = None;
+                first_allowed_in_step = None;
             }
-        }
-    }
-    if result.reached_top.is_some() {
-        // The top step's own evidence: its first pass.
-        if let Some(pass) = first_pass_in_step {
-            result.evidence_minutes += (pass - step_start).num_seconds() as f64 / 60.0;
         }
     }
     result
@@ -251,10 +289,25 @@ pub async fn run_case(case: &Case, copies: u16, seed: u64) -> Result<String, Pro
             .map_err(|problems| format!("proof policy: {problems:?}"))?,
         None => builtin_policies()?,
     };
-    let ceiling = policies.policies()[0].ramp.ceiling;
-    let alpha = policies.policies()[0].alpha;
+    let policies = if case.without_evidence_ramps {
+        let mut all = policies.policies().to_vec();
+        for policy in &mut all {
+            policy.ramp.evidence_ramps = false;
+        }
+        PolicySet::new(all).map_err(|problems| format!("proof policy: {problems:?}"))?
+    } else {
+        policies
+    };
+    let policy = policies.policies()[0].clone();
+    let ceiling = policy.ramp.ceiling;
+    let alpha = policy.alpha;
     let mut results = Vec::new();
-    let mut left = copies;
+    // The bias measure runs no controller: it draws its own periods.
+    let mut left = if matches!(case.measure, Measure::PercentileBias) {
+        0
+    } else {
+        copies
+    };
     let mut chunk = 0;
     let start: DateTime<Utc> = "2026-03-02T00:00:00Z".parse()?;
     while left > 0 {
@@ -266,7 +319,7 @@ pub async fn run_case(case: &Case, copies: u16, seed: u64) -> Result<String, Pro
             outcome
                 .experiments
                 .iter()
-                .map(|r| reduce(r, start, ceiling)),
+                .map(|r| reduce(r, start, ceiling, &policy)),
         );
         left -= n;
         chunk += 1;
@@ -274,6 +327,7 @@ pub async fn run_case(case: &Case, copies: u16, seed: u64) -> Result<String, Pro
     let total = results.len() as f64;
     let mut out = String::new();
     match case.measure {
+        Measure::PercentileBias => out = percentile_bias(case.per_minute, seed),
         Measure::SteppedDown => {
             let down = results.iter().filter(|r| r.stepped_down).count();
             let by = |kind: fn(Sequence) -> bool| {
@@ -321,13 +375,20 @@ pub async fn run_case(case: &Case, copies: u16, seed: u64) -> Result<String, Pro
                 .map(|at| (at - start).num_seconds() as f64 / 60.0)
                 .collect();
             let evidence: Vec<f64> = reached.iter().map(|r| r.evidence_minutes).collect();
+            let ratios: Vec<f64> = to_top
+                .iter()
+                .zip(&evidence)
+                .filter(|(_, e)| **e > 0.0)
+                .map(|(t, e)| t / e)
+                .collect();
             let _ = write!(
                 out,
-                "reached 100 % {}/{}; median time to 100 % {}; median evidence time {}; stepped down {}",
+                "reached 100 % {}/{}; median time to 100 % {}; median evidence time {}; median ratio {}; stepped down {}",
                 reached.len(),
                 results.len(),
-                minutes(median(to_top)),
+                minutes(median(to_top.clone())),
                 minutes(median(evidence)),
+                median(ratios).map_or("-".into(), |r| format!("{r:.2} ×")),
                 results.iter().filter(|r| r.stepped_down).count(),
             );
         }
@@ -364,4 +425,59 @@ pub async fn run_case(case: &Case, copies: u16, seed: u64) -> Result<String, Pro
         }
     }
     Ok(out)
+}
+
+/// Per-period p99s drawn exactly as the simulated CloudWatch computes them
+/// (sampled into the latency histogram, read back by rank), at the sample
+/// sizes a five-minute period holds at each default step of `per_minute`.
+/// A bias common to both variants cancels in the judge's ratio; what is
+/// left is reported as the ratio's median against the true 1.15.
+fn percentile_bias(per_minute: f64, seed: u64) -> String {
+    const PERIODS: i64 = 2000;
+    const PERIOD_MINUTES: i64 = 5;
+    let z99 = inverse_normal_cdf(0.99);
+    let table = |p99_ms: f64| BucketTable::lognormal(50_000.0, (p99_ms / 50.0).ln() / z99);
+    let (production, shadow) = (table(150.0), table(172.5));
+    let mut parts = Vec::new();
+    for sampling in [5u32, 25, 100] {
+        let per_period_minute = (per_minute * f64::from(sampling) / 100.0).round() as u64;
+        let mut p_ratios = Vec::new();
+        let mut s_ratios = Vec::new();
+        let mut pair_ratios = Vec::new();
+        for period in 0..PERIODS {
+            let p99 = |table: &BucketTable, stream: u64| {
+                let mut window = WindowHistogram::default();
+                for minute in 0..PERIOD_MINUTES {
+                    let mut draws = Draws::new(
+                        seed,
+                        stream,
+                        period * PERIOD_MINUTES + minute,
+                        Purpose::ModelLatency,
+                    );
+                    window.add(&table.sample(per_period_minute, &mut draws));
+                }
+                window.percentile(99.0).unwrap_or(f64::NAN) / 1000.0
+            };
+            let p = p99(&production, 1);
+            let s = p99(&shadow, 2);
+            p_ratios.push(p / 150.0);
+            s_ratios.push(s / 172.5);
+            pair_ratios.push(s / p);
+        }
+        let geometric_mean = |values: &[f64]| {
+            (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp()
+        };
+        parts.push(format!(
+            "{sampling} % ({} a period): production {:.3}, shadow {:.3}, shadow/production {:.3} (geometric mean {:.3})",
+            per_period_minute * PERIOD_MINUTES as u64,
+            median(p_ratios).unwrap_or(f64::NAN),
+            median(s_ratios).unwrap_or(f64::NAN),
+            median(pair_ratios.clone()).unwrap_or(f64::NAN),
+            geometric_mean(&pair_ratios),
+        ));
+    }
+    format!(
+        "median per-period p99 / true p99 over {PERIODS} five-minute periods at {per_minute} rpm: {}",
+        parts.join("; ")
+    )
 }

@@ -16,6 +16,11 @@ use shadowpilot_core::metrics::VariantRole;
 /// query that reaches further back recomputes them (same seed, same answer).
 const RETAIN_MINUTES: i64 = 24 * 60;
 
+/// Production has served traffic for this long before the scenario starts:
+/// a shadow test is created on a live endpoint, and the judge sizes a
+/// step's periods from production's rate in the hour before the step.
+pub(crate) const PRODUCTION_HISTORY_MINUTES: i64 = 2 * 60;
+
 /// What really happened on one variant over a stretch of time, regardless of
 /// what CloudWatch has published yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -114,7 +119,7 @@ impl Traffic {
     pub(crate) fn new(seed: u64, start: DateTime<Utc>, experiments: usize) -> Self {
         Self {
             seed,
-            first_minute: start.timestamp().div_euclid(60),
+            first_minute: start.timestamp().div_euclid(60) - PRODUCTION_HISTORY_MINUTES,
             minutes: (0..experiments).map(|_| Vec::new()).collect(),
             evicted_to: vec![0; experiments],
             windows: HashMap::new(),
