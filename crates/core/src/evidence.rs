@@ -392,16 +392,16 @@ impl PeriodChoice {
 /// §3's rule on a traffic estimate: the shortest period holding
 /// `m_target(p)` shadow requests, at least [`MIN_PERIOD_SECS`].
 pub fn period_for(shadow_per_minute: f64, p: f64) -> PeriodChoice {
-    let target = QuantileTerms::new(p).m_target;
+    let terms = QuantileTerms::new(p);
     let shortest = MIN_PERIOD_SECS;
     LATENCY_PERIODS_SECS
         .into_iter()
         .filter(|secs| *secs >= shortest)
-        .find(|&secs| shadow_per_minute * secs as f64 / 60.0 >= target)
+        .find(|&secs| terms.period_holds_target(shadow_per_minute * secs as f64 / 60.0))
         .map_or(
             PeriodChoice::TooLittleTraffic {
                 shadow_per_minute,
-                needed_per_minute: target / 60.0,
+                needed_per_minute: (terms.m_target - terms.m_target.sqrt()) / 60.0,
             },
             |secs| PeriodChoice::Chosen {
                 secs,
@@ -708,6 +708,11 @@ mod tests {
             // (shadow/min, p, period)
             (1000.0, 0.99, Some(300)),
             (200.0, 0.99, Some(300)),
+            // One √500 short of 500 in five minutes is forgiven (the rate
+            // is an estimate), more is not.
+            (100.0, 0.99, Some(300)),
+            (96.0, 0.99, Some(300)),
+            (95.0, 0.99, Some(600)),
             (50.0, 0.99, Some(600)),
             (10.0, 0.99, Some(3600)),
             (5.0, 0.99, None),
@@ -720,7 +725,7 @@ mod tests {
             period_for(5.0, 0.99),
             PeriodChoice::TooLittleTraffic {
                 shadow_per_minute: 5.0,
-                needed_per_minute: 500.0 / 60.0
+                needed_per_minute: (500.0 - 500f64.sqrt()) / 60.0
             }
         );
     }

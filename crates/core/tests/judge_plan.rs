@@ -215,7 +215,7 @@ fn judge_table() {
                 Some(Reason::Insufficient),
                 Some(Reason::TooLittleTraffic {
                     shadow_per_minute: 5.0,
-                    needed_per_minute: 500.0 / 60.0,
+                    needed_per_minute: (500.0 - 500f64.sqrt()) / 60.0,
                 }),
             ],
             words: "875 of 1000 shadow requests",
@@ -278,7 +278,7 @@ fn judge_table() {
                 None,
                 Some(Reason::TooLittleTraffic {
                     shadow_per_minute: 0.0,
-                    needed_per_minute: 500.0 / 60.0,
+                    needed_per_minute: (500.0 - 500f64.sqrt()) / 60.0,
                 }),
             ],
             words: "5xx vs +0.50",
@@ -382,7 +382,7 @@ fn too_little_traffic_for_a_p99_cannot_decide_at_this_sampling_but_can_at_the_to
     );
     assert_eq!(
         p99.to_string(),
-        "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.3/min (inconclusive, too little traffic per period to decide at 5 %)"
+        "p99 ratio vs 1.20: too little traffic at this sampling: 5.0 shadow requests/min, an hour-long period needs 8.0/min (inconclusive, too little traffic per period to decide at 5 %)"
     );
     assert_eq!(minutes_of(p99.time_to_decision), Some(f64::INFINITY));
     // At 100 %, 100 requests a minute: ten five-minute periods.

@@ -278,7 +278,9 @@ fn quantile_terms_match_the_printed_digits() {
 #[test]
 fn the_period_is_the_shortest_that_holds_m_target() {
     assert_eq!(period_secs(100.0, 0.99), 300);
-    assert_eq!(period_secs(99.0, 0.99), 600);
+    // Within one √m_target of it: the rate is an estimate.
+    assert_eq!(period_secs(96.0, 0.99), 300);
+    assert_eq!(period_secs(95.0, 0.99), 600);
     assert_eq!(period_secs(500.0, 0.99), 60);
     assert_eq!(period_secs(10.0, 0.5), 60);
     assert_eq!(period_secs(0.1, 0.99), 3600);
