@@ -52,7 +52,7 @@ pub async fn clients_with(settings: &CallSettings) -> (SageMakerStore, CloudWatc
 /// load their own).
 pub fn clients_from_config(config: &SdkConfig) -> (SageMakerStore, CloudWatchSource) {
     (
-        SageMakerStore::new(aws_sdk_sagemaker::Client::new(config)),
+        SageMakerStore::from_conf(aws_sdk_sagemaker::config::Builder::from(config)),
         CloudWatchSource::new(aws_sdk_cloudwatch::Client::new(config)),
     )
 }

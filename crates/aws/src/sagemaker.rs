@@ -1,6 +1,7 @@
 //! `ExperimentStore` over the SageMaker inference-experiment API.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_sagemaker::error::{ProvideErrorMetadata, SdkError};
@@ -9,19 +10,28 @@ use aws_sdk_sagemaker::operation::delete_tags::DeleteTagsError;
 use aws_sdk_sagemaker::operation::describe_inference_experiment::{
     DescribeInferenceExperimentError, DescribeInferenceExperimentOutput,
 };
+use aws_sdk_sagemaker::operation::list_inference_experiments::ListInferenceExperimentsError;
 use aws_sdk_sagemaker::operation::list_tags::ListTagsError;
 use aws_sdk_sagemaker::operation::update_inference_experiment::UpdateInferenceExperimentError;
 use aws_sdk_sagemaker::types::{
     InferenceExperimentSchedule, InferenceExperimentSummary, InferenceExperimentType,
     ShadowModeConfig, ShadowModelVariantConfig, Tag,
 };
+use aws_smithy_runtime_api::box_error::BoxError as SdkBoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    Error as ErasedError, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, Utc};
 
 use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::experiment::{
     Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, MAX_TAG_VALUE_CHARS,
 };
+use shadowpilot_core::limit::{AdaptiveLimit, LimitStats, DEFAULT_LIMIT};
 use shadowpilot_core::ports::{BoxError, ExperimentStore, StoreError};
 
 const LIST: &str = "ListInferenceExperiments";
@@ -40,20 +50,113 @@ const MAX_TAG_KEY_CHARS: usize = 128;
 /// The API's maximum page size: fewer round trips per tick.
 const LIST_PAGE_SIZE: i32 = 100;
 
-/// Inference experiments as SageMaker keeps them.
+/// Inference experiments as SageMaker keeps them. Describes, tag calls and
+/// updates share one [`AdaptiveLimit`]: the controller may start 64 at
+/// once, and the limit halves while SageMaker throttles.
 #[derive(Debug, Clone)]
 pub struct SageMakerStore {
     client: aws_sdk_sagemaker::Client,
+    limit: Arc<AdaptiveLimit>,
 }
 
 impl SageMakerStore {
+    /// A client built elsewhere. Its throttles reach the limit only if its
+    /// config carries [`SageMakerStore::throttle_signal`]'s interceptor.
     pub fn new(client: aws_sdk_sagemaker::Client) -> Self {
-        Self { client }
+        Self::with_limit(client, Arc::new(AdaptiveLimit::new(DEFAULT_LIMIT)))
+    }
+
+    pub fn with_limit(client: aws_sdk_sagemaker::Client, limit: Arc<AdaptiveLimit>) -> Self {
+        Self { client, limit }
+    }
+
+    /// A store over `config`, with the interceptor that tells its limit
+    /// about every throttled attempt.
+    pub fn from_conf(config: aws_sdk_sagemaker::config::Builder) -> Self {
+        let limit = Arc::new(AdaptiveLimit::new(DEFAULT_LIMIT));
+        let config = config
+            .interceptor(Self::throttle_signal(limit.clone()))
+            .build();
+        Self::with_limit(aws_sdk_sagemaker::Client::from_conf(config), limit)
+    }
+
+    /// The interceptor that reports throttled attempts to `limit`.
+    pub fn throttle_signal(limit: Arc<AdaptiveLimit>) -> impl Intercept + 'static {
+        ThrottleSignal(limit)
     }
 
     pub fn client(&self) -> &aws_sdk_sagemaker::Client {
         &self.client
     }
+
+    /// What the call limit went through so far.
+    pub fn limit_stats(&self) -> LimitStats {
+        self.limit.stats()
+    }
+
+    /// Runs one SageMaker call in a place under the limit, and counts its
+    /// success (throttles are counted per attempt by the classifier).
+    async fn limited<T, E>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let _permit = self.limit.acquire().await;
+        let result = call.await;
+        if result.is_ok() {
+            self.limit.succeeded();
+        }
+        result
+    }
+}
+
+/// Sees every attempt's outcome, once (a retry classifier may be asked
+/// more than once per attempt); it changes nothing, it only reports
+/// throttles to the limit.
+#[derive(Debug)]
+struct ThrottleSignal(Arc<AdaptiveLimit>);
+
+impl Intercept for ThrottleSignal {
+    fn name(&self) -> &'static str {
+        "shadowpilot throttle signal"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), SdkBoxError> {
+        if let Some(Err(error)) = context.output_or_error() {
+            let too_many = context
+                .response()
+                .is_some_and(|response| response.status().as_u16() == 429);
+            let code = error.as_operation_error().and_then(error_code);
+            if too_many || code.is_some_and(|code| THROTTLING_CODES.contains(&code)) {
+                self.0.throttled();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The modeled error code of any SageMaker operation this store calls.
+fn error_code(error: &ErasedError) -> Option<&str> {
+    macro_rules! code_of {
+        ($($error:ty),+) => {
+            $(if let Some(error) = error.downcast_ref::<$error>() {
+                return error.code();
+            })+
+        };
+    }
+    code_of!(
+        DescribeInferenceExperimentError,
+        ListTagsError,
+        UpdateInferenceExperimentError,
+        AddTagsError,
+        DeleteTagsError,
+        ListInferenceExperimentsError
+    );
+    None
 }
 
 #[async_trait]
@@ -82,10 +185,12 @@ impl ExperimentStore for SageMakerStore {
 
     async fn describe(&self, name: &str) -> Result<Experiment, StoreError> {
         let described = self
-            .client
-            .describe_inference_experiment()
-            .name(name)
-            .send()
+            .limited(
+                self.client
+                    .describe_inference_experiment()
+                    .name(name)
+                    .send(),
+            )
             .await
             .map_err(|err| store_error(DESCRIBE, name, err, describe_failure))?;
         let mut experiment = experiment_from(name, &described)?;
@@ -126,8 +231,7 @@ impl ExperimentStore for SageMakerStore {
                     .build(),
             );
         }
-        request
-            .send()
+        self.limited(request.send())
             .await
             .map_err(|err| store_error(UPDATE, &update.name, err, update_failure))?;
         Ok(())
@@ -163,13 +267,15 @@ impl ExperimentStore for SageMakerStore {
             .iter()
             .map(|(key, value)| Tag::builder().key(key).value(value).build())
             .collect();
-        self.client
-            .add_tags()
-            .resource_arn(arn)
-            .set_tags(Some(sdk_tags))
-            .send()
-            .await
-            .map_err(|err| store_error(ADD_TAGS, arn, err, add_tags_failure))?;
+        self.limited(
+            self.client
+                .add_tags()
+                .resource_arn(arn)
+                .set_tags(Some(sdk_tags))
+                .send(),
+        )
+        .await
+        .map_err(|err| store_error(ADD_TAGS, arn, err, add_tags_failure))?;
         Ok(())
     }
 
@@ -184,13 +290,15 @@ impl ExperimentStore for SageMakerStore {
         for key in keys {
             check_key(DELETE_TAGS, arn, key)?;
         }
-        self.client
-            .delete_tags()
-            .resource_arn(arn)
-            .set_tag_keys(Some(keys.iter().cloned().collect()))
-            .send()
-            .await
-            .map_err(|err| store_error(DELETE_TAGS, arn, err, delete_tags_failure))?;
+        self.limited(
+            self.client
+                .delete_tags()
+                .resource_arn(arn)
+                .set_tag_keys(Some(keys.iter().cloned().collect()))
+                .send(),
+        )
+        .await
+        .map_err(|err| store_error(DELETE_TAGS, arn, err, delete_tags_failure))?;
         Ok(())
     }
 }
@@ -240,8 +348,14 @@ impl SageMakerStore {
             .send();
         let mut tags = BTreeMap::new();
         let mut index = 0;
-        while let Some(page) = pages.next().await {
+        loop {
+            let page = {
+                let _permit = self.limit.acquire().await;
+                pages.next().await
+            };
+            let Some(page) = page else { break };
             let page = page.map_err(|err| store_error(LIST_TAGS, name, err, list_tags_failure))?;
+            self.limit.succeeded();
             for tag in page.tags() {
                 let key = tag
                     .key()

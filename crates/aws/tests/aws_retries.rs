@@ -1,7 +1,8 @@
 //! The retry settings against a local SageMaker that throttles: three
 //! ThrottlingExceptions in a row on one call still go through with the
-//! defaults, and a budget of two attempts ends as `Throttled` with the SDK
-//! error kept.
+//! defaults, a budget of two attempts ends as `Throttled` with the SDK
+//! error kept, and the throttles the retries hide still reach the call
+//! limit, which halves and grows back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,7 +40,8 @@ fn store_at(server: &Server, settings: &CallSettings) -> SageMakerStore {
         .retry_config(settings.retry_config())
         .timeout_config(settings.timeout_config())
         .build();
-    SageMakerStore::new(aws_sdk_sagemaker::Client::from_conf(config))
+    // `from_conf` adds the throttle signal to exactly this configuration.
+    SageMakerStore::from_conf(config.to_builder())
 }
 
 fn extension() -> ExperimentUpdate {
@@ -84,4 +86,35 @@ async fn a_spent_budget_is_throttled_with_the_sdk_error_kept() {
     );
     assert!(std::error::Error::source(&error).is_some());
     assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn throttles_hidden_by_the_retries_halve_the_call_limit_and_successes_grow_it_back() {
+    let server = throttling_server(3);
+    let store = store_at(&server, &CallSettings::default());
+    assert_eq!(store.limit_stats().limit, 64);
+    store.update(&extension()).await.expect("retried through");
+    let stats = store.limit_stats();
+    // Three throttled attempts of one call: one halving, not three, since
+    // they were all sent under the old limit.
+    assert_eq!((stats.throttles, stats.halvings, stats.limit), (3, 1, 32));
+    for _ in 0..shadowpilot_core::limit::GROW_EVERY {
+        store.update(&extension()).await.expect("no more throttles");
+    }
+    assert_eq!(store.limit_stats().limit, 33);
+    assert_eq!(store.limit_stats().in_flight, 0);
+}
+
+#[tokio::test]
+async fn a_validation_error_is_no_throttle() {
+    let server = Server::start(|_| {
+        Reply::json(
+            400,
+            &json!({"__type": "ValidationException", "message": "EndTime too late"}),
+        )
+    });
+    let store = store_at(&server, &CallSettings::default());
+    store.update(&extension()).await.expect_err("rejected");
+    let stats = store.limit_stats();
+    assert_eq!((stats.throttles, stats.limit), (0, 64));
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use shadowpilot_core::config::{load_policies, Config, POLICIES_VAR, SCHEDULE_VAR};
-use shadowpilot_core::controller::{Controller, RunOptions};
+use shadowpilot_core::controller::{Budget, Controller, RunOptions};
 use shadowpilot_core::schedule::Schedule;
 
 #[derive(Subcommand)]
@@ -41,6 +41,10 @@ pub struct TickArgs {
     /// A policy file or directory; default: the built-in policies.
     #[arg(long, env = POLICIES_VAR)]
     policies: Option<PathBuf>,
+    /// The report comes back within this (e.g. 110s, 2m): reads stop in
+    /// time, and no write group starts inside its margin.
+    #[arg(long, default_value = "110s", value_parser = humantime::parse_duration)]
+    deadline: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -119,11 +123,15 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
     if apply && config.force_dry_run {
         eprintln!("note: SHADOWPILOT_DRY_RUN=true overrides --apply; nothing will be written");
     }
+    let calls = shadowpilot_aws::CallSettings::from_env()?;
     let options = RunOptions {
         dry_run: config.force_dry_run || !apply,
         only: (!args.experiments.is_empty()).then_some(args.experiments),
+        budget: Some(Budget {
+            deadline: tokio::time::Instant::now() + args.deadline,
+            attempt_timeout: calls.attempt_timeout,
+        }),
     };
-    let calls = shadowpilot_aws::CallSettings::from_env()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let (store, metrics) = shadowpilot_aws::clients_with(&calls).await;

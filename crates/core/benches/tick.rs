@@ -30,6 +30,7 @@ fn tick_over_500_experiments(c: &mut Criterion) {
             let options = RunOptions {
                 dry_run: true,
                 only: None,
+                budget: None,
             };
             runtime
                 .block_on(Controller::new(&store, &metrics, &policies).run_tick(

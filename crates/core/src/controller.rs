@@ -18,7 +18,8 @@ use crate::ports::{
     ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
 };
 use crate::report::{
-    Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, WriteOutcome,
+    Deferral, Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered,
+    WriteOutcome,
 };
 
 /// What one run is asked to do.
@@ -27,6 +28,69 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Evaluate exactly these experiments instead of every listed one.
     pub only: Option<Vec<String>>,
+    /// When the report must be back; `None` (the simulator, whose clock is
+    /// virtual) waits for every call.
+    pub budget: Option<Budget>,
+}
+
+/// A tick's time budget. Reads have shares of the time to the deadline;
+/// each experiment's write group starts only with its margin left.
+///
+/// - Describes (each with its tags) run until all have answered or
+///   [`DESCRIBE_SHARE`] of the time has passed; then the metrics round is
+///   sent for those described, and the rest are `deferred`.
+/// - Metric rounds must answer by [`METRICS_SHARE`] of the time; a round
+///   not answered by then leaves its experiments judged without evidence
+///   (inconclusive: never a ramp; an extension may still be written).
+/// - A write group (re-describe, update, add-tags, delete-tags) starts only
+///   if the deadline is further away than one attempt timeout per call in
+///   the group plus [`WRITE_SLACK`]; otherwise its write is `deferred`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub deadline: tokio::time::Instant,
+    /// One AWS attempt's timeout, as the adapters are configured.
+    pub attempt_timeout: std::time::Duration,
+}
+
+pub const DESCRIBE_SHARE: f64 = 0.3;
+pub const METRICS_SHARE: f64 = 0.6;
+/// Beyond the group's attempt timeouts: the report still has to be
+/// rendered and returned.
+pub const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Budget {
+    /// `share` of the way from `start` to the deadline.
+    fn cutoff(&self, start: tokio::time::Instant, share: f64) -> tokio::time::Instant {
+        start
+            + self
+                .deadline
+                .saturating_duration_since(start)
+                .mul_f64(share)
+    }
+
+    /// What a write group of `calls` calls needs before the deadline.
+    pub fn write_margin(&self, calls: u32) -> std::time::Duration {
+        self.attempt_timeout * calls + WRITE_SLACK
+    }
+}
+
+/// The cut-off times of one tick, fixed when it starts.
+#[derive(Debug, Clone, Copy)]
+struct Cutoffs {
+    started: tokio::time::Instant,
+    describes: tokio::time::Instant,
+    metrics: tokio::time::Instant,
+}
+
+impl Cutoffs {
+    fn of(budget: &Budget) -> Self {
+        let started = tokio::time::Instant::now();
+        Self {
+            started,
+            describes: budget.cutoff(started, DESCRIBE_SHARE),
+            metrics: budget.cutoff(started, METRICS_SHARE),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +99,14 @@ pub enum TickError {
     /// invocation shows as failed.
     #[error("cannot list inference experiments")]
     List(#[source] StoreError),
+    #[error("ListInferenceExperiments did not answer within the tick's read budget ({} s)", .waited.as_secs_f64().round())]
+    ListOutOfTime { waited: std::time::Duration },
 }
 
-/// Describe calls in flight at once: fast enough for hundreds of
-/// experiments, well under SageMaker's describe rate limits.
-pub const DEFAULT_DESCRIBE_CONCURRENCY: usize = 8;
+/// SageMaker calls (describes with their tags, and write groups) in
+/// flight at once, at most. The adapter's adaptive limit keeps the real
+/// number lower while SageMaker throttles.
+pub const DEFAULT_CONCURRENCY: usize = 64;
 
 /// Datapoints of evidence a tick holds at once (about 25 bytes each once
 /// folded into series). GetMetricData returns at most 100,800 a call, so a
@@ -63,10 +130,6 @@ fn estimated_datapoints(candidate: &Judgeable<'_>) -> u64 {
     }
     periods * (count_series + latency_series)
 }
-
-/// Experiments written at once; SageMaker's write limits are lower than its
-/// read limits, and the adapters retry a throttled call with backoff.
-const APPLY_CONCURRENCY: usize = 4;
 
 pub struct Controller<'a> {
     store: &'a dyn ExperimentStore,
@@ -98,6 +161,7 @@ pub struct TickPlan {
     pub started_at: DateTime<Utc>,
     pub next_tick: DateTime<Utc>,
     entries: Vec<PlannedEntry>,
+    budget: Option<Budget>,
 }
 
 impl TickPlan {
@@ -165,7 +229,7 @@ impl<'a> Controller<'a> {
             store,
             metrics,
             policies,
-            concurrency: DEFAULT_DESCRIBE_CONCURRENCY,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 
@@ -196,7 +260,21 @@ impl<'a> Controller<'a> {
         now: DateTime<Utc>,
         next_tick: DateTime<Utc>,
     ) -> Result<TickPlan, TickError> {
-        let listed = self.store.list().await.map_err(TickError::List)?;
+        let cutoffs = options.budget.as_ref().map(Cutoffs::of);
+        let listed = match cutoffs {
+            None => self.store.list().await,
+            Some(cutoffs) => {
+                match tokio::time::timeout_at(cutoffs.describes, self.store.list()).await {
+                    Ok(listed) => listed,
+                    Err(_) => {
+                        return Err(TickError::ListOutOfTime {
+                            waited: cutoffs.started.elapsed(),
+                        })
+                    }
+                }
+            }
+        };
+        let listed = listed.map_err(TickError::List)?;
         let statuses: BTreeMap<String, ExperimentStatus> = listed
             .into_iter()
             .map(|summary| (summary.name, summary.status))
@@ -235,14 +313,42 @@ impl<'a> Controller<'a> {
             }
         }
 
-        let described: Vec<(String, Result<Experiment, StoreError>)> = stream::iter(to_describe)
+        let mut unread: BTreeSet<String> = to_describe.iter().cloned().collect();
+        let reads = stream::iter(to_describe)
             .map(|name| async move {
                 let result = self.store.describe(&name).await;
                 (name, result)
             })
-            .buffered(self.concurrency)
-            .collect()
-            .await;
+            .buffer_unordered(self.concurrency);
+        let mut described: Vec<(String, Result<Experiment, StoreError>)> = match cutoffs {
+            None => reads.collect().await,
+            Some(cutoffs) => {
+                // The metrics round waits for every describe or the cut-off,
+                // whichever comes first: one stalled call must not hold up
+                // the rest of the fleet.
+                reads
+                    .take_until(tokio::time::sleep_until(cutoffs.describes))
+                    .collect()
+                    .await
+            }
+        };
+        for (name, _) in &described {
+            unread.remove(name);
+        }
+        if let Some(cutoffs) = cutoffs {
+            let waited = cutoffs.describes.saturating_duration_since(cutoffs.started);
+            for name in unread {
+                let status = statuses.get(&name).cloned();
+                let entry = ExperimentReport::new(
+                    &name,
+                    status,
+                    Disposition::Deferred(Deferral::NotRead { waited }),
+                );
+                done.insert(name, entry);
+            }
+        }
+        // Answers arrive in any order; groups and logs should not.
+        described.sort_by(|a, b| a.0.cmp(&b.0));
 
         let explicit = options.only.is_some();
         let mut judgeable = Vec::new();
@@ -287,7 +393,7 @@ impl<'a> Controller<'a> {
                 budget += size;
                 group.extend(rest.next());
             }
-            let measurements = self.measure(&group).await;
+            let measurements = self.measure(&group, cutoffs).await;
             for (candidate, measured) in group.into_iter().zip(measurements) {
                 entries.push(decide(candidate, measured, now, next_tick));
             }
@@ -298,6 +404,7 @@ impl<'a> Controller<'a> {
             started_at: now,
             next_tick,
             entries,
+            budget: options.budget,
         })
     }
 
@@ -363,9 +470,14 @@ impl<'a> Controller<'a> {
     /// from), then the latency series at those periods. A failed query
     /// leaves its experiment without evidence; a failure of a whole round
     /// leaves every one of them so.
-    async fn measure(&self, judgeable: &[Judgeable<'_>]) -> Vec<Result<Evidence, MetricFailure>> {
+    async fn measure(
+        &self,
+        judgeable: &[Judgeable<'_>],
+        cutoffs: Option<Cutoffs>,
+    ) -> Vec<Result<Evidence, MetricFailure>> {
         let counts = self
             .round(
+                cutoffs,
                 judgeable,
                 |candidate, _| {
                     count_queries(&candidate.measured, &candidate.timeline, candidate.policy)
@@ -375,6 +487,7 @@ impl<'a> Controller<'a> {
             .await;
         let latency = self
             .round(
+                cutoffs,
                 judgeable,
                 |candidate, counts| {
                     latency_queries(
@@ -402,6 +515,7 @@ impl<'a> Controller<'a> {
     /// round gave it), asked in one batch, answered per experiment.
     async fn round(
         &self,
+        cutoffs: Option<Cutoffs>,
         judgeable: &[Judgeable<'_>],
         queries_of: impl Fn(&Judgeable<'_>, &Evidence) -> Vec<SeriesQuery>,
         before: &[Result<Evidence, MetricFailure>],
@@ -417,18 +531,35 @@ impl<'a> Controller<'a> {
             all_queries.extend(queries_of(candidate, earlier));
             ranges.push(Some(first..all_queries.len()));
         }
+        let fetched = async {
+            match cutoffs {
+                None => Ok(self.metrics.fetch(&all_queries).await),
+                // A round is not even sent once its time is up.
+                Some(cutoffs) if tokio::time::Instant::now() >= cutoffs.metrics => {
+                    Err(cutoffs.started.elapsed())
+                }
+                Some(cutoffs) => {
+                    tokio::time::timeout_at(cutoffs.metrics, self.metrics.fetch(&all_queries))
+                        .await
+                        .map_err(|_| cutoffs.started.elapsed())
+                }
+            }
+        };
         let answered: Result<Vec<SeriesAnswer>, MetricFailure> = if all_queries.is_empty() {
             Ok(Vec::new())
         } else {
-            match self.metrics.fetch(&all_queries).await {
-                Ok(series) if series.len() != all_queries.len() => {
-                    Err(MetricFailure(Arc::new(MetricError::Misaligned {
-                        asked: all_queries.len(),
-                        answered: series.len(),
-                    })))
-                }
-                Ok(series) => Ok(series),
-                Err(error) => Err(MetricFailure(Arc::new(error))),
+            match fetched.await {
+                Err(waited) => Err(MetricFailure(Arc::new(MetricError::OutOfTime { waited }))),
+                Ok(fetched) => match fetched {
+                    Ok(series) if series.len() != all_queries.len() => {
+                        Err(MetricFailure(Arc::new(MetricError::Misaligned {
+                            asked: all_queries.len(),
+                            answered: series.len(),
+                        })))
+                    }
+                    Ok(series) => Ok(series),
+                    Err(error) => Err(MetricFailure(Arc::new(error))),
+                },
             }
         };
         let mut answered = match answered {
@@ -462,16 +593,21 @@ impl<'a> Controller<'a> {
     /// fleet ramping in the same tick must fit in the function's timeout.
     pub async fn apply(&self, plan: TickPlan) -> Report {
         let dry_run = plan.dry_run;
+        let budget = plan.budget;
         let reports: Vec<ExperimentReport> = stream::iter(plan.entries)
             .map(|entry| async move {
                 let mut report = entry.report;
                 if let Some(write) = entry.write {
-                    set_write(&mut report, self.apply_one(&write).await);
+                    let outcome = match budget.and_then(|b| no_time_to_write(&b, &write)) {
+                        Some(deferral) => WriteOutcome::Deferred(deferral),
+                        None => self.apply_one(&write).await,
+                    };
+                    set_write(&mut report, outcome);
                 }
                 report.log(dry_run);
                 report
             })
-            .buffered(APPLY_CONCURRENCY)
+            .buffered(self.concurrency)
             .collect()
             .await;
         Report::new(plan.dry_run, plan.started_at, plan.next_tick, reports)
@@ -511,6 +647,20 @@ impl<'a> Controller<'a> {
             WriteOutcome::TagsWritten
         }
     }
+}
+
+/// The deferral of a write group that would start inside its margin: it
+/// is checked when the group's turn comes, not when the tick starts.
+fn no_time_to_write(budget: &Budget, write: &PendingWrite) -> Option<Deferral> {
+    let calls = 1
+        + u32::from(write.update.is_some())
+        + u32::from(!write.tags.set.is_empty())
+        + u32::from(!write.tags.remove.is_empty());
+    let margin = budget.write_margin(calls);
+    let left = budget
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
+    (left <= margin).then_some(Deferral::NoTimeToWrite { left, margin })
 }
 
 /// What makes a planned write stale: the status, the sampling or the end

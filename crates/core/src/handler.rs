@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::controller::{Controller, RunOptions, TickError};
+use crate::controller::{Budget, Controller, RunOptions, TickError};
 use crate::event::{parse_event, EventError};
 use crate::policy::PolicySet;
 use crate::ports::{ExperimentStore, MetricSource};
@@ -27,6 +27,9 @@ pub struct App<S, M> {
     pub policies: PolicySet,
     pub schedule: Schedule,
     pub force_dry_run: bool,
+    /// The adapters' per-attempt timeout, which sizes each write group's
+    /// margin before the deadline.
+    pub attempt_timeout: std::time::Duration,
 }
 
 impl<S: ExperimentStore, M: MetricSource> App<S, M> {
@@ -36,6 +39,7 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
         policies: PolicySet,
         config: &Config,
         schedule: Schedule,
+        attempt_timeout: std::time::Duration,
     ) -> Self {
         Self {
             store,
@@ -43,19 +47,27 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             policies,
             schedule,
             force_dry_run: config.force_dry_run,
+            attempt_timeout,
         }
     }
 
+    /// One invocation. `deadline` is when the invocation times out (from
+    /// the Lambda context); `None` waits for every call.
     pub async fn handle(
         &self,
         payload: &Value,
         now: DateTime<Utc>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Report, HandlerError> {
         let request = parse_event(payload)?;
         let options = RunOptions {
             // Dry wins: the environment can force it, nothing can lift it.
             dry_run: self.force_dry_run || request.dry_run,
             only: request.experiments,
+            budget: deadline.map(|deadline| Budget {
+                deadline,
+                attempt_timeout: self.attempt_timeout,
+            }),
         };
         tracing::info!(
             trigger = ?request.trigger,

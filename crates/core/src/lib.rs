@@ -19,8 +19,11 @@
 //! - [`plan`] (pure): experiment, verdict, policy, now → actions and notes.
 //! - [`stats`] (pure): always-valid intervals for error rates and latency
 //!   ratios, their decisions and the time each still needs (statistics.md).
-//! - [`controller`]: one tick over the ports; planning and applying are
-//!   separate steps, and a dry run skips the second.
+//! - [`controller`]: one tick over the ports within a time budget;
+//!   planning and applying are separate steps, and a dry run skips the
+//!   second.
+//! - [`limit`]: how many calls to a service may be in flight, halved when
+//!   it throttles (the adapters use it).
 //! - [`report`]: what each experiment's tick came to, as typed values, and
 //!   [`report::render`], the one place that puts them into words.
 //! - [`event`], [`config`], [`handler`]: the Lambda's input, the environment,
@@ -39,6 +42,7 @@ pub mod evidence;
 pub mod experiment;
 pub mod handler;
 pub mod judge;
+pub mod limit;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

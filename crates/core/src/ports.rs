@@ -62,6 +62,9 @@ pub enum MetricError {
     /// Folding a misaligned answer would judge on another series' numbers.
     #[error("the metric source answered {answered} series for {asked} queries")]
     Misaligned { asked: usize, answered: usize },
+    /// The tick's read budget ran out before the round was answered.
+    #[error("no answer within the tick's read budget ({} s after the tick began)", .waited.as_secs_f64().round())]
+    OutOfTime { waited: std::time::Duration },
 }
 
 /// One query's answer; an error may be shared by the queries of one call.

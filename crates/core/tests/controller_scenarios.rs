@@ -57,6 +57,7 @@ fn live() -> RunOptions {
     RunOptions {
         dry_run: false,
         only: None,
+        budget: None,
     }
 }
 
@@ -570,6 +571,7 @@ async fn dry_run_writes_nothing_and_reports_what_a_live_run_would_write() {
     let dry = RunOptions {
         dry_run: true,
         only: None,
+        budget: None,
     };
     store.set_now(now);
     let controller = Controller::new(&store, &metrics, &policies);
@@ -802,6 +804,7 @@ async fn named_experiments_are_evaluated_exactly_and_unknown_names_are_errors() 
     let options = RunOptions {
         dry_run: true,
         only: Some(vec!["a".into(), "missing".into(), "untagged".into()]),
+        budget: None,
     };
     let report = tick_at(
         &store,

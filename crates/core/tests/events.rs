@@ -117,6 +117,7 @@ fn app(force_dry_run: bool, store: FakeStore) -> App<FakeStore, FakeMetrics> {
         builtin_policies().unwrap(),
         &config,
         Schedule::parse("rate(10 minutes)").unwrap(),
+        std::time::Duration::from_secs(10),
     )
 }
 
@@ -136,7 +137,7 @@ async fn the_handler_runs_live_only_when_asked_and_not_forced_dry() {
             FakeStore::new([experiment("fraud-shadow-2026-11", 5)]),
         );
         app.store.set_now(now);
-        let report = app.handle(&fixture(file), now).await.unwrap();
+        let report = app.handle(&fixture(file), now, None).await.unwrap();
         assert_eq!(
             app.store.updates().len(),
             writes,
@@ -152,7 +153,11 @@ async fn an_invalid_payload_does_nothing_and_says_why() {
     let app = app(false, FakeStore::new([experiment("fraud", 5)]));
     app.store.set_now(t0() + Duration::hours(3));
     let error = app
-        .handle(&fixture("typo-dryrun.json"), t0() + Duration::hours(3))
+        .handle(
+            &fixture("typo-dryrun.json"),
+            t0() + Duration::hours(3),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    hermetic_command, FakeAws, FakeExperiment, FakeOptions, FakeRuntime, Outcome, Profile, Running,
-    WAIT,
+    fleet, hermetic_command, FakeAws, FakeOptions, FakeRuntime, Outcome, Running, WAIT,
 };
 
 fn list_var<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
@@ -56,29 +55,6 @@ fn clock_ticks() -> f64 {
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// A fleet as a tick finds it: most opted in and healthy, some regressed,
-/// some without the tag, a few finished.
-fn fleet(n: usize, evidence_days: f64) -> Vec<FakeExperiment> {
-    (0..n)
-        .map(|i| {
-            let mut experiment = FakeExperiment::new(&format!("exp-{i:04}"));
-            let now = shadowpilot_testkit::fake_aws::epoch_now().floor();
-            experiment.start_time = now - evidence_days * 86_400.0;
-            experiment.creation_time = experiment.start_time - 3600.0;
-            // One step since the start: the step sequence reads it all too.
-            experiment.last_modified = experiment.start_time;
-            experiment.end_time =
-                (experiment.start_time + 30.0 * 86_400.0).min(now + 5.0 * 86_400.0);
-            match i % 10 {
-                7 => experiment.shadow(Profile::slow_shadow()).sampling(25),
-                8 if n > 1 => experiment.untagged(),
-                9 if n > 1 => experiment.status("Completed"),
-                _ => experiment,
-            }
-        })
-        .collect()
 }
 
 struct Row {

@@ -24,10 +24,26 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let report = app.handle(&event.payload, chrono::Utc::now()).await?;
+        let deadline = deadline_of(event.context.deadline);
+        let report = app
+            .handle(&event.payload, chrono::Utc::now(), Some(deadline))
+            .await?;
         Ok::<_, lambda_runtime::Error>(report)
     }))
     .await
+}
+
+/// The invocation's deadline (milliseconds since the epoch, from the
+/// runtime API) on the monotonic clock the controller measures with. A
+/// deadline already past leaves no time: every read and write is deferred
+/// and the report still comes back.
+fn deadline_of(deadline_ms: u64) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let left = u128::from(deadline_ms).saturating_sub(now_ms);
+    tokio::time::Instant::now()
+        + std::time::Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))
 }
 
 async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
@@ -44,8 +60,14 @@ async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
             tracing::warn!(policy = %policy.name, field = deprecation.field, "{deprecation}");
         }
     }
-    let (store, metrics) = shadowpilot_aws::clients_from_env()
-        .await
-        .context("the function cannot start")?;
-    Ok(App::new(store, metrics, policies, &config, schedule))
+    let calls = shadowpilot_aws::CallSettings::from_env().context("the function cannot start")?;
+    let (store, metrics) = shadowpilot_aws::clients_with(&calls).await;
+    Ok(App::new(
+        store,
+        metrics,
+        policies,
+        &config,
+        schedule,
+        calls.attempt_timeout,
+    ))
 }

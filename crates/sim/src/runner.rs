@@ -177,6 +177,7 @@ pub async fn run(
     let options = RunOptions {
         dry_run: false,
         only: None,
+        budget: None,
     };
 
     let mut ticks = 0;

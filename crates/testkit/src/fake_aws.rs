@@ -261,6 +261,29 @@ impl FakeExperiment {
     }
 }
 
+/// A fleet as a tick finds it: most opted in and healthy, some regressed,
+/// some without the tag, a few finished.
+pub fn fleet(n: usize, evidence_days: f64) -> Vec<FakeExperiment> {
+    (0..n)
+        .map(|i| {
+            let mut experiment = FakeExperiment::new(&format!("exp-{i:04}"));
+            let now = epoch_now().floor();
+            experiment.start_time = now - evidence_days * 86_400.0;
+            experiment.creation_time = experiment.start_time - 3600.0;
+            // One step since the start: the step sequence reads it all too.
+            experiment.last_modified = experiment.start_time;
+            experiment.end_time =
+                (experiment.start_time + 30.0 * 86_400.0).min(now + 5.0 * 86_400.0);
+            match i % 10 {
+                7 => experiment.shadow(Profile::slow_shadow()).sampling(25),
+                8 if n > 1 => experiment.untagged(),
+                9 if n > 1 => experiment.status("Completed"),
+                _ => experiment,
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct FakeOptions {
     /// ListInferenceExperiments pages hold at most this many rows (the
@@ -268,6 +291,11 @@ pub struct FakeOptions {
     pub list_page_size: usize,
     /// Added to every answer, to model the network and AWS.
     pub latency: Duration,
+    /// The first `n` requests of each named operation (as [`operation`]
+    /// names them: `SageMaker.DescribeInferenceExperiment`,
+    /// `CloudWatch.GetMetricData`, ...) are throttled, as a burst on a
+    /// busy account would be.
+    pub throttle_first: Vec<(&'static str, usize)>,
 }
 
 impl Default for FakeOptions {
@@ -275,6 +303,7 @@ impl Default for FakeOptions {
         Self {
             list_page_size: 100,
             latency: Duration::ZERO,
+            throttle_first: Vec::new(),
         }
     }
 }
@@ -292,6 +321,8 @@ struct World {
     /// Requests the fake refused as invalid, in words: AWS would have
     /// refused them too. Tests assert this stays empty.
     violations: Vec<String>,
+    /// Requests throttled so far, per operation.
+    throttled: HashMap<String, usize>,
 }
 
 /// SageMaker and CloudWatch behind one local endpoint, as
@@ -312,6 +343,7 @@ impl FakeAws {
             after_metrics: None,
             options,
             violations: Vec::new(),
+            throttled: HashMap::new(),
         }));
         let shared = world.clone();
         let server = Server::start(move |request| {
@@ -446,6 +478,23 @@ fn sagemaker_error(kind: &str, message: impl Into<String>) -> Reply {
 fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
     let mut world = world.lock().expect("not poisoned");
     let op = operation(request);
+    let burst = world
+        .options
+        .throttle_first
+        .iter()
+        .find(|(name, _)| *name == op)
+        .map(|(_, n)| *n);
+    if let Some(burst) = burst {
+        let seen = world.throttled.entry(op.clone()).or_default();
+        if *seen < burst {
+            *seen += 1;
+            return if op.starts_with("CloudWatch.") {
+                cbor_error("Throttling", "Rate exceeded")
+            } else {
+                sagemaker_error("ThrottlingException", "Rate exceeded")
+            };
+        }
+    }
     if op == "CloudWatch.GetMetricData" {
         return get_metric_data(&mut world, request);
     }
@@ -810,6 +859,9 @@ struct RuntimeState {
     answered_at: HashMap<String, Instant>,
     next_polls: usize,
     closed: bool,
+    /// How long after it is handed out an invocation times out; Lambda
+    /// sends it as `Lambda-Runtime-Deadline-Ms`. Default 900 s.
+    deadline_after: Option<Duration>,
 }
 
 /// The Lambda Runtime API (`/2018-06-01/runtime/...`) as the Lambda service
@@ -844,6 +896,11 @@ impl FakeRuntime {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.server.requests()
+    }
+
+    /// Invocations handed out from now on time out `after` that.
+    pub fn set_deadline(&self, after: Duration) {
+        self.state.0.lock().expect("not poisoned").deadline_after = Some(after);
     }
 
     /// Queues one invocation; returns its request id.
@@ -933,7 +990,8 @@ fn runtime_answer(shared: &(Mutex<RuntimeState>, Condvar), request: &Recorded) -
         loop {
             if let Some((id, event)) = state.queue.pop_front() {
                 state.handed_out.insert(id.clone(), Instant::now());
-                let deadline_ms = (epoch_now() * 1000.0) as u64 + 900_000;
+                let after = state.deadline_after.unwrap_or(Duration::from_secs(900));
+                let deadline_ms = (epoch_now() * 1000.0) as u64 + after.as_millis() as u64;
                 return Reply {
                     status: 200,
                     headers: vec![

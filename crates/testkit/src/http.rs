@@ -16,6 +16,8 @@ pub struct Recorded {
     /// Names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the whole request had arrived.
+    pub received: std::time::Instant,
 }
 
 impl Recorded {
@@ -148,6 +150,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
         path,
         headers,
         body,
+        received: std::time::Instant::now(),
     })
 }
 

@@ -26,6 +26,8 @@ pub enum VerdictKind {
     Inconclusive,
     Skipped,
     Error,
+    /// Not read in time: judged next tick.
+    Deferred,
 }
 
 impl From<Outcome> for VerdictKind {
@@ -46,6 +48,7 @@ impl VerdictKind {
             Self::Inconclusive => "inconclusive",
             Self::Skipped => "skipped",
             Self::Error => "error",
+            Self::Deferred => "deferred",
         }
     }
 }
@@ -180,6 +183,24 @@ pub enum WriteOutcome {
         updated: bool,
         error: Arc<StoreError>,
     },
+    /// Not started: the tick's deadline was too close.
+    Deferred(Deferral),
+}
+
+/// Why an experiment's turn was put off to the next tick. Nothing about it
+/// was written, and the next tick derives its step afresh from AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Its describe or tags had not answered when the metrics round had to
+    /// be sent (`waited` after the tick began).
+    NotRead { waited: std::time::Duration },
+    /// Its write group (re-describe, update, tags) would have started with
+    /// only `left` before the deadline, under the `margin` the group needs
+    /// so that it is never cut in half.
+    NoTimeToWrite {
+        left: std::time::Duration,
+        margin: std::time::Duration,
+    },
 }
 
 impl WriteOutcome {
@@ -217,6 +238,7 @@ impl WriteOutcome {
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
             Self::Failed(_) => "failed",
+            Self::Deferred(_) => "deferred",
         }
     }
 
@@ -249,6 +271,8 @@ pub enum Disposition {
     Steered(Box<Steered>),
     Skipped(SkipReason),
     Failed(EntryError),
+    /// Listed but not read before the tick had to move on.
+    Deferred(Deferral),
 }
 
 /// One experiment's entry in the report.
@@ -294,6 +318,27 @@ impl ExperimentReport {
             Disposition::Steered(steered) => steered.verdict.outcome.into(),
             Disposition::Skipped(_) => VerdictKind::Skipped,
             Disposition::Failed(_) => VerdictKind::Error,
+            Disposition::Deferred(_) => VerdictKind::Deferred,
+        }
+    }
+
+    /// Why this experiment waits for the next tick, if it does.
+    pub fn deferral(&self) -> Option<Deferral> {
+        match &self.disposition {
+            Disposition::Deferred(deferral) => Some(*deferral),
+            Disposition::Steered(steered) => match steered.write {
+                WriteOutcome::Deferred(deferral) => Some(deferral),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The report's `outcome` field: what happened to the write.
+    pub fn outcome_str(&self) -> &'static str {
+        match &self.disposition {
+            Disposition::Deferred(_) => "deferred",
+            _ => self.write().map_or("none", WriteOutcome::as_str),
         }
     }
 
@@ -330,7 +375,7 @@ impl ExperimentReport {
     pub fn error_kind(&self) -> Option<ErrorKind> {
         match &self.disposition {
             Disposition::Failed(error) => Some(error.kind()),
-            Disposition::Skipped(_) => None,
+            Disposition::Skipped(_) | Disposition::Deferred(_) => None,
             Disposition::Steered(steered) => match steered.write.error() {
                 // Access denied on a tag action is still a tag_write entry; the
                 // message names the action, the ARN and the denial.
@@ -352,6 +397,9 @@ pub struct VerdictCounts {
     pub inconclusive: usize,
     pub skipped: usize,
     pub error: usize,
+    /// Not read in time (their writes deferred are counted in
+    /// [`Summary::writes_deferred`]).
+    pub deferred: usize,
 }
 
 impl VerdictCounts {
@@ -362,6 +410,7 @@ impl VerdictCounts {
             VerdictKind::Inconclusive => self.inconclusive += 1,
             VerdictKind::Skipped => self.skipped += 1,
             VerdictKind::Error => self.error += 1,
+            VerdictKind::Deferred => self.deferred += 1,
         }
     }
 }
@@ -373,6 +422,8 @@ pub struct Summary {
     pub verdicts: VerdictCounts,
     pub actions_planned: usize,
     pub updates_applied: usize,
+    /// Judged, but the write was not started before the deadline.
+    pub writes_deferred: usize,
     pub ready_to_promote: usize,
     pub failing: usize,
     pub failing_at_floor: usize,
@@ -404,6 +455,8 @@ impl Report {
             summary.verdicts.add(entry.verdict());
             summary.actions_planned += entry.actions().len();
             summary.updates_applied += usize::from(entry.applied());
+            summary.writes_deferred +=
+                usize::from(matches!(entry.write(), Some(WriteOutcome::Deferred(_))));
             for attention in entry.attention() {
                 match attention {
                     Attention::ReadyToPromote => summary.ready_to_promote += 1,

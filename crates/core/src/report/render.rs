@@ -9,8 +9,8 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::{
-    Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered, Summary,
-    WriteOutcome,
+    Deferral, Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered,
+    Summary, WriteOutcome,
 };
 use crate::duration::format as show_duration;
 use crate::evidence::Form;
@@ -387,6 +387,30 @@ fn staleness_text(staleness: &Staleness) -> String {
     }
 }
 
+fn deferral_text(deferral: &Deferral) -> String {
+    match deferral {
+        Deferral::NotRead { waited } => format!(
+            "deferred: not described within {} of the tick's start, when the metrics round had to be sent; the next tick reads it again",
+            seconds_text(*waited)
+        ),
+        Deferral::NoTimeToWrite { left, margin } => format!(
+            "deferred: {} left before the deadline, under the {} a write group needs; the next tick plans again",
+            seconds_text(*left),
+            seconds_text(*margin)
+        ),
+    }
+}
+
+/// `4.2 s`, `110 s`.
+fn seconds_text(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds < 10.0 {
+        format!("{seconds:.1} s")
+    } else {
+        format!("{seconds:.0} s")
+    }
+}
+
 fn skip_text(reason: &SkipReason) -> String {
     match reason {
         SkipReason::Inactive(status) => format!("status {status}: nothing to steer"),
@@ -462,6 +486,9 @@ fn steered_reason(steered: &Steered) -> String {
             if *updated { "update applied, " } else { "" },
             error_chain(error.as_ref())
         ),
+        WriteOutcome::Deferred(deferral) => {
+            format!("not written: {} ({reason})", deferral_text(deferral))
+        }
         WriteOutcome::ChangedSinceRead(staleness) => format!(
             "not written: {} since it was read; the next tick plans again ({reason})",
             staleness_text(staleness)
@@ -480,6 +507,7 @@ impl ExperimentReport {
             Disposition::Steered(steered) => steered_reason(steered),
             Disposition::Skipped(reason) => skip_text(reason),
             Disposition::Failed(error) => entry_error_text(&self.name, error).1,
+            Disposition::Deferred(deferral) => deferral_text(deferral),
         }
     }
 
@@ -488,7 +516,7 @@ impl ExperimentReport {
         let kind = self.error_kind()?.as_str();
         let message = match &self.disposition {
             Disposition::Failed(error) => entry_error_text(&self.name, error).0,
-            Disposition::Skipped(_) => return None,
+            Disposition::Skipped(_) | Disposition::Deferred(_) => return None,
             Disposition::Steered(steered) => match steered.write.error() {
                 Some(error) => error_chain(error),
                 None => metrics_failure_text(steered.metrics_error.as_ref()?),
@@ -511,7 +539,7 @@ impl ExperimentReport {
             policy = self.policy.as_deref().unwrap_or("-"),
             verdict = self.verdict().as_str(),
             decisive = decisive.as_deref().unwrap_or("-"),
-            outcome = self.write().map_or("none", WriteOutcome::as_str),
+            outcome = self.outcome_str(),
             actions = %actions,
             applied = self.applied(),
             dry_run,
@@ -544,7 +572,7 @@ impl Serialize for ExperimentReport {
         out.serialize_entry("actions", self.actions())?;
         out.serialize_entry("tags", &self.steered().map(|s| TagsView(&s.plan.tags)))?;
         out.serialize_entry("applied", &self.applied())?;
-        out.serialize_entry("outcome", self.write().map_or("none", WriteOutcome::as_str))?;
+        out.serialize_entry("outcome", self.outcome_str())?;
         out.serialize_entry("reason", &self.reason())?;
         out.serialize_entry("attention", self.attention())?;
         out.serialize_entry("held", &self.held)?;

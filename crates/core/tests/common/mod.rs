@@ -64,6 +64,12 @@ struct StoreState {
     writes: Vec<String>,
     /// name → (since, percentage): the sampling as it was over time.
     sampling: BTreeMap<String, Vec<(DateTime<Utc>, u8)>>,
+    /// How long every call takes (on tokio's clock, which tests pause).
+    call_delay: std::time::Duration,
+    /// Describes of these never answer within a tick.
+    stalled: BTreeSet<String>,
+    /// When each call began on tokio's clock: (`describe NAME`, ...).
+    call_starts: Vec<(tokio::time::Instant, String)>,
 }
 
 impl StoreState {
@@ -94,6 +100,42 @@ impl FakeStore {
             }
         }
         store
+    }
+
+    /// Every call takes `delay` from now on.
+    pub fn delay_calls(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().call_delay = delay;
+    }
+
+    /// The describes of `name` hang for an hour.
+    pub fn stall_describes_of(&self, name: &str) {
+        self.state.lock().unwrap().stalled.insert(name.to_string());
+    }
+
+    /// When each call began, with its operation and experiment.
+    pub fn call_starts(&self) -> Vec<(tokio::time::Instant, String)> {
+        self.state.lock().unwrap().call_starts.clone()
+    }
+
+    /// Marks a call's start and waits as long as calls take.
+    async fn call(&self, what: String) {
+        let delay = {
+            let mut state = self.state.lock().unwrap();
+            state
+                .call_starts
+                .push((tokio::time::Instant::now(), what.clone()));
+            let stalled = what
+                .strip_prefix("describe ")
+                .is_some_and(|name| state.stalled.contains(name));
+            if stalled {
+                std::time::Duration::from_secs(3600)
+            } else {
+                state.call_delay
+            }
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// The time written as LastModifiedTime by the next updates.
@@ -185,6 +227,7 @@ impl FakeStore {
 #[async_trait]
 impl ExperimentStore for FakeStore {
     async fn list(&self) -> Result<Vec<ExperimentSummary>, StoreError> {
+        self.call("list".into()).await;
         Ok(self
             .state
             .lock()
@@ -199,6 +242,7 @@ impl ExperimentStore for FakeStore {
     }
 
     async fn describe(&self, name: &str) -> Result<Experiment, StoreError> {
+        self.call(format!("describe {name}")).await;
         let mut state = self.state.lock().unwrap();
         state.describes += 1;
         if let Some(error) = state.describe_failures.get(name) {
@@ -212,6 +256,7 @@ impl ExperimentStore for FakeStore {
     }
 
     async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError> {
+        self.call(format!("update {}", update.name)).await;
         let mut state = self.state.lock().unwrap();
         let now = state.now.expect("set_now before a write");
         if let Some(error) = state.update_failures.get(&update.name) {
@@ -263,6 +308,7 @@ impl ExperimentStore for FakeStore {
 
     /// Tags do not move LastModifiedTime.
     async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        self.call(format!("add_tags {arn}")).await;
         let mut state = self.state.lock().unwrap();
         if let Some(error) = state.tag_failures.get(arn) {
             return Err(error(arn));
@@ -278,6 +324,7 @@ impl ExperimentStore for FakeStore {
     }
 
     async fn delete_tags(&self, arn: &str, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+        self.call(format!("delete_tags {arn}")).await;
         let mut state = self.state.lock().unwrap();
         let name = state
             .name_of(arn)
@@ -327,6 +374,8 @@ pub struct FakeMetrics {
     profiles: Mutex<BTreeMap<String, BTreeMap<DateTime<Utc>, Profile>>>,
     share: Mutex<Option<Share>>,
     pub calls: Mutex<Vec<Vec<SeriesQuery>>>,
+    /// How long each fetch takes (on tokio's clock).
+    delay: Mutex<std::time::Duration>,
 }
 
 impl FakeMetrics {
@@ -339,7 +388,13 @@ impl FakeMetrics {
             ])),
             share: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
+            delay: Mutex::new(std::time::Duration::ZERO),
         }
+    }
+
+    /// Every fetch takes `delay` from now on.
+    pub fn delay_fetches(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     /// `variant` behaves like `profile` at all times.
@@ -433,6 +488,10 @@ impl FakeMetrics {
 #[async_trait]
 impl MetricSource for FakeMetrics {
     async fn fetch(&self, queries: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.calls.lock().unwrap().push(queries.to_vec());
         Ok(queries.iter().map(|q| Ok(self.answer(q))).collect())
     }
