@@ -2,13 +2,16 @@
 //! and, as a separate step that a dry run skips, apply. Every experiment
 //! seen ends as one [`ExperimentReport`] whose disposition is a typed value.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
-use crate::evidence::{count_queries, latency_queries, Evidence, Timeline};
+use crate::evidence::{
+    count_queries, final_periods, latency_queries, periods_known, Evidence, PeriodChoice,
+    PeriodKey, Timeline,
+};
 use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
 use crate::judge::{judge, Verdict};
 use crate::metrics::{MeasuredExperiment, SeriesQuery};
@@ -136,6 +139,57 @@ pub struct Controller<'a> {
     metrics: &'a dyn MetricSource,
     policies: &'a PolicySet,
     concurrency: usize,
+    memo: Option<&'a PeriodMemo>,
+}
+
+/// Latency periods that can no longer change ([`final_periods`]),
+/// remembered by one process across its ticks, by experiment ARN. A warm
+/// Lambda then asks each experiment's latency series in the same metric
+/// round as its counts, one sequential round fewer. It holds nothing a
+/// decision depends on: a cold start chooses the same periods from the
+/// counts, one round later.
+#[derive(Debug, Default)]
+pub struct PeriodMemo {
+    known: std::sync::Mutex<HashMap<String, HashMap<PeriodKey, PeriodChoice>>>,
+}
+
+impl PeriodMemo {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, HashMap<PeriodKey, PeriodChoice>>) -> T,
+    ) -> T {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut known)
+    }
+
+    fn known(&self, arn: &str) -> HashMap<PeriodKey, PeriodChoice> {
+        self.with(|known| known.get(arn).cloned().unwrap_or_default())
+    }
+
+    /// Replaces what is known of `arn`, so segments that fell out of its
+    /// timeline are forgotten.
+    fn remember(&self, arn: &str, periods: Vec<(PeriodKey, PeriodChoice)>) {
+        self.with(|known| {
+            known.insert(arn.to_string(), periods.into_iter().collect());
+        });
+    }
+
+    /// Forgets every experiment not in `arns` (those no longer listed).
+    fn keep_only(&self, arns: &BTreeSet<String>) {
+        self.with(|known| known.retain(|arn, _| arns.contains(arn)));
+    }
+
+    /// Experiments with remembered periods.
+    pub fn len(&self) -> usize {
+        self.with(|known| known.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A write the plan wants, with the state it was planned against so apply
@@ -230,7 +284,14 @@ impl<'a> Controller<'a> {
             metrics,
             policies,
             concurrency: DEFAULT_CONCURRENCY,
+            memo: None,
         }
+    }
+
+    /// Remembers final latency periods in `memo` across ticks.
+    pub fn with_period_memo(mut self, memo: &'a PeriodMemo) -> Self {
+        self.memo = Some(memo);
+        self
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -370,6 +431,9 @@ impl<'a> Controller<'a> {
                 },
             }
         }
+        if let (Some(memo), false) = (self.memo, explicit) {
+            memo.keep_only(&judgeable.iter().map(|c| c.experiment.arn.clone()).collect());
+        }
 
         let mut entries: Vec<PlannedEntry> = done
             .into_values()
@@ -470,19 +534,51 @@ impl<'a> Controller<'a> {
     /// from), then the latency series at those periods. A failed query
     /// leaves its experiment without evidence; a failure of a whole round
     /// leaves every one of them so.
+    ///
+    /// An experiment whose every latency period is remembered (see
+    /// [`PeriodMemo`]) asks its latency series in the first round, with its
+    /// counts, and has nothing left for the second.
     async fn measure(
         &self,
         judgeable: &[Judgeable<'_>],
         cutoffs: Option<Cutoffs>,
     ) -> Vec<Result<Evidence, MetricFailure>> {
+        let remembered: Vec<Result<Evidence, MetricFailure>> = judgeable
+            .iter()
+            .map(|candidate| {
+                Ok(Evidence {
+                    periods: self
+                        .memo
+                        .map(|memo| memo.known(&candidate.experiment.arn))
+                        .unwrap_or_default(),
+                    ..Evidence::default()
+                })
+            })
+            .collect();
+        let all_known = |candidate: &Judgeable<'_>, known: &Evidence| {
+            periods_known(&candidate.timeline, candidate.policy, known)
+        };
+        let latency_of = |candidate: &Judgeable<'_>, evidence: &Evidence| {
+            latency_queries(
+                &candidate.measured,
+                &candidate.timeline,
+                candidate.policy,
+                evidence,
+            )
+        };
         let counts = self
             .round(
                 cutoffs,
                 judgeable,
-                |candidate, _| {
-                    count_queries(&candidate.measured, &candidate.timeline, candidate.policy)
+                |candidate, known| {
+                    let mut queries =
+                        count_queries(&candidate.measured, &candidate.timeline, candidate.policy);
+                    if all_known(candidate, known) {
+                        queries.extend(latency_of(candidate, known));
+                    }
+                    queries
                 },
-                &vec![Ok(Evidence::default()); judgeable.len()],
+                &remembered,
             )
             .await;
         let latency = self
@@ -490,17 +586,16 @@ impl<'a> Controller<'a> {
                 cutoffs,
                 judgeable,
                 |candidate, counts| {
-                    latency_queries(
-                        &candidate.measured,
-                        &candidate.timeline,
-                        candidate.policy,
-                        counts,
-                    )
+                    if all_known(candidate, counts) {
+                        Vec::new()
+                    } else {
+                        latency_of(candidate, counts)
+                    }
                 },
                 &counts,
             )
             .await;
-        counts
+        let measured: Vec<Result<Evidence, MetricFailure>> = counts
             .into_iter()
             .zip(latency)
             .map(|(counts, latency)| {
@@ -508,7 +603,18 @@ impl<'a> Controller<'a> {
                 evidence.series.extend(latency?.series);
                 Ok(evidence)
             })
-            .collect()
+            .collect();
+        if let Some(memo) = self.memo {
+            for (candidate, evidence) in judgeable.iter().zip(&measured) {
+                if let Ok(evidence) = evidence {
+                    memo.remember(
+                        &candidate.experiment.arn,
+                        final_periods(&candidate.timeline, candidate.policy, evidence),
+                    );
+                }
+            }
+        }
+        measured
     }
 
     /// One metric round: each experiment's queries (from what the previous
@@ -572,8 +678,16 @@ impl<'a> Controller<'a> {
             .map(|(range, earlier)| match (range, earlier) {
                 (None, Err(failure)) => Err(failure.clone()),
                 (None, Ok(_)) => Ok(Evidence::default()),
-                (Some(range), _) => {
-                    let mut evidence = Evidence::default();
+                (Some(range), earlier) => {
+                    // The periods the queries were planned with travel on,
+                    // so the next round and the judge plan the same.
+                    let mut evidence = Evidence {
+                        periods: earlier
+                            .as_ref()
+                            .map(|e| e.periods.clone())
+                            .unwrap_or_default(),
+                        ..Evidence::default()
+                    };
                     for index in range {
                         match answered[index].take() {
                             Some(Ok(series)) => evidence.insert(&all_queries[index], series),

@@ -274,10 +274,100 @@ impl SeriesAt {
     }
 }
 
-/// One experiment's answered series.
+/// One experiment's answered series, and the latency periods already
+/// known (remembered from an earlier tick; see [`PeriodKey`]), which then
+/// need no counts to be chosen.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evidence {
     pub series: HashMap<SeriesAt, Series>,
+    pub periods: HashMap<PeriodKey, PeriodChoice>,
+}
+
+/// What a segment's latency period depends on besides production's
+/// traffic: the segment's start and sampling, and the quantile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeriodKey {
+    pub segment_start: DateTime<Utc>,
+    pub percentage: u8,
+    /// The quantile in thousandths (p99 → 990).
+    pub quantile: u16,
+}
+
+impl PeriodKey {
+    fn of(segment: &Segment, p: f64) -> Self {
+        Self {
+            segment_start: segment.start,
+            percentage: segment.percentage,
+            quantile: (p * 1000.0).round() as u16,
+        }
+    }
+}
+
+/// How long after the hour a period is chosen from ends before its
+/// datapoints count as final: CloudWatch publishes endpoint metrics within
+/// minutes, so a choice made later than this never changes.
+const FINAL_AFTER_SECS: i64 = 15 * 60;
+
+/// The periods of every latency check's segments that can no longer
+/// change: chosen (or found impossible) from an hour of production traffic
+/// that ended at least [`FINAL_AFTER_SECS`] before the evidence does. A
+/// process may remember them across ticks and hand them back in
+/// [`Evidence::periods`]; the choice is the same either way.
+pub fn final_periods(
+    timeline: &Timeline,
+    policy: &Policy,
+    evidence: &Evidence,
+) -> Vec<(PeriodKey, PeriodChoice)> {
+    let production = count_at(
+        timeline,
+        VariantRole::Production,
+        SageMakerMetric::Invocations,
+    )
+    .and_then(|at| evidence.get(&at));
+    let settled = chrono::Duration::seconds(FINAL_AFTER_SECS);
+    let hour = chrono::Duration::seconds(RATE_WINDOW_SECS);
+    let mut out = Vec::new();
+    for check in &policy.checks {
+        if !Form::of(check).is_latency() {
+            continue;
+        }
+        let p = quantile_of(check.metric);
+        for plan in latency_plan(check, timeline, evidence) {
+            let anchor = floor_to(plan.segment.start, ERROR_PERIOD_SECS);
+            // The hour the choice came from (as choose_period takes it) has
+            // to be over by `settled`.
+            let traffic_before = evidence
+                .periods
+                .contains_key(&PeriodKey::of(&plan.segment, p))
+                || production
+                    .is_some_and(|counts| production_rate(counts, anchor - hour, anchor).is_some());
+            let source_ends = if traffic_before {
+                anchor
+            } else {
+                anchor + hour
+            };
+            let is_final =
+                plan.period != PeriodChoice::Pending && source_ends + settled <= timeline.end;
+            if is_final {
+                out.push((PeriodKey::of(&plan.segment, p), plan.period));
+            }
+        }
+    }
+    out
+}
+
+/// Whether every latency check's every segment has its period in `known`:
+/// then the latency queries can be asked without waiting for the counts.
+pub fn periods_known(timeline: &Timeline, policy: &Policy, known: &Evidence) -> bool {
+    policy.checks.iter().all(|check| {
+        !Form::of(check).is_latency() || {
+            let p = quantile_of(check.metric);
+            timeline
+                .segments
+                .iter()
+                .all(|segment| known.periods.contains_key(&PeriodKey::of(segment, p)))
+        }
+    })
 }
 
 impl Evidence {
@@ -526,7 +616,10 @@ pub fn latency_plan(check: &Check, timeline: &Timeline, counts: &Evidence) -> Ve
         .segments
         .iter()
         .map(|segment| {
-            let period = choose_period(production, segment, timeline.end, p);
+            let period = match counts.periods.get(&PeriodKey::of(segment, p)) {
+                Some(known) => *known,
+                None => choose_period(production, segment, timeline.end, p),
+            };
             let read = period.secs().and_then(|secs| {
                 let window = Window {
                     start: ceil_to(segment.start, secs),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::controller::{Budget, Controller, RunOptions, TickError};
+use crate::controller::{Budget, Controller, PeriodMemo, RunOptions, TickError};
 use crate::event::{parse_event, EventError};
 use crate::policy::PolicySet;
 use crate::ports::{ExperimentStore, MetricSource};
@@ -30,6 +30,8 @@ pub struct App<S, M> {
     /// The adapters' per-attempt timeout, which sizes each write group's
     /// margin before the deadline.
     pub attempt_timeout: std::time::Duration,
+    /// Final latency periods, kept while the container is warm.
+    pub periods: PeriodMemo,
 }
 
 impl<S: ExperimentStore, M: MetricSource> App<S, M> {
@@ -48,6 +50,7 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             schedule,
             force_dry_run: config.force_dry_run,
             attempt_timeout,
+            periods: PeriodMemo::default(),
         }
     }
 
@@ -77,7 +80,8 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             "tick"
         );
         let next_tick = self.schedule.next_tick_after(now);
-        let controller = Controller::new(&self.store, &self.metrics, &self.policies);
+        let controller = Controller::new(&self.store, &self.metrics, &self.policies)
+            .with_period_memo(&self.periods);
         Ok(controller.run_tick(&options, now, next_tick).await?)
     }
 }

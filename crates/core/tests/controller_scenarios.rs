@@ -1392,3 +1392,48 @@ async fn a_failed_query_costs_only_the_experiment_it_belongs_to() {
     let written: Vec<String> = store.updates().into_iter().map(|(_, u)| u.name).collect();
     assert_eq!(written, ["fine"]);
 }
+
+#[tokio::test]
+async fn remembered_periods_save_a_metric_round_and_decide_exactly_the_same() {
+    use shadowpilot_core::controller::PeriodMemo;
+    let policies = standard();
+    let fleet = || [experiment("a", 5), experiment("b", 25), experiment("c", 5)];
+    let (plain_store, plain_metrics) = sampled(fleet());
+    let (memo_store, memo_metrics) = sampled(fleet());
+    let memo = PeriodMemo::default();
+    let mut now = t0() + Duration::hours(3);
+    let (mut last_ramp, mut one_round) = (0, 0);
+    for tick in 0..(24 * 6) {
+        now += Duration::minutes(TICK);
+        plain_store.set_now(now);
+        memo_store.set_now(now);
+        let plain = Controller::new(&*plain_store, &plain_metrics, &policies)
+            .run_tick(&live(), now, now + Duration::minutes(TICK))
+            .await
+            .unwrap();
+        let calls_before = memo_metrics.call_count();
+        let remembered = Controller::new(&*memo_store, &memo_metrics, &policies)
+            .with_period_memo(&memo)
+            .run_tick(&live(), now, now + Duration::minutes(TICK))
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap()["experiments"],
+            serde_json::to_value(&remembered).unwrap()["experiments"],
+            "tick {tick}"
+        );
+        // Once every step's period is final (its hour of traffic over for
+        // 15 minutes), counts and latency go out together.
+        let calls = memo_metrics.call_count() - calls_before;
+        if tick > last_ramp + 2 {
+            assert_eq!(calls, 1, "tick {tick}");
+            one_round += 1;
+        }
+        if remembered.summary.actions_planned > 0 {
+            last_ramp = tick;
+        }
+    }
+    assert!(one_round > 100, "{one_round}");
+    assert_eq!(plain_store.updates(), memo_store.updates());
+    assert_eq!(memo.len(), 3);
+}
