@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use shadowpilot_core::config::{load_policies, Config, POLICIES_VAR, SCHEDULE_VAR};
 use shadowpilot_core::controller::{Budget, Controller, RunOptions};
+use shadowpilot_core::report::emf::{self, TickFacts};
 use shadowpilot_core::schedule::Schedule;
 
 #[derive(Subcommand)]
@@ -45,6 +46,10 @@ pub struct TickArgs {
     /// time, and no write group starts inside its margin.
     #[arg(long, default_value = "110s", value_parser = humantime::parse_duration)]
     deadline: std::time::Duration,
+    /// Also print the tick's CloudWatch Embedded Metric Format lines (as
+    /// the Lambda writes them) after the report.
+    #[arg(long)]
+    emf: bool,
 }
 
 #[derive(Args)]
@@ -133,9 +138,10 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
         }),
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    let started = std::time::Instant::now();
+    let now = chrono::Utc::now();
     let report = runtime.block_on(async {
         let (store, metrics) = shadowpilot_aws::clients_with(&calls).await;
-        let now = chrono::Utc::now();
         Controller::new(&store, &metrics, &policies)
             .run_tick(&options, now, schedule.next_tick_after(now))
             .await
@@ -145,10 +151,15 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", report.table());
     }
-    let failed = report.summary.verdicts.error > 0;
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if args.emf {
+        let facts = TickFacts {
+            scheduled: !options.dry_run,
+            duration: started.elapsed(),
+            timestamp_ms: now.timestamp_millis(),
+        };
+        for line in emf::lines(&report, &facts) {
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::from(report.run_verdict().exit_code()))
 }

@@ -6,9 +6,10 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::controller::{Budget, Controller, PeriodMemo, RunOptions, TickError};
-use crate::event::{parse_event, EventError};
+use crate::event::{parse_event, EventError, Trigger};
 use crate::policy::PolicySet;
 use crate::ports::{ExperimentStore, MetricSource};
+use crate::report::emf::TickFacts;
 use crate::report::Report;
 use crate::schedule::Schedule;
 
@@ -62,6 +63,17 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
         now: DateTime<Utc>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Report, HandlerError> {
+        Ok(self.tick(payload, now, deadline).await?.0)
+    }
+
+    /// [`Self::handle`], with what its metrics need to know of the tick.
+    pub async fn tick(
+        &self,
+        payload: &Value,
+        now: DateTime<Utc>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(Report, TickFacts), HandlerError> {
+        let started = tokio::time::Instant::now();
         let request = parse_event(payload)?;
         let options = RunOptions {
             // Dry wins: the environment can force it, nothing can lift it.
@@ -82,6 +94,14 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
         let next_tick = self.schedule.next_tick_after(now);
         let controller = Controller::new(&self.store, &self.metrics, &self.policies)
             .with_period_memo(&self.periods);
-        Ok(controller.run_tick(&options, now, next_tick).await?)
+        let report = controller.run_tick(&options, now, next_tick).await?;
+        let facts = TickFacts {
+            // EventBridge Scheduler's input is a payload, `{"dry_run": false}`:
+            // a live run beats the heart too, a person's dry run does not.
+            scheduled: request.trigger == Trigger::Schedule || !options.dry_run,
+            duration: started.elapsed(),
+            timestamp_ms: now.timestamp_millis(),
+        };
+        Ok((report, facts))
     }
 }

@@ -50,6 +50,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The SageMaker operation that failed, where the error names one.
+    pub fn operation(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidResponse { operation, .. }
+            | Self::Throttled { operation, .. }
+            | Self::AccessDenied { operation, .. }
+            | Self::Service { operation, .. } => Some(operation),
+            Self::NotFound { .. } | Self::Conflict { .. } | Self::Rejected { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetricError {
     #[error("CloudWatch GetMetricData failed")]

@@ -25,9 +25,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = deadline_of(event.context.deadline);
-        let report = app
-            .handle(&event.payload, chrono::Utc::now(), Some(deadline))
+        let (report, facts) = app
+            .tick(&event.payload, chrono::Utc::now(), Some(deadline))
             .await?;
+        // Raw lines on stdout, not through the tracing layer: CloudWatch
+        // Logs reads a log event that is exactly an EMF object.
+        for line in shadowpilot_core::report::emf::lines(&report, &facts) {
+            println!("{line}");
+        }
         Ok::<_, lambda_runtime::Error>(report)
     }))
     .await

@@ -529,4 +529,24 @@ fn json_log_format_puts_one_decision_line_per_experiment() {
         lines.iter().any(|l| l["fields"]["message"] == "tick"),
         "{lines:#?}"
     );
+    // The tick's metrics: raw EMF objects on stdout, `_aws` at the top.
+    let emf: Vec<Value> = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect();
+    assert_eq!(
+        emf.len(),
+        2,
+        "the tick and one experiment's sampling: {emf:#?}"
+    );
+    assert_eq!(
+        emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "shadowpilot"
+    );
+    assert_eq!(emf[0]["Experiments"], 1.0);
+    assert_eq!(emf[0]["VerdictPass"], 1.0);
+    assert!(emf[0].get("Heartbeat").is_none(), "a dry run by hand");
+    assert_eq!(emf[1]["Experiment"], "fraud-shadow");
+    assert_eq!(emf[1]["SamplingPercentage"], 5);
 }

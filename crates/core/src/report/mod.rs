@@ -5,6 +5,7 @@
 //! turns them into words: the Lambda's JSON answer, `--output json`, logs
 //! and the table an operator reads.
 
+pub mod emf;
 pub mod render;
 
 use std::sync::Arc;
@@ -424,6 +425,11 @@ pub struct Summary {
     pub updates_applied: usize,
     /// Judged, but the write was not started before the deadline.
     pub writes_deferred: usize,
+    /// SageMaker refused the write (ValidationException).
+    pub writes_rejected: usize,
+    /// Every entry with an `error`, by its kind (`metrics`, `rejected`,
+    /// `access_denied`, ...), whatever its verdict.
+    pub errors: std::collections::BTreeMap<&'static str, usize>,
     pub ready_to_promote: usize,
     pub failing: usize,
     pub failing_at_floor: usize,
@@ -440,7 +446,44 @@ pub struct Report {
     pub summary: Summary,
 }
 
+/// How a run that produced a report ends, for a shell or a scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunVerdict {
+    /// Nothing went wrong.
+    Clean,
+    /// The only trouble: writes SageMaker rejected, or writes and reads
+    /// deferred to the next tick.
+    WritesHeldBack,
+    /// Some entry has an error of another kind (AWS unreachable or
+    /// denying, metrics unavailable, a bad selection, ...).
+    Errors,
+}
+
+impl RunVerdict {
+    /// The CLI's exit code: 0, 3, 2.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Clean => 0,
+            Self::WritesHeldBack => 3,
+            Self::Errors => 2,
+        }
+    }
+}
+
 impl Report {
+    pub fn run_verdict(&self) -> RunVerdict {
+        let summary = &self.summary;
+        let rejected = summary.errors.get("rejected").copied().unwrap_or(0);
+        let other_errors = summary.errors.values().sum::<usize>() - rejected;
+        if other_errors > 0 {
+            RunVerdict::Errors
+        } else if rejected + summary.writes_deferred + summary.verdicts.deferred > 0 {
+            RunVerdict::WritesHeldBack
+        } else {
+            RunVerdict::Clean
+        }
+    }
+
     pub fn new(
         dry_run: bool,
         started_at: DateTime<Utc>,
@@ -457,6 +500,11 @@ impl Report {
             summary.updates_applied += usize::from(entry.applied());
             summary.writes_deferred +=
                 usize::from(matches!(entry.write(), Some(WriteOutcome::Deferred(_))));
+            summary.writes_rejected +=
+                usize::from(matches!(entry.write(), Some(WriteOutcome::Rejected(_))));
+            if let Some(kind) = entry.error_kind() {
+                *summary.errors.entry(kind.as_str()).or_default() += 1;
+            }
             for attention in entry.attention() {
                 match attention {
                     Attention::ReadyToPromote => summary.ready_to_promote += 1,
