@@ -536,3 +536,50 @@ fn built_the_way_sam_builds_rust() {
     assert_eq!(p["Architectures"], json!([{"Ref": "Architecture"}]));
     assert_eq!(template["Parameters"]["Architecture"]["Default"], "x86_64");
 }
+
+/// Every alarm on shadowpilot's own namespace reads a metric the function
+/// writes (report::emf), so a renamed metric cannot leave an alarm that
+/// never fires; and the heartbeat alarm exists only with the schedule on.
+#[test]
+fn alarms_watch_metrics_the_function_emits() {
+    use shadowpilot_core::report::emf::{NAMESPACE, TICK_METRICS};
+    let template = template();
+    let resources = template["Resources"].as_object().expect("Resources");
+    let emitted: BTreeSet<&str> = TICK_METRICS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["Heartbeat", "SamplingPercentage"])
+        .collect();
+    let mut watched = BTreeSet::new();
+    for (id, resource) in resources {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let properties = &resource["Properties"];
+        let mut stats = vec![properties.clone()];
+        if let Some(metrics) = properties["Metrics"].as_array() {
+            stats.extend(metrics.iter().map(|m| m["MetricStat"]["Metric"].clone()));
+        }
+        for stat in stats {
+            if stat["Namespace"] == NAMESPACE {
+                let name = stat["MetricName"].as_str().expect("MetricName");
+                assert!(emitted.contains(name), "{id} watches {name}, never emitted");
+                watched.insert(name.to_string());
+            }
+        }
+    }
+    for expected in [
+        "AwsErrors",
+        "WritesRejected",
+        "AttentionFailing",
+        "AttentionFailingAtFloor",
+        "AttentionCannotExtend",
+        "Heartbeat",
+    ] {
+        assert!(watched.contains(expected), "no alarm on {expected}");
+    }
+    assert_eq!(
+        resource(&template, "HeartbeatAlarm")["Condition"],
+        "ScheduleEnabled"
+    );
+}
