@@ -56,6 +56,15 @@ fn healthy() -> FakeMetrics {
     FakeMetrics::new(Profile::healthy(), Profile::healthy())
 }
 
+/// `n` ending experiments where every SageMaker and CloudWatch call takes 2 s.
+fn two_seconds_a_call(n: usize) -> (FakeStore, FakeMetrics) {
+    let store = FakeStore::new(ending(n));
+    store.delay_calls(StdDuration::from_secs(2));
+    let metrics = healthy();
+    metrics.delay_fetches(StdDuration::from_secs(2));
+    (store, metrics)
+}
+
 /// Every write group began with more than its margin left: its first call
 /// (the re-describe) is the second describe of that experiment.
 fn assert_no_write_inside_the_margin(store: &FakeStore, budget: &Budget) {
@@ -83,10 +92,7 @@ fn assert_no_write_inside_the_margin(store: &FakeStore, budget: &Budget) {
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_reached_mid_tick_defers_the_rest_and_the_report_comes_back() {
-    let store = FakeStore::new(ending(10));
-    store.delay_calls(StdDuration::from_secs(2));
-    let metrics = healthy();
-    metrics.delay_fetches(StdDuration::from_secs(2));
+    let (store, metrics) = two_seconds_a_call(10);
     let budget = Budget {
         deadline: Instant::now() + StdDuration::from_secs(21),
         attempt_timeout: StdDuration::from_secs(1),
@@ -149,10 +155,7 @@ async fn the_deadline_reached_mid_tick_defers_the_rest_and_the_report_comes_back
 #[tokio::test(start_paused = true)]
 async fn two_seconds_a_call_under_a_fifteen_second_deadline_with_default_timeouts_writes_nothing_late(
 ) {
-    let store = FakeStore::new(ending(10));
-    store.delay_calls(StdDuration::from_secs(2));
-    let metrics = healthy();
-    metrics.delay_fetches(StdDuration::from_secs(2));
+    let (store, metrics) = two_seconds_a_call(10);
     // The adapters' default 10 s attempts: a group needs 32 s, more than
     // the whole budget, so nothing may start, and the report says why.
     let budget = Budget {

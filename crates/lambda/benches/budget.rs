@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    fleet, hermetic_command, tally, FakeAws, FakeExperiment, FakeOptions, FakeRuntime, Outcome,
+    fleet, lambda_command, tally, FakeAws, FakeExperiment, FakeOptions, FakeRuntime, Outcome,
     Running, WAIT,
 };
 
@@ -67,15 +67,8 @@ struct Function {
 fn start(binary: &str, experiments: Vec<FakeExperiment>, options: FakeOptions) -> Function {
     let aws = FakeAws::with_options(experiments, options);
     let runtime = FakeRuntime::start();
-    let mut command = hermetic_command(binary, aws.url());
-    command
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "shadowpilot")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "budget")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/shadowpilot")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON");
+    let mut command = lambda_command(binary, &runtime, &aws, "budget");
+    command.env("AWS_LAMBDA_LOG_FORMAT", "JSON");
     let process = Running::spawn(command);
     assert!(
         runtime.wait_for_polls(1, WAIT),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    fleet, hermetic_command, FakeAws, FakeOptions, FakeRuntime, Outcome, Running, WAIT,
+    fleet, lambda_command, FakeAws, FakeOptions, FakeRuntime, Outcome, Running, WAIT,
 };
 
 fn list_var<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
@@ -112,15 +112,8 @@ fn measure(
         },
     );
     let runtime = FakeRuntime::start();
-    let mut command = hermetic_command(binary, aws.url());
-    command
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "shadowpilot")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "footprint")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/shadowpilot")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON");
+    let mut command = lambda_command(binary, &runtime, &aws, "footprint");
+    command.env("AWS_LAMBDA_LOG_FORMAT", "JSON");
 
     let started = Instant::now();
     let mut function = Running::spawn(command);

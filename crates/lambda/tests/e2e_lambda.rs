@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    entry, epoch_now, hermetic_command, operation, tally, FakeAws, FakeExperiment, FakeRuntime,
+    entry, epoch_now, lambda_command, operation, tally, FakeAws, FakeExperiment, FakeRuntime,
     Outcome, Running, WAIT,
 };
 
@@ -145,18 +145,12 @@ fn fixture_event(name: &str) -> Value {
 /// The environment Lambda gives a `provided.al2023` function
 /// (lambda_runtime 1.x `Config::from_env` needs the first four).
 fn function_command(runtime: &FakeRuntime, aws: &FakeAws) -> Command {
-    let mut command = hermetic_command(BOOTSTRAP, aws.url());
-    command
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "shadowpilot")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env(
-            "AWS_LAMBDA_LOG_STREAM_NAME",
-            "2026/11/23/[$LATEST]0123456789abcdef",
-        )
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/shadowpilot");
-    command
+    lambda_command(
+        BOOTSTRAP,
+        runtime,
+        aws,
+        "2026/11/23/[$LATEST]0123456789abcdef",
+    )
 }
 
 /// Starts the function and waits until it polls for its first invocation,

@@ -1051,6 +1051,26 @@ fn runtime_answer(shared: &(Mutex<RuntimeState>, Condvar), request: &Recorded) -
 
 // ------------------------------------------------------- child processes
 
+/// The environment Lambda gives a `provided.al2023` function (lambda_runtime
+/// 1.x `Config::from_env` needs the first four), on top of
+/// [`hermetic_command`].
+pub fn lambda_command(
+    program: impl AsRef<Path>,
+    runtime: &FakeRuntime,
+    aws: &FakeAws,
+    log_stream: &str,
+) -> Command {
+    let mut command = hermetic_command(program, aws.url());
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "shadowpilot")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream)
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/shadowpilot");
+    command
+}
+
 /// A command with nothing from the test's own environment: no profile, no
 /// credentials file, no instance metadata; every AWS call goes to `aws_url`.
 pub fn hermetic_command(program: impl AsRef<Path>, aws_url: &str) -> Command {
