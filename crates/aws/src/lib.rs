@@ -2,6 +2,7 @@
 
 mod calls;
 mod cloudwatch;
+mod eventbridge;
 mod sagemaker;
 mod time;
 
@@ -10,6 +11,7 @@ pub use calls::{
     RETRY_MODE_VAR,
 };
 pub use cloudwatch::{CloudWatchMessages, CloudWatchSource, GetMetricDataProblem};
+pub use eventbridge::EventBridgeSink;
 pub use sagemaker::SageMakerStore;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -40,12 +42,22 @@ pub async fn clients_from_env() -> Result<(SageMakerStore, CloudWatchSource), Ca
 /// Both adapters from the usual configuration chain with these retries
 /// and timeouts.
 pub async fn clients_with(settings: &CallSettings) -> (SageMakerStore, CloudWatchSource) {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    clients_from_config(&load_config(settings).await)
+}
+
+/// The usual configuration chain with these retries and timeouts, loaded
+/// once for every client built from it.
+pub async fn load_config(settings: &CallSettings) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .retry_config(settings.retry_config())
         .timeout_config(settings.timeout_config())
         .load()
-        .await;
-    clients_from_config(&config)
+        .await
+}
+
+/// The event sink on `bus` (`None` or `default`: the default bus).
+pub fn events_from_config(config: &SdkConfig, bus: Option<String>) -> EventBridgeSink {
+    EventBridgeSink::new(aws_sdk_eventbridge::Client::new(config), bus)
 }
 
 /// Both adapters from an already loaded configuration (tests, tools that

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shadowpilot_core::config::{load_policies, Config, POLICIES_VAR, SCHEDULE_VAR};
+use shadowpilot_core::config::{load_policies, Config, EventBus, POLICIES_VAR, SCHEDULE_VAR};
 use shadowpilot_core::controller::{Budget, Controller, RunOptions};
 use shadowpilot_core::report::emf::{self, TickFacts};
 use shadowpilot_core::schedule::Schedule;
@@ -141,8 +141,19 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let now = chrono::Utc::now();
     let report = runtime.block_on(async {
-        let (store, metrics) = shadowpilot_aws::clients_with(&calls).await;
-        Controller::new(&store, &metrics, &policies)
+        let aws = shadowpilot_aws::load_config(&calls).await;
+        let (store, metrics) = shadowpilot_aws::clients_from_config(&aws);
+        let bus = match &config.event_bus {
+            EventBus::Off => None,
+            EventBus::Default => Some(None),
+            EventBus::Named(name) => Some(Some(name.clone())),
+        };
+        let sink = bus.map(|bus| shadowpilot_aws::events_from_config(&aws, bus));
+        let mut controller = Controller::new(&store, &metrics, &policies);
+        if let Some(sink) = &sink {
+            controller = controller.with_events(sink);
+        }
+        controller
             .run_tick(&options, now, schedule.next_tick_after(now))
             .await
     })?;

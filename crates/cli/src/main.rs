@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The EventBridge events shadowpilot sends.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Runs the controller over a simulated SageMaker and CloudWatch.
     Simulate(SimulateArgs),
     /// Measures the judge's claims over many simulated copies (fixed seeds)
@@ -52,13 +57,21 @@ enum Command {
 #[derive(Args)]
 struct ProofArgs {
     /// Cases to run (default: all): aa-60, aa-150, aa-1000, aa-5000,
-    /// errors-1.3, p99-1.5x, p99-3x-late, p99-1.15x, healthy-1200.
+    /// errors-1.3, errors-1.3-ramps, p99-1.5x, p99-3x-late, p99-bias,
+    /// p99-1.15x, healthy-1200, healthy-1200-pass-only.
     cases: Vec<String>,
     /// Copies per case.
     #[arg(long, default_value_t = 200)]
     copies: u16,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Prints the JSON Schema of every event's detail
+    /// (schemas/event-detail.schema.json).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +138,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Schema,
         } => {
             let schema = shadowpilot_core::policy::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events {
+            command: EventsCommand::Schema,
+        } => {
+            let schema = shadowpilot_core::events::detail_schema();
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -21,6 +21,7 @@ const GET_METRIC_DATA: &str = "CloudWatch.GetMetricData";
 const STEP: &str = "shadowpilot:step";
 const STEPS: &str = "shadowpilot:steps";
 const FAILED: &str = "shadowpilot:failed";
+const ATTENTION: &str = "shadowpilot:attention";
 const SINCE: &str = "shadowpilot:since";
 
 fn cli(fake: &FakeAws, args: &[&str]) -> Command {
@@ -456,7 +457,8 @@ fn apply_writes_one_update_with_the_whole_shadow_mode_config_then_the_step_tags(
             "SageMaker.DescribeInferenceExperiment",
             "SageMaker.ListTags",
             UPDATE,
-            ADD_TAGS
+            ADD_TAGS,
+            "AWSEvents.PutEvents"
         ]
     );
     assert_eq!(fake.count("SageMaker.DescribeInferenceExperiment"), 2);
@@ -690,7 +692,7 @@ fn untagged_is_skipped_and_regressed_ramps_down_with_the_latch() {
     let ranker_tags = added_tags(&fake, &arn("ranker-shadow"));
     assert_eq!(
         ranker_tags.keys().collect::<Vec<_>>(),
-        [FAILED, STEP, STEPS],
+        [ATTENTION, FAILED, STEP, STEPS],
         "{ranker_tags:?}"
     );
     assert_mark_written(&ranker_tags[FAILED], "latency_p99", (started, ended));
@@ -762,9 +764,15 @@ fn a_latched_shadow_steps_down_every_tick_to_the_floor_though_healthy() {
             "AddTags fraud-shadow"
         ]
     );
-    // The latch stays as it was; the step tags follow the change.
+    // The latch stays as it was; the step tags follow the change, and the
+    // attention tag records `failing`.
     let tags = added_tags(&fake, &arn);
-    assert_eq!(tags.keys().collect::<Vec<_>>(), [STEP, STEPS], "{tags:?}");
+    assert_eq!(
+        tags.keys().collect::<Vec<_>>(),
+        [ATTENTION, STEP, STEPS],
+        "{tags:?}"
+    );
+    assert_eq!(tags[ATTENTION], "failing");
     assert_mark_written(&tags[STEP], "5", (started, ended));
     assert_eq!(
         tags[STEPS],
@@ -788,7 +796,8 @@ fn a_latched_shadow_steps_down_every_tick_to_the_floor_though_healthy() {
     let fraud = entry(&third.json(), "fraud-shadow").clone();
     assert_eq!(fraud["actions"], json!([]), "{fraud:#}");
     assert_eq!(fraud["attention"], json!(["failing_at_floor"]), "{fraud:#}");
-    assert_eq!(fraud["outcome"], "none", "{fraud:#}");
+    // Only the attention tag changes, once: the state is announced.
+    assert_eq!(fraud["outcome"], "tags_written", "{fraud:#}");
     assert_eq!(third.json()["summary"]["failing_at_floor"], 1);
 
     assert_eq!(
@@ -797,8 +806,34 @@ fn a_latched_shadow_steps_down_every_tick_to_the_floor_though_healthy() {
             "UpdateInferenceExperiment fraud-shadow",
             "AddTags fraud-shadow",
             "UpdateInferenceExperiment fraud-shadow",
+            "AddTags fraud-shadow",
             "AddTags fraud-shadow"
         ]
+    );
+    let announced: Vec<Value> = fake
+        .events()
+        .iter()
+        .map(|e| e["DetailType"].clone())
+        .collect();
+    assert_eq!(
+        announced,
+        [
+            "Shadow Sampling Changed",
+            "Shadow Failing",
+            "Shadow Sampling Changed",
+            "Shadow Failing At Floor"
+        ],
+        "each action once, each new state once"
+    );
+    // A fourth tick at the floor says nothing new.
+    let fourth = run(&fake, &["run", "--apply", "--output", "json"]);
+    assert_success(&fourth);
+    assert_eq!(fake.events().len(), 4);
+    assert_eq!(
+        entry(&fourth.json(), "fraud-shadow")["outcome"],
+        "none",
+        "{:#}",
+        fourth.json()
     );
     let after = tags_of(&fake.experiment("fraud-shadow"));
     assert_eq!(after[FAILED], format!("latency_p99@{failed_at}"));
@@ -921,10 +956,17 @@ fn a_first_tick_tags_the_step_it_finds_without_an_update() {
     assert_eq!(fraud["outcome"], "tags_written", "{fraud:#}");
     assert_eq!(fraud["applied"], false, "no update was sent: {fraud:#}");
     assert_eq!(writes(&fake), ["AddTags fraud-shadow"]);
+    // With the step, the attention state it announces (once) by event.
     assert_eq!(
         added_tags(&fake, &arn),
-        BTreeMap::from([(STEP.to_string(), format!("100@{}", rfc3339(modified)))])
+        BTreeMap::from([
+            (ATTENTION.to_string(), "ready_to_promote".to_string()),
+            (STEP.to_string(), format!("100@{}", rfc3339(modified)))
+        ])
     );
+    let announced: Vec<Value> = fake.events();
+    assert_eq!(announced.len(), 1, "{announced:#?}");
+    assert_eq!(announced[0]["DetailType"], "Shadow Ready To Promote");
     assert_eq!(fake.experiment("fraud-shadow").last_modified, modified);
 
     // The next tick finds the step described: nothing to write at all.

@@ -8,6 +8,16 @@ use crate::schedule::{Schedule, ScheduleError};
 pub const DRY_RUN_VAR: &str = "SHADOWPILOT_DRY_RUN";
 pub const SCHEDULE_VAR: &str = "SHADOWPILOT_SCHEDULE";
 pub const POLICIES_VAR: &str = "SHADOWPILOT_POLICIES";
+pub const EVENT_BUS_VAR: &str = "SHADOWPILOT_EVENT_BUS";
+
+/// Where events go: `SHADOWPILOT_EVENT_BUS` unset or `default` is the
+/// account's default bus; `none` sends none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBus {
+    Default,
+    Named(String),
+    Off,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -28,6 +38,7 @@ pub struct Config {
     pub schedule: Option<Schedule>,
     /// None: the policies built into the binary.
     pub policies_path: Option<PathBuf>,
+    pub event_bus: EventBus,
 }
 
 impl Config {
@@ -53,10 +64,16 @@ impl Config {
         let policies_path = lookup(POLICIES_VAR)
             .filter(|s| !s.trim().is_empty())
             .map(PathBuf::from);
+        let event_bus = match lookup(EVENT_BUS_VAR).as_deref().map(str::trim) {
+            None | Some("") | Some("default") => EventBus::Default,
+            Some("none") => EventBus::Off,
+            Some(name) => EventBus::Named(name.to_string()),
+        };
         Ok(Self {
             force_dry_run,
             schedule,
             policies_path,
+            event_bus,
         })
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
+use crate::events::events_for;
 use crate::evidence::{
     count_queries, final_periods, latency_queries, periods_known, Evidence, PeriodChoice,
     PeriodKey, Timeline,
@@ -15,14 +16,16 @@ use crate::evidence::{
 use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
 use crate::judge::{judge, Verdict};
 use crate::metrics::{MeasuredExperiment, SeriesQuery};
-use crate::plan::{next_write_opportunity, plan, write_blocked, Cadence, TagChanges};
+use crate::plan::{
+    next_write_opportunity, plan, recorded_attention, write_blocked, Cadence, TagChanges,
+};
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{
-    ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
+    EventSink, ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
 };
 use crate::report::{
-    Deferral, Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered,
-    WriteOutcome,
+    Deferral, Disposition, EntryError, EventsOutcome, ExperimentReport, Report, SkipReason,
+    Staleness, Steered, WriteOutcome,
 };
 
 /// What one run is asked to do.
@@ -140,6 +143,7 @@ pub struct Controller<'a> {
     policies: &'a PolicySet,
     concurrency: usize,
     memo: Option<&'a PeriodMemo>,
+    events: Option<&'a dyn EventSink>,
 }
 
 /// Latency periods that can no longer change ([`final_periods`]),
@@ -285,7 +289,15 @@ impl<'a> Controller<'a> {
             policies,
             concurrency: DEFAULT_CONCURRENCY,
             memo: None,
+            events: None,
         }
+    }
+
+    /// Publishes each landed write's events (see [`crate::events`]) to
+    /// `sink`, as the last call of its write group.
+    pub fn with_events(mut self, sink: &'a dyn EventSink) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// Remembers final latency periods in `memo` across ticks.
@@ -712,11 +724,37 @@ impl<'a> Controller<'a> {
             .map(|entry| async move {
                 let mut report = entry.report;
                 if let Some(write) = entry.write {
-                    let outcome = match budget.and_then(|b| no_time_to_write(&b, &write)) {
+                    let publishes = u32::from(self.events.is_some());
+                    let outcome = match budget.and_then(|b| no_time_to_write(&b, &write, publishes))
+                    {
                         Some(deferral) => WriteOutcome::Deferred(deferral),
                         None => self.apply_one(&write).await,
                     };
+                    // Only once the attention tag is written: a tick that
+                    // finds it written announces nothing again.
+                    let landed =
+                        matches!(outcome, WriteOutcome::Applied | WriteOutcome::TagsWritten);
                     set_write(&mut report, outcome);
+                    if let (true, Some(sink)) = (landed, self.events) {
+                        let before = recorded_attention(&write.planned_against);
+                        let events = events_for(
+                            &report,
+                            &write.planned_against.arn,
+                            &before,
+                            write.update.is_some(),
+                        );
+                        if !events.is_empty() {
+                            let outcome = match sink.publish(&events).await {
+                                Ok(()) => EventsOutcome::Published(
+                                    events.iter().map(|e| e.detail_type).collect(),
+                                ),
+                                Err(error) => EventsOutcome::Failed(Arc::new(error)),
+                            };
+                            if let Disposition::Steered(steered) = &mut report.disposition {
+                                steered.events = outcome;
+                            }
+                        }
+                    }
                 }
                 report.log(dry_run);
                 report
@@ -765,8 +803,9 @@ impl<'a> Controller<'a> {
 
 /// The deferral of a write group that would start inside its margin: it
 /// is checked when the group's turn comes, not when the tick starts.
-fn no_time_to_write(budget: &Budget, write: &PendingWrite) -> Option<Deferral> {
+fn no_time_to_write(budget: &Budget, write: &PendingWrite, extra_calls: u32) -> Option<Deferral> {
     let calls = 1
+        + extra_calls
         + u32::from(write.update.is_some())
         + u32::from(!write.tags.set.is_empty())
         + u32::from(!write.tags.remove.is_empty());
@@ -866,6 +905,7 @@ fn decide(
             plan: planned,
             write: outcome,
             metrics_error,
+            events: EventsOutcome::default(),
         })),
     );
     report.policy = Some(policy.name.clone());

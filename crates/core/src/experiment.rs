@@ -20,6 +20,10 @@ pub const STEPS_TAG: &str = "shadowpilot:steps";
 pub const FAILED_TAG: &str = "shadowpilot:failed";
 /// `<time>`: where the whole-experiment sequence starts after a re-arm.
 pub const SINCE_TAG: &str = "shadowpilot:since";
+/// The attention states of the last write, comma-separated
+/// (`failing,cannot_extend`): an event is emitted for a state only when it
+/// is new against this tag, and only after the tag is written.
+pub const ATTENTION_TAG: &str = "shadowpilot:attention";
 /// Every tag shadowpilot writes starts with this (IAM scopes AddTags and
 /// DeleteTags to it with `aws:TagKeys`).
 pub const TAG_PREFIX: &str = "shadowpilot:";

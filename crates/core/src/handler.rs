@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::controller::{Budget, Controller, PeriodMemo, RunOptions, TickError};
 use crate::event::{parse_event, EventError, Trigger};
 use crate::policy::PolicySet;
-use crate::ports::{ExperimentStore, MetricSource};
+use crate::ports::{EventSink, ExperimentStore, MetricSource};
 use crate::report::emf::TickFacts;
 use crate::report::Report;
 use crate::schedule::Schedule;
@@ -33,6 +33,8 @@ pub struct App<S, M> {
     pub attempt_timeout: std::time::Duration,
     /// Final latency periods, kept while the container is warm.
     pub periods: PeriodMemo,
+    /// Where applied writes and new attention states are announced.
+    pub events: Option<Box<dyn EventSink>>,
 }
 
 impl<S: ExperimentStore, M: MetricSource> App<S, M> {
@@ -52,7 +54,14 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             force_dry_run: config.force_dry_run,
             attempt_timeout,
             periods: PeriodMemo::default(),
+            events: None,
         }
+    }
+
+    /// Announces through `sink` (see [`crate::events`]).
+    pub fn with_events(mut self, sink: Box<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// One invocation. `deadline` is when the invocation times out (from
@@ -92,8 +101,11 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             "tick"
         );
         let next_tick = self.schedule.next_tick_after(now);
-        let controller = Controller::new(&self.store, &self.metrics, &self.policies)
+        let mut controller = Controller::new(&self.store, &self.metrics, &self.policies)
             .with_period_memo(&self.periods);
+        if let Some(sink) = &self.events {
+            controller = controller.with_events(sink.as_ref());
+        }
         let report = controller.run_tick(&options, now, next_tick).await?;
         let facts = TickFacts {
             // EventBridge Scheduler's input is a payload, `{"dry_run": false}`:

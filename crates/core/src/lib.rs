@@ -26,6 +26,8 @@
 //!   it throttles (the adapters use it).
 //! - [`report`]: what each experiment's tick came to, as typed values, and
 //!   [`report::render`], the one place that puts them into words.
+//! - [`events`] (pure): the EventBridge events an applied write and a new
+//!   attention state announce.
 //! - [`event`], [`config`], [`handler`]: the Lambda's input, the environment,
 //!   and payload in → report out, independent of the runtime.
 //! - [`duration`]: durations as people write them in policies and scenarios.
@@ -38,6 +40,7 @@ pub mod config;
 pub mod controller;
 pub mod duration;
 pub mod event;
+pub mod events;
 pub mod evidence;
 pub mod experiment;
 pub mod handler;

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::evidence::{StepOrigin, Timeline};
 use crate::experiment::{
-    tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, FAILED_TAG,
-    MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
+    tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, ATTENTION_TAG,
+    FAILED_TAG, MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
 use crate::judge::{Outcome, Reason, Verdict};
 use crate::policy::{OnFail, Policy};
@@ -116,7 +116,7 @@ pub enum Note {
 }
 
 /// States an operator acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attention {
     /// Passing at the policy's top step: time to promote the shadow.
@@ -130,6 +130,65 @@ pub enum Attention {
     /// The evidence needs longer than the cap leaves, even at the top
     /// sampling: no more extensions.
     Undecidable,
+}
+
+impl Attention {
+    pub const ALL: [Self; 5] = [
+        Self::ReadyToPromote,
+        Self::Failing,
+        Self::FailingAtFloor,
+        Self::CannotExtend,
+        Self::Undecidable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadyToPromote => "ready_to_promote",
+            Self::Failing => "failing",
+            Self::FailingAtFloor => "failing_at_floor",
+            Self::CannotExtend => "cannot_extend",
+            Self::Undecidable => "undecidable",
+        }
+    }
+
+    /// The states an [`ATTENTION_TAG`] value names; unknown names (a newer
+    /// version's, or a person's edit) are left out.
+    pub fn parse_tag(value: &str) -> BTreeSet<Self> {
+        value
+            .split(',')
+            .filter_map(|name| Self::ALL.into_iter().find(|a| a.as_str() == name.trim()))
+            .collect()
+    }
+
+    /// The tag value for `states`, or `None` when there are none.
+    pub fn tag_value(states: &[Self]) -> Option<String> {
+        let set: BTreeSet<Self> = states.iter().copied().collect();
+        (!set.is_empty()).then(|| set.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","))
+    }
+}
+
+/// What the experiment's tag says its attention was at the last write.
+pub fn recorded_attention(experiment: &Experiment) -> BTreeSet<Attention> {
+    experiment
+        .tags
+        .get(ATTENTION_TAG)
+        .map(|value| Attention::parse_tag(value))
+        .unwrap_or_default()
+}
+
+/// The attention tag follows the plan's states; planned only where it
+/// differs from what the experiment carries.
+fn record_attention(experiment: &Experiment, plan: &mut Plan) {
+    let current = experiment.tags.get(ATTENTION_TAG);
+    match Attention::tag_value(&plan.attention) {
+        Some(value) if current != Some(&value) => {
+            plan.tags.set.insert(ATTENTION_TAG.to_string(), value);
+        }
+        None if current.is_some() => {
+            plan.tags.remove.insert(ATTENTION_TAG.to_string());
+        }
+        _ => {}
+    }
 }
 
 /// Tag changes on the experiment: AddTags for `set`, DeleteTags for
@@ -228,6 +287,7 @@ pub fn plan(
             // The verdict was reached on the old evidence; the next tick
             // judges the restarted sequence.
             rewrite_step_tag(timeline, &mut plan);
+            record_attention(experiment, &mut plan);
             return plan;
         }
     }
@@ -259,6 +319,7 @@ pub fn plan(
         Some(to) => record_step(timeline, to, now, true, &mut plan),
         None => rewrite_step_tag(timeline, &mut plan),
     }
+    record_attention(experiment, &mut plan);
     plan
 }
 

@@ -111,6 +111,29 @@ pub trait ExperimentStore: Send + Sync {
     async fn delete_tags(&self, arn: &str, keys: &BTreeSet<String>) -> Result<(), StoreError>;
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("EventBridge PutEvents failed")]
+    Service {
+        #[source]
+        source: BoxError,
+    },
+    /// PutEvents answered, but refused some entries.
+    #[error("EventBridge refused {failed} of {sent} events: {message}")]
+    Refused {
+        failed: usize,
+        sent: usize,
+        message: String,
+    },
+}
+
+/// Where shadowpilot's events go: EventBridge PutEvents, or a recorder.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Publishes every event, or says which failed.
+    async fn publish(&self, events: &[crate::events::ShadowEvent]) -> Result<(), EventError>;
+}
+
 /// Where metric series come from: CloudWatch GetMetricData, or the simulator.
 #[async_trait]
 pub trait MetricSource: Send + Sync {

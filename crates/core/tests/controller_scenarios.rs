@@ -11,8 +11,8 @@ use common::{experiment, t0, FakeMetrics, FakeStore, Profile};
 use shadowpilot_core::controller::{Controller, RunOptions};
 use shadowpilot_core::evidence::StepOrigin;
 use shadowpilot_core::experiment::{
-    tag_time, Experiment, ExperimentStatus, FAILED_TAG, HOLD_TAG, POLICY_TAG, SINCE_TAG, STEPS_TAG,
-    STEP_TAG,
+    tag_time, Experiment, ExperimentStatus, ATTENTION_TAG, FAILED_TAG, HOLD_TAG, POLICY_TAG,
+    SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
 use shadowpilot_core::plan::{Action, Attention, SamplingChange, WriteBlock};
 use shadowpilot_core::policy::{parse_policy, Policy, PolicySet};
@@ -144,13 +144,15 @@ async fn healthy_shadow_climbs_one_step_per_dwell_and_tags_every_step() {
     assert!(last_change <= t0() + Duration::hours(5), "{last_change}");
 
     // Every step is tagged where it starts, after its update; the ended
-    // step joins the history.
+    // step joins the history. At the top, once, the attention tag
+    // records `ready_to_promote`.
     let expected_writes: Vec<String> = std::iter::once("add_tags fraud".to_string())
         .chain(
             updates
                 .iter()
                 .flat_map(|_| ["update fraud".to_string(), "add_tags fraud".to_string()]),
         )
+        .chain(std::iter::once("add_tags fraud".to_string()))
         .collect();
     assert_eq!(store.writes(), expected_writes);
     let added = store.added_tags();
@@ -323,9 +325,15 @@ async fn rearm_after_restarts_the_evidence_and_a_recovered_shadow_climbs_again()
     let rearmed_at = rearmed_at.expect("re-armed");
     assert_eq!(rearmed_at, *latched_at + Duration::hours(1));
     let arn = store.get("fraud").arn;
+    // The latch goes, and with it the attention tag that said `failing`.
     assert_eq!(
         store.deleted_tags(),
-        [(arn, [FAILED_TAG.to_string()].into_iter().collect())]
+        [(
+            arn,
+            [FAILED_TAG.to_string(), ATTENTION_TAG.to_string()]
+                .into_iter()
+                .collect()
+        )]
     );
     let since: Vec<String> = store
         .added_tags()

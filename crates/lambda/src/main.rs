@@ -5,7 +5,7 @@ use anyhow::Context;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use shadowpilot_aws::{CloudWatchSource, SageMakerStore};
-use shadowpilot_core::config::Config;
+use shadowpilot_core::config::{Config, EventBus};
 use shadowpilot_core::handler::App;
 
 #[tokio::main]
@@ -66,13 +66,24 @@ async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
         }
     }
     let calls = shadowpilot_aws::CallSettings::from_env().context("the function cannot start")?;
-    let (store, metrics) = shadowpilot_aws::clients_with(&calls).await;
-    Ok(App::new(
+    let aws = shadowpilot_aws::load_config(&calls).await;
+    let (store, metrics) = shadowpilot_aws::clients_from_config(&aws);
+    let app = App::new(
         store,
         metrics,
         policies,
         &config,
         schedule,
         calls.attempt_timeout,
-    ))
+    );
+    Ok(match &config.event_bus {
+        EventBus::Off => app,
+        EventBus::Default => {
+            app.with_events(Box::new(shadowpilot_aws::events_from_config(&aws, None)))
+        }
+        EventBus::Named(bus) => app.with_events(Box::new(shadowpilot_aws::events_from_config(
+            &aws,
+            Some(bus.clone()),
+        ))),
+    })
 }

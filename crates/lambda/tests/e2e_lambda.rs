@@ -20,6 +20,7 @@ const UPDATE: &str = "SageMaker.UpdateInferenceExperiment";
 const ADD_TAGS: &str = "SageMaker.AddTags";
 const DELETE_TAGS: &str = "SageMaker.DeleteTags";
 const GET_METRIC_DATA: &str = "CloudWatch.GetMetricData";
+const PUT_EVENTS: &str = "AWSEvents.PutEvents";
 
 /// The writes that reached "AWS", in order, as `<operation> <experiment>`:
 /// updates name it, tag calls carry its ARN.
@@ -36,9 +37,17 @@ fn writes(aws: &FakeAws) -> Vec<String> {
                     .rsplit_once("inference-experiment/")?
                     .1
                     .to_string(),
+                PUT_EVENTS => body["Entries"][0]["Resources"][0]
+                    .as_str()?
+                    .rsplit_once("inference-experiment/")?
+                    .1
+                    .to_string(),
                 _ => return None,
             };
-            Some(format!("{} {name}", op.trim_start_matches("SageMaker.")))
+            let op = op
+                .trim_start_matches("SageMaker.")
+                .trim_start_matches("AWSEvents.");
+            Some(format!("{op} {name}"))
         })
         .collect()
 }
@@ -236,9 +245,23 @@ fn scheduled_event_runs_live_and_writes_the_ramp() {
         writes(&aws),
         [
             "UpdateInferenceExperiment fraud-shadow",
-            "AddTags fraud-shadow"
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
         ]
     );
+    // The event, after the tags, on the default bus.
+    let events = aws.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Source"], "shadowpilot");
+    assert_eq!(events[0]["DetailType"], "Shadow Sampling Changed");
+    assert!(events[0].get("EventBusName").is_none(), "{:#}", events[0]);
+    let detail: Value = serde_json::from_str(events[0]["Detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["experiment"], "fraud-shadow");
+    assert_eq!(
+        detail["change"],
+        json!({"kind": "set_sampling", "from": 5, "to": 25})
+    );
+    assert_eq!(detail["sampling_percentage"], 25);
     let tags = added_tags(&aws, &arn);
     assert_eq!(
         tags.keys().collect::<Vec<_>>(),
@@ -350,7 +373,8 @@ fn named_experiments_are_the_only_ones_read_and_written() {
         writes(&aws),
         [
             "UpdateInferenceExperiment ranker-shadow",
-            "AddTags ranker-shadow"
+            "AddTags ranker-shadow",
+            "PutEvents ranker-shadow"
         ]
     );
     let ranker_arn = aws.experiment("ranker-shadow").arn();
@@ -420,7 +444,9 @@ fn warm_container_serves_a_retried_tick_without_writing_twice() {
         writes(&aws),
         [
             "UpdateInferenceExperiment fraud-shadow",
-            "AddTags fraud-shadow"
+            "AddTags fraud-shadow",
+            // The retried ticks find the tags written: nothing announced again.
+            "PutEvents fraud-shadow"
         ],
         "{:?}",
         tally(&aws.operations())

@@ -30,6 +30,7 @@ const ACTIONS: &[&str] = &[
     "sagemaker:AddTags",
     "sagemaker:DeleteTags",
     "cloudwatch:GetMetricData",
+    "events:PutEvents",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
 ];

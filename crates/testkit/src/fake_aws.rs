@@ -323,6 +323,8 @@ struct World {
     violations: Vec<String>,
     /// Requests throttled so far, per operation.
     throttled: HashMap<String, usize>,
+    /// Every PutEvents entry received, in order.
+    events: Vec<Value>,
 }
 
 /// SageMaker and CloudWatch behind one local endpoint, as
@@ -344,6 +346,7 @@ impl FakeAws {
             options,
             violations: Vec::new(),
             throttled: HashMap::new(),
+            events: Vec::new(),
         }));
         let shared = world.clone();
         let server = Server::start(move |request| {
@@ -442,6 +445,11 @@ impl FakeAws {
         self.world.lock().expect("not poisoned").after_metrics = Some(Box::new(mutation));
     }
 
+    /// Every PutEvents entry received, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.world.lock().expect("not poisoned").events.clone()
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.world.lock().expect("not poisoned").violations.clone()
     }
@@ -498,6 +506,9 @@ fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
     if op == "CloudWatch.GetMetricData" {
         return get_metric_data(&mut world, request);
     }
+    if op == "AWSEvents.PutEvents" {
+        return put_events(&mut world, request);
+    }
     let Some(op) = op.strip_prefix("SageMaker.") else {
         world.violations.push(format!("unexpected request {op}"));
         return sagemaker_error("UnknownOperationException", op);
@@ -546,6 +557,36 @@ fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
             sagemaker_error("UnknownOperationException", other)
         }
     }
+}
+
+/// EventBridge PutEvents: 1 to 10 entries, each with Source, DetailType
+/// and a Detail that is a JSON object, as the API requires.
+fn put_events(world: &mut World, request: &Recorded) -> Reply {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let entries = body["Entries"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() || entries.len() > 10 {
+        world
+            .violations
+            .push(format!("PutEvents with {} entries", entries.len()));
+        return sagemaker_error("ValidationException", "1 to 10 entries");
+    }
+    for entry in &entries {
+        let detail_is_object = entry["Detail"]
+            .as_str()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .is_some_and(|d| d.is_object());
+        if entry["Source"].as_str().is_none()
+            || entry["DetailType"].as_str().is_none()
+            || !detail_is_object
+        {
+            world.violations.push(format!("PutEvents entry {entry}"));
+        }
+    }
+    let answered: Vec<Value> = (0..entries.len())
+        .map(|i| json!({"EventId": format!("event-{}", world.events.len() + i)}))
+        .collect();
+    world.events.extend(entries);
+    Reply::json(200, &json!({"FailedEntryCount": 0, "Entries": answered}))
 }
 
 /// AddTags and DeleteTags on an experiment's ARN. shadowpilot may only

@@ -73,6 +73,8 @@ pub enum ErrorKind {
     /// The update landed (or none was needed) but AddTags or DeleteTags
     /// failed: the next tick reads the step as changed elsewhere.
     TagWrite,
+    /// The write landed, but its events could not be published.
+    Events,
 }
 
 impl ErrorKind {
@@ -90,6 +92,7 @@ impl ErrorKind {
             Self::Service => "service",
             Self::Metrics => "metrics",
             Self::TagWrite => "tag_write",
+            Self::Events => "events",
         }
     }
 
@@ -265,6 +268,19 @@ pub struct Steered {
     /// The metric source failed: judged without measurements (never ramps;
     /// an extension may still be planned).
     pub metrics_error: Option<MetricFailure>,
+    /// What happened to the events the write announced.
+    pub events: EventsOutcome,
+}
+
+/// The events of an entry whose write landed.
+#[derive(Debug, Clone, Default)]
+pub enum EventsOutcome {
+    /// No sink, nothing to announce, or nothing written.
+    #[default]
+    None,
+    Published(Vec<&'static str>),
+    /// Publishing failed; the write stands.
+    Failed(Arc<crate::ports::EventError>),
 }
 
 #[derive(Debug, Clone)]
@@ -384,7 +400,10 @@ impl ExperimentReport {
                     Some(ErrorKind::TagWrite)
                 }
                 Some(error) => Some(ErrorKind::of_store_error(error)),
-                None => steered.metrics_error.as_ref().map(|_| ErrorKind::Metrics),
+                None if steered.metrics_error.is_some() => Some(ErrorKind::Metrics),
+                None => {
+                    matches!(steered.events, EventsOutcome::Failed(_)).then_some(ErrorKind::Events)
+                }
             },
         }
     }

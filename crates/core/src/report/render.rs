@@ -9,8 +9,8 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::{
-    Deferral, Disposition, EntryError, ExperimentReport, Report, SkipReason, Staleness, Steered,
-    Summary, WriteOutcome,
+    Deferral, Disposition, EntryError, EventsOutcome, ExperimentReport, Report, SkipReason,
+    Staleness, Steered, Summary, WriteOutcome,
 };
 use crate::duration::format as show_duration;
 use crate::evidence::Form;
@@ -517,9 +517,12 @@ impl ExperimentReport {
         let message = match &self.disposition {
             Disposition::Failed(error) => entry_error_text(&self.name, error).0,
             Disposition::Skipped(_) | Disposition::Deferred(_) => return None,
-            Disposition::Steered(steered) => match steered.write.error() {
-                Some(error) => error_chain(error),
-                None => metrics_failure_text(steered.metrics_error.as_ref()?),
+            Disposition::Steered(steered) => match (steered.write.error(), &steered.events) {
+                (Some(error), _) => error_chain(error),
+                (None, EventsOutcome::Failed(error)) if steered.metrics_error.is_none() => {
+                    error_chain(error.as_ref())
+                }
+                (None, _) => metrics_failure_text(steered.metrics_error.as_ref()?),
             },
         };
         Some((kind, message))
@@ -576,6 +579,13 @@ impl Serialize for ExperimentReport {
         out.serialize_entry("reason", &self.reason())?;
         out.serialize_entry("attention", self.attention())?;
         out.serialize_entry("held", &self.held)?;
+        if let Some(steered) = self.steered() {
+            match &steered.events {
+                EventsOutcome::None => {}
+                EventsOutcome::Published(types) => out.serialize_entry("events", types)?,
+                EventsOutcome::Failed(_) => out.serialize_entry("events", "failed")?,
+            }
+        }
         if let Some((kind, message)) = self.error_text() {
             out.serialize_entry("error", &ErrorView { kind, message })?;
         }
@@ -1360,6 +1370,7 @@ mod tests {
                 },
                 write,
                 metrics_error: None,
+                events: EventsOutcome::default(),
             }))
         };
         let denied = || {
@@ -1428,6 +1439,7 @@ mod tests {
                     },
                     write: WriteOutcome::Nothing,
                     metrics_error: None,
+                    events: EventsOutcome::default(),
                 })),
             )
         };
