@@ -136,18 +136,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => policy_check(&paths, schedule.as_deref(), cli.output),
         Command::Policy {
             command: PolicyCommand::Schema,
-        } => {
-            let schema = shadowpilot_core::policy::json_schema();
-            println!("{}", serde_json::to_string_pretty(&schema)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_schema(&shadowpilot_core::policy::json_schema()),
         Command::Events {
             command: EventsCommand::Schema,
-        } => {
-            let schema = shadowpilot_core::events::detail_schema();
-            println!("{}", serde_json::to_string_pretty(&schema)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_schema(&shadowpilot_core::events::detail_schema()),
         Command::Simulate(args) => simulate(args, cli.output),
         Command::Proof(args) => proof(args),
     }
@@ -325,5 +317,10 @@ fn simulate(args: SimulateArgs, output: Output) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.plot {
         eprintln!("wrote {}", path.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_schema(schema: &serde_json::Value) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(schema)?);
     Ok(ExitCode::SUCCESS)
 }
