@@ -112,28 +112,6 @@ fn assert_mark_written(value: &str, what: &str, (before, after): (f64, f64)) {
 
 // ------------------------------------------------------------ what was sent
 
-/// The writes of a run in the order they reached "AWS", each as
-/// `<operation> <experiment>`: updates name it, tag calls carry its ARN.
-fn writes(fake: &FakeAws) -> Vec<String> {
-    fake.requests()
-        .iter()
-        .filter_map(|request| {
-            let op = operation(request);
-            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-            let name = match op.as_str() {
-                UPDATE => body["Name"].as_str()?.to_string(),
-                ADD_TAGS | DELETE_TAGS => body["ResourceArn"]
-                    .as_str()?
-                    .rsplit_once("inference-experiment/")?
-                    .1
-                    .to_string(),
-                _ => return None,
-            };
-            Some(format!("{} {name}", op.trim_start_matches("SageMaker.")))
-        })
-        .collect()
-}
-
 /// Every AddTags or DeleteTags body, in order.
 fn tag_calls(fake: &FakeAws, op: &str) -> Vec<Value> {
     fake.requests()
@@ -377,7 +355,7 @@ fn dry_run_reports_the_ramp_and_its_tags_and_writes_nothing() {
 
     // Nothing written: no update, no tag.
     let ops = tally(&fake.operations());
-    assert_eq!(writes(&fake), Vec::<String>::new(), "{ops:?}");
+    assert_eq!(fake.writes(), Vec::<String>::new(), "{ops:?}");
     let unchanged = fake.experiment("fraud-shadow");
     assert_eq!(unchanged.sampling, 5);
     assert!(!unchanged.tags.iter().any(|(k, _)| k == STEP));
@@ -424,10 +402,11 @@ fn apply_writes_one_update_with_the_whole_shadow_mode_config_then_the_step_tags(
     // Then one AddTags on the experiment's ARN: the step it set and, in the
     // history, the step it ended. Nothing deleted.
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
-            "AddTags fraud-shadow"
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
         ]
     );
     let tags = added_tags(&fake, &before.arn());
@@ -504,10 +483,11 @@ fn a_second_apply_finds_nothing_new_to_do() {
         "{fraud:#}"
     );
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
-            "AddTags fraud-shadow"
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
         ],
         "{:?}",
         tally(&fake.operations())
@@ -545,7 +525,7 @@ fn dry_run_variable_overrides_apply() {
     assert_eq!(fraud["outcome"], "dry_run");
     assert!(fraud["tags"]["set"].get(STEP).is_some(), "{fraud:#}");
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         Vec::<String>::new(),
         "{:?}",
         tally(&fake.operations())
@@ -595,7 +575,7 @@ fn table_output_has_a_row_per_experiment() {
         "{}",
         finished.stdout
     );
-    assert_eq!(writes(&fake), Vec::<String>::new());
+    assert_eq!(fake.writes(), Vec::<String>::new());
 }
 
 #[test]
@@ -664,21 +644,22 @@ fn untagged_is_skipped_and_regressed_ramps_down_with_the_latch() {
     let old = entry(&report, "old-shadow");
     assert_eq!(old["verdict"], "skipped");
 
-    // Writes go out a few at a time, so the order between experiments is
-    // not fixed; each one's update comes before its tags.
-    let sent = writes(&fake);
+    // Writes go out many at a time, so the order between experiments is
+    // not fixed; each one's update comes before its tags, then its event.
+    let sent = fake.writes();
     for name in ["fraud-shadow", "ranker-shadow"] {
         let own: Vec<&String> = sent.iter().filter(|w| w.ends_with(name)).collect();
         assert_eq!(
             own,
             [
                 &format!("UpdateInferenceExperiment {name}"),
-                &format!("AddTags {name}")
+                &format!("AddTags {name}"),
+                &format!("PutEvents {name}")
             ],
             "{sent:?}"
         );
     }
-    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(sent.len(), 6, "{sent:?}");
     let mut written: Vec<String> = fake
         .updates()
         .iter()
@@ -758,10 +739,11 @@ fn a_latched_shadow_steps_down_every_tick_to_the_floor_though_healthy() {
         "{reason}"
     );
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
-            "AddTags fraud-shadow"
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
         ]
     );
     // The latch stays as it was; the step tags follow the change, and the
@@ -801,13 +783,16 @@ fn a_latched_shadow_steps_down_every_tick_to_the_floor_though_healthy() {
     assert_eq!(third.json()["summary"]["failing_at_floor"], 1);
 
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
             "AddTags fraud-shadow",
+            "PutEvents fraud-shadow",
             "UpdateInferenceExperiment fraud-shadow",
             "AddTags fraud-shadow",
-            "AddTags fraud-shadow"
+            "PutEvents fraud-shadow",
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
         ]
     );
     let announced: Vec<Value> = fake
@@ -896,10 +881,11 @@ fn extension_and_ramp_travel_in_one_update_capped_at_thirty_days() {
     // An EndTime change moves LastModifiedTime; the step tag, written after
     // the update, is what the next tick measures the step from.
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
-            "AddTags fraud-shadow"
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
         ]
     );
     let tags = added_tags(&fake, &arn);
@@ -927,7 +913,7 @@ fn held_experiment_is_judged_and_never_written_nor_tagged() {
     assert_eq!(fraud["applied"], false);
     assert_eq!(fraud["outcome"], "held", "{fraud:#}");
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         Vec::<String>::new(),
         "{:?}",
         tally(&fake.operations())
@@ -955,7 +941,10 @@ fn a_first_tick_tags_the_step_it_finds_without_an_update() {
     assert_eq!(fraud["attention"], json!(["ready_to_promote"]), "{fraud:#}");
     assert_eq!(fraud["outcome"], "tags_written", "{fraud:#}");
     assert_eq!(fraud["applied"], false, "no update was sent: {fraud:#}");
-    assert_eq!(writes(&fake), ["AddTags fraud-shadow"]);
+    assert_eq!(
+        fake.writes(),
+        ["AddTags fraud-shadow", "PutEvents fraud-shadow"]
+    );
     // With the step, the attention state it announces (once) by event.
     assert_eq!(
         added_tags(&fake, &arn),
@@ -975,7 +964,10 @@ fn a_first_tick_tags_the_step_it_finds_without_an_update() {
     let fraud = entry(&again.json(), "fraud-shadow").clone();
     assert_eq!(fraud["evidence"]["step_origin"], json!({"kind": "tagged"}));
     assert_eq!(fraud["outcome"], "none", "{fraud:#}");
-    assert_eq!(writes(&fake), ["AddTags fraud-shadow"]);
+    assert_eq!(
+        fake.writes(),
+        ["AddTags fraud-shadow", "PutEvents fraud-shadow"]
+    );
     assert_eq!(fake.violations(), Vec::<String>::new());
 }
 
@@ -997,7 +989,7 @@ fn a_person_changing_sampling_mid_tick_is_not_overwritten() {
     let reason = fraud["reason"].as_str().unwrap();
     assert!(reason.contains("sampling changed 5 → 50"), "{reason}");
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         Vec::<String>::new(),
         "neither the update nor its tags: {:?}",
         tally(&fake.operations())
@@ -1021,7 +1013,7 @@ fn a_hold_tag_added_mid_tick_stops_the_write() {
 
     let fraud = entry(&finished.json(), "fraud-shadow").clone();
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         Vec::<String>::new(),
         "written although the re-read showed shadowpilot:hold=true: {fraud:#}"
     );
@@ -1044,7 +1036,7 @@ fn unknown_named_experiment_exits_2() {
     assert_eq!(report["experiments"].as_array().unwrap().len(), 1);
     assert_eq!(fake.count("SageMaker.DescribeInferenceExperiment"), 0);
     assert_eq!(fake.count(GET_METRIC_DATA), 0);
-    assert_eq!(writes(&fake), Vec::<String>::new());
+    assert_eq!(fake.writes(), Vec::<String>::new());
 }
 
 #[test]
@@ -1093,7 +1085,7 @@ fn no_datapoints_is_inconclusive_and_created_is_not_judged() {
     assert_eq!(created["policy"], "default");
     assert_eq!(created["tags"], Value::Null, "{created:#}");
     assert_eq!(fake.measured_endpoints(), ["quiet-shadow-endpoint"]);
-    assert_eq!(writes(&fake), ["AddTags quiet-shadow"]);
+    assert_eq!(fake.writes(), ["AddTags quiet-shadow"]);
     // Production's traffic chooses the shadow's latency periods, so the
     // second round still asks (and finds nothing).
     assert_rounds(&fake.metric_calls(), &AT_FIVE_PERCENT);
@@ -1122,7 +1114,7 @@ fn an_endpoint_without_traffic_needs_no_latency_round() {
     // round only.
     assert_rounds(&fake.metric_calls(), &[]);
     assert_eq!(fake.count(GET_METRIC_DATA), 1);
-    assert_eq!(writes(&fake), Vec::<String>::new());
+    assert_eq!(fake.writes(), Vec::<String>::new());
 }
 
 // ------------------------------------------------------------------ rearm
@@ -1175,7 +1167,7 @@ fn rearm_without_apply_prints_what_it_would_do_and_writes_nothing() {
     );
     assert_eq!(value["written"], false);
 
-    assert_eq!(writes(&fake), Vec::<String>::new());
+    assert_eq!(fake.writes(), Vec::<String>::new());
     assert_eq!(tags_of(&fake.experiment("fraud-shadow")), tags_before);
     assert_eq!(fake.count(GET_METRIC_DATA), 0, "rearm judges nothing");
     assert_eq!(fake.violations(), Vec::<String>::new());
@@ -1197,7 +1189,7 @@ fn rearm_apply_sets_since_then_deletes_the_latch_and_the_next_tick_does_not_latc
     assert!(!out.contains("dry run"), "{out}");
     // Since first, then the delete, both on the experiment's ARN.
     assert_eq!(
-        writes(&fake),
+        fake.writes(),
         ["AddTags fraud-shadow", "DeleteTags fraud-shadow"]
     );
     let since = added_tags(&fake, &arn);
@@ -1231,7 +1223,7 @@ fn rearm_apply_sets_since_then_deletes_the_latch_and_the_next_tick_does_not_latc
     // Nothing of the step lies inside the restarted evidence yet: the
     // count round only.
     assert_rounds(&fake.metric_calls(), &[]);
-    assert_eq!(writes(&fake).len(), 2);
+    assert_eq!(fake.writes().len(), 2);
     assert_eq!(fake.violations(), Vec::<String>::new());
 }
 
@@ -1255,7 +1247,7 @@ fn rearm_of_an_experiment_without_the_latch_reports_not_latched() {
     let value = json.json();
     assert_eq!(value["latch"], Value::Null, "{value:#}");
     assert_eq!(value["written"], false, "{value:#}");
-    assert_eq!(writes(&fake), Vec::<String>::new());
+    assert_eq!(fake.writes(), Vec::<String>::new());
     assert_eq!(fake.violations(), Vec::<String>::new());
 }
 
@@ -1269,6 +1261,6 @@ fn rearm_of_a_held_experiment_is_refused_and_writes_nothing() {
 
     assert!(!finished.status.success(), "{}", finished.stdout);
     assert!(finished.stderr.contains("held"), "{}", finished.stderr);
-    assert_eq!(writes(&fake), Vec::<String>::new());
+    assert_eq!(fake.writes(), Vec::<String>::new());
     assert_eq!(tags_of(&fake.experiment("fraud-shadow")), tags_before);
 }

@@ -27,6 +27,8 @@ pub enum ConfigError {
     MissingSchedule,
     #[error("{SCHEDULE_VAR}")]
     Schedule(#[source] ScheduleError),
+    #[error("{EVENT_BUS_VAR}={value:?}: must be default, none, or an event bus name (1 to 256 of A-Z a-z 0-9 . _ - /)")]
+    EventBus { value: String },
     #[error("policies could not be loaded")]
     Policies(#[source] PolicyError),
 }
@@ -67,7 +69,21 @@ impl Config {
         let event_bus = match lookup(EVENT_BUS_VAR).as_deref().map(str::trim) {
             None | Some("") | Some("default") => EventBus::Default,
             Some("none") => EventBus::Off,
-            Some(name) => EventBus::Named(name.to_string()),
+            // EventBridge's pattern for a bus name; caught here, at start,
+            // rather than as a PutEvents error after every write.
+            Some(name)
+                if name.len() <= 256
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)) =>
+            {
+                EventBus::Named(name.to_string())
+            }
+            Some(name) => {
+                return Err(ConfigError::EventBus {
+                    value: name.to_string(),
+                })
+            }
         };
         Ok(Self {
             force_dry_run,

@@ -193,6 +193,26 @@ fn configuration_table() {
         config(&[]).unwrap().require_schedule(),
         Err(ConfigError::MissingSchedule)
     ));
+    use shadowpilot_core::config::EventBus;
+    assert_eq!(config(&[]).unwrap().event_bus, EventBus::Default);
+    assert_eq!(
+        config(&[("SHADOWPILOT_EVENT_BUS", "none")])
+            .unwrap()
+            .event_bus,
+        EventBus::Off
+    );
+    assert_eq!(
+        config(&[("SHADOWPILOT_EVENT_BUS", "shadow-events")])
+            .unwrap()
+            .event_bus,
+        EventBus::Named("shadow-events".into())
+    );
+    let bus = config(&[("SHADOWPILOT_EVENT_BUS", "my bus")]).unwrap_err();
+    assert!(
+        bus.to_string()
+            .starts_with("SHADOWPILOT_EVENT_BUS=\"my bus\": must be default, none"),
+        "{bus}"
+    );
     let bad = config(&[("SHADOWPILOT_SCHEDULE", "cron(0 12 L * ? *)")]).unwrap_err();
     assert!(format!("{:?}", anyhow::Error::from(bad)).contains("L, W or #"));
     let ok = config(&[("SHADOWPILOT_SCHEDULE", "cron(0/10 * * * ? *)")]).unwrap();

@@ -16,41 +16,8 @@ use shadowpilot_testkit::fake_aws::{
 };
 
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_bootstrap");
-const UPDATE: &str = "SageMaker.UpdateInferenceExperiment";
 const ADD_TAGS: &str = "SageMaker.AddTags";
-const DELETE_TAGS: &str = "SageMaker.DeleteTags";
 const GET_METRIC_DATA: &str = "CloudWatch.GetMetricData";
-const PUT_EVENTS: &str = "AWSEvents.PutEvents";
-
-/// The writes that reached "AWS", in order, as `<operation> <experiment>`:
-/// updates name it, tag calls carry its ARN.
-fn writes(aws: &FakeAws) -> Vec<String> {
-    aws.requests()
-        .iter()
-        .filter_map(|request| {
-            let op = operation(request);
-            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-            let name = match op.as_str() {
-                UPDATE => body["Name"].as_str()?.to_string(),
-                ADD_TAGS | DELETE_TAGS => body["ResourceArn"]
-                    .as_str()?
-                    .rsplit_once("inference-experiment/")?
-                    .1
-                    .to_string(),
-                PUT_EVENTS => body["Entries"][0]["Resources"][0]
-                    .as_str()?
-                    .rsplit_once("inference-experiment/")?
-                    .1
-                    .to_string(),
-                _ => return None,
-            };
-            let op = op
-                .trim_start_matches("SageMaker.")
-                .trim_start_matches("AWSEvents.");
-            Some(format!("{op} {name}"))
-        })
-        .collect()
-}
 
 /// The tags of the one AddTags sent for `arn`.
 fn added_tags(aws: &FakeAws, arn: &str) -> BTreeMap<String, String> {
@@ -242,7 +209,7 @@ fn scheduled_event_runs_live_and_writes_the_ramp() {
     // one it ended in the history. Nothing deleted, nothing on the
     // unselected experiment.
     assert_eq!(
-        writes(&aws),
+        aws.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
             "AddTags fraud-shadow",
@@ -303,7 +270,7 @@ fn manual_dry_run_reports_and_writes_nothing() {
         ["shadowpilot:step", "shadowpilot:steps"]
     );
     assert_eq!(
-        writes(&aws),
+        aws.writes(),
         Vec::<String>::new(),
         "{:?}",
         tally(&aws.operations())
@@ -336,7 +303,7 @@ fn dry_run_variable_makes_the_scheduled_tick_dry() {
         assert_eq!(fraud["outcome"], "dry_run", "{fraud:#}");
     }
     assert_eq!(
-        writes(&aws),
+        aws.writes(),
         Vec::<String>::new(),
         "{:?}",
         tally(&aws.operations())
@@ -370,7 +337,7 @@ fn named_experiments_are_the_only_ones_read_and_written() {
     assert_eq!(entry(&report, "missing-shadow")["verdict"], "error");
     assert_eq!(entry(&report, "ranker-shadow")["applied"], true);
     assert_eq!(
-        writes(&aws),
+        aws.writes(),
         [
             "UpdateInferenceExperiment ranker-shadow",
             "AddTags ranker-shadow",
@@ -441,7 +408,7 @@ fn warm_container_serves_a_retried_tick_without_writing_twice() {
         assert_eq!(fraud["outcome"], "none", "{fraud:#}");
     }
     assert_eq!(
-        writes(&aws),
+        aws.writes(),
         [
             "UpdateInferenceExperiment fraud-shadow",
             "AddTags fraud-shadow",

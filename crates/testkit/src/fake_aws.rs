@@ -445,6 +445,38 @@ impl FakeAws {
         self.world.lock().expect("not poisoned").after_metrics = Some(Box::new(mutation));
     }
 
+    /// Every mutating call that reached "AWS", in order, as
+    /// `<operation> <experiment>`: updates name the experiment, tag calls
+    /// and events carry its ARN. A dry run must leave this empty.
+    pub fn writes(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter_map(|request| {
+                let op = operation(request);
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+                let arn = match op.as_str() {
+                    "SageMaker.UpdateInferenceExperiment" => {
+                        return Some(format!(
+                            "UpdateInferenceExperiment {}",
+                            body["Name"].as_str()?
+                        ))
+                    }
+                    "SageMaker.AddTags" | "SageMaker.DeleteTags" => body["ResourceArn"].as_str()?,
+                    "AWSEvents.PutEvents" => body["Entries"][0]["Resources"][0].as_str()?,
+                    other if other.starts_with("SageMaker.Stop") => other,
+                    _ => return None,
+                };
+                let name = arn
+                    .rsplit_once("inference-experiment/")
+                    .map_or(arn, |(_, n)| n);
+                let short = op
+                    .trim_start_matches("SageMaker.")
+                    .trim_start_matches("AWSEvents.");
+                Some(format!("{short} {name}"))
+            })
+            .collect()
+    }
+
     /// Every PutEvents entry received, in order.
     pub fn events(&self) -> Vec<Value> {
         self.world.lock().expect("not poisoned").events.clone()
