@@ -121,33 +121,6 @@ fn tag_calls(fake: &FakeAws, op: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The one AddTags sent for `arn`: its tags as key → value.
-fn added_tags(fake: &FakeAws, arn: &str) -> BTreeMap<String, String> {
-    let calls: Vec<Value> = tag_calls(fake, ADD_TAGS)
-        .into_iter()
-        .filter(|body| body["ResourceArn"] == arn)
-        .collect();
-    let [call] = calls.as_slice() else {
-        panic!("expected one AddTags for {arn}, got {calls:#?}");
-    };
-    assert_eq!(
-        call.as_object().map(|o| o.len()),
-        Some(2),
-        "ResourceArn and Tags only: {call:#}"
-    );
-    call["Tags"]
-        .as_array()
-        .expect("Tags")
-        .iter()
-        .map(|tag| {
-            (
-                tag["Key"].as_str().expect("Key").to_string(),
-                tag["Value"].as_str().expect("Value").to_string(),
-            )
-        })
-        .collect()
-}
-
 fn tags_of(experiment: &FakeExperiment) -> BTreeMap<String, String> {
     experiment.tags.iter().cloned().collect()
 }
@@ -409,7 +382,7 @@ fn apply_writes_one_update_with_the_whole_shadow_mode_config_then_the_step_tags(
             "PutEvents fraud-shadow"
         ]
     );
-    let tags = added_tags(&fake, &before.arn());
+    let tags = fake.added_tags(&before.arn());
     assert_eq!(tags.keys().collect::<Vec<_>>(), [STEP, STEPS], "{tags:?}");
     assert_mark_written(&tags[STEP], "25", (started, ended));
     assert_eq!(
@@ -670,7 +643,7 @@ fn untagged_is_skipped_and_regressed_ramps_down_with_the_latch() {
 
     // The regressed shadow is latched: the failing check and when.
     let arn = |name: &str| fake.experiment(name).arn();
-    let ranker_tags = added_tags(&fake, &arn("ranker-shadow"));
+    let ranker_tags = fake.added_tags(&arn("ranker-shadow"));
     assert_eq!(
         ranker_tags.keys().collect::<Vec<_>>(),
         [ATTENTION, FAILED, STEP, STEPS],
@@ -682,7 +655,7 @@ fn untagged_is_skipped_and_regressed_ramps_down_with_the_latch() {
         ranker_tags[STEPS],
         format!("25@{}", rfc3339(minute_ceil(ranker_modified)))
     );
-    let fraud_tags = added_tags(&fake, &arn("fraud-shadow"));
+    let fraud_tags = fake.added_tags(&arn("fraud-shadow"));
     assert_eq!(fraud_tags.keys().collect::<Vec<_>>(), [STEP, STEPS]);
     assert_mark_written(&fraud_tags[STEP], "25", (started, ended));
     assert_eq!(
@@ -748,7 +721,7 @@ fn a_latched_shadow_steps_down_every_tick_to_the_floor_though_healthy() {
     );
     // The latch stays as it was; the step tags follow the change, and the
     // attention tag records `failing`.
-    let tags = added_tags(&fake, &arn);
+    let tags = fake.added_tags(&arn);
     assert_eq!(
         tags.keys().collect::<Vec<_>>(),
         [ATTENTION, STEP, STEPS],
@@ -888,7 +861,7 @@ fn extension_and_ramp_travel_in_one_update_capped_at_thirty_days() {
             "PutEvents fraud-shadow"
         ]
     );
-    let tags = added_tags(&fake, &arn);
+    let tags = fake.added_tags(&arn);
     assert_eq!(tags.keys().collect::<Vec<_>>(), [STEP, STEPS], "{tags:?}");
     assert_mark_written(&tags[STEP], "25", (started, ended));
     assert_eq!(tags[STEPS], format!("5@{}", rfc3339(minute_ceil(modified))));
@@ -947,7 +920,7 @@ fn a_first_tick_tags_the_step_it_finds_without_an_update() {
     );
     // With the step, the attention state it announces (once) by event.
     assert_eq!(
-        added_tags(&fake, &arn),
+        fake.added_tags(&arn),
         BTreeMap::from([
             (ATTENTION.to_string(), "ready_to_promote".to_string()),
             (STEP.to_string(), format!("100@{}", rfc3339(modified)))
@@ -1076,7 +1049,7 @@ fn no_datapoints_is_inconclusive_and_created_is_not_judged() {
     // The step it found is remembered, with no update.
     assert_eq!(quiet["outcome"], "tags_written", "{quiet:#}");
     assert_eq!(
-        added_tags(&fake, &arn),
+        fake.added_tags(&arn),
         BTreeMap::from([(STEP.to_string(), format!("5@{}", rfc3339(modified)))])
     );
 
@@ -1192,7 +1165,7 @@ fn rearm_apply_sets_since_then_deletes_the_latch_and_the_next_tick_does_not_latc
         fake.writes(),
         ["AddTags fraud-shadow", "DeleteTags fraud-shadow"]
     );
-    let since = added_tags(&fake, &arn);
+    let since = fake.added_tags(&arn);
     assert_eq!(since.keys().collect::<Vec<_>>(), [SINCE], "{since:?}");
     let at = epoch_of(&since[SINCE]);
     assert!((started..=ended).contains(&at), "{since:?}");

@@ -4,45 +4,18 @@
 //! writes (the update first, then the tags that remember the step). Every
 //! wait is bounded; the child is killed when a test ends.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    entry, epoch_now, lambda_command, operation, tally, FakeAws, FakeExperiment, FakeRuntime,
-    Outcome, Running, WAIT,
+    entry, epoch_now, lambda_command, tally, FakeAws, FakeExperiment, FakeRuntime, Outcome,
+    Running, WAIT,
 };
 
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_bootstrap");
-const ADD_TAGS: &str = "SageMaker.AddTags";
 const GET_METRIC_DATA: &str = "CloudWatch.GetMetricData";
-
-/// The tags of the one AddTags sent for `arn`.
-fn added_tags(aws: &FakeAws, arn: &str) -> BTreeMap<String, String> {
-    let calls: Vec<Value> = aws
-        .requests()
-        .iter()
-        .filter(|request| operation(request) == ADD_TAGS)
-        .map(|request| request.json())
-        .filter(|body| body["ResourceArn"] == arn)
-        .collect();
-    let [call] = calls.as_slice() else {
-        panic!("expected one AddTags for {arn}, got {calls:#?}");
-    };
-    call["Tags"]
-        .as_array()
-        .expect("Tags")
-        .iter()
-        .map(|tag| {
-            (
-                tag["Key"].as_str().expect("Key").to_string(),
-                tag["Value"].as_str().expect("Value").to_string(),
-            )
-        })
-        .collect()
-}
 
 fn epoch_of(text: &str) -> f64 {
     chrono::DateTime::parse_from_rfc3339(text)
@@ -229,7 +202,7 @@ fn scheduled_event_runs_live_and_writes_the_ramp() {
         json!({"kind": "set_sampling", "from": 5, "to": 25})
     );
     assert_eq!(detail["sampling_percentage"], 25);
-    let tags = added_tags(&aws, &arn);
+    let tags = aws.added_tags(&arn);
     assert_eq!(
         tags.keys().collect::<Vec<_>>(),
         ["shadowpilot:step", "shadowpilot:steps"]
@@ -346,7 +319,7 @@ fn named_experiments_are_the_only_ones_read_and_written() {
     );
     let ranker_arn = aws.experiment("ranker-shadow").arn();
     assert_eq!(
-        added_tags(&aws, &ranker_arn).keys().collect::<Vec<_>>(),
+        aws.added_tags(&ranker_arn).keys().collect::<Vec<_>>(),
         ["shadowpilot:step", "shadowpilot:steps"]
     );
     let described = aws.described_names();

@@ -477,6 +477,37 @@ impl FakeAws {
             .collect()
     }
 
+    /// The tags of the one AddTags sent for `arn`, as key → value; it must
+    /// carry nothing but ResourceArn and Tags.
+    pub fn added_tags(&self, arn: &str) -> BTreeMap<String, String> {
+        let calls: Vec<Value> = self
+            .requests()
+            .iter()
+            .filter(|request| operation(request) == "SageMaker.AddTags")
+            .map(Recorded::json)
+            .filter(|body| body["ResourceArn"] == arn)
+            .collect();
+        let [call] = calls.as_slice() else {
+            panic!("expected one AddTags for {arn}, got {calls:#?}");
+        };
+        assert_eq!(
+            call.as_object().map(|o| o.len()),
+            Some(2),
+            "ResourceArn and Tags only: {call:#}"
+        );
+        call["Tags"]
+            .as_array()
+            .expect("Tags")
+            .iter()
+            .map(|tag| {
+                (
+                    tag["Key"].as_str().expect("Key").to_string(),
+                    tag["Value"].as_str().expect("Value").to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Every PutEvents entry received, in order.
     pub fn events(&self) -> Vec<Value> {
         self.world.lock().expect("not poisoned").events.clone()
