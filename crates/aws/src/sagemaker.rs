@@ -12,10 +12,11 @@ use aws_sdk_sagemaker::operation::describe_inference_experiment::{
 };
 use aws_sdk_sagemaker::operation::list_inference_experiments::ListInferenceExperimentsError;
 use aws_sdk_sagemaker::operation::list_tags::ListTagsError;
+use aws_sdk_sagemaker::operation::stop_inference_experiment::StopInferenceExperimentError;
 use aws_sdk_sagemaker::operation::update_inference_experiment::UpdateInferenceExperimentError;
 use aws_sdk_sagemaker::types::{
-    InferenceExperimentSchedule, InferenceExperimentSummary, InferenceExperimentType,
-    ShadowModeConfig, ShadowModelVariantConfig, Tag,
+    InferenceExperimentSchedule, InferenceExperimentStopDesiredState, InferenceExperimentSummary,
+    InferenceExperimentType, ModelVariantAction, ShadowModeConfig, ShadowModelVariantConfig, Tag,
 };
 use aws_smithy_runtime_api::box_error::BoxError as SdkBoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -29,7 +30,8 @@ use chrono::{DateTime, Utc};
 
 use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, MAX_TAG_VALUE_CHARS,
+    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate, StopState,
+    VariantAction, MAX_TAG_VALUE_CHARS,
 };
 use shadowpilot_core::limit::{AdaptiveLimit, LimitStats, DEFAULT_LIMIT};
 use shadowpilot_core::ports::{BoxError, ExperimentStore, StoreError};
@@ -38,6 +40,7 @@ const LIST: &str = "ListInferenceExperiments";
 const DESCRIBE: &str = "DescribeInferenceExperiment";
 const LIST_TAGS: &str = "ListTags";
 const UPDATE: &str = "UpdateInferenceExperiment";
+const STOP: &str = "StopInferenceExperiment";
 const ADD_TAGS: &str = "AddTags";
 const DELETE_TAGS: &str = "DeleteTags";
 
@@ -152,6 +155,7 @@ fn error_code(error: &ErasedError) -> Option<&str> {
         DescribeInferenceExperimentError,
         ListTagsError,
         UpdateInferenceExperimentError,
+        StopInferenceExperimentError,
         AddTagsError,
         DeleteTagsError,
         ListInferenceExperimentsError
@@ -234,6 +238,34 @@ impl ExperimentStore for SageMakerStore {
         self.limited(request.send())
             .await
             .map_err(|err| store_error(UPDATE, &update.name, err, update_failure))?;
+        Ok(())
+    }
+
+    async fn stop(&self, stop: &ExperimentStop) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .stop_inference_experiment()
+            .name(&stop.name)
+            .desired_state(match stop.desired_state {
+                StopState::Completed => InferenceExperimentStopDesiredState::Completed,
+                StopState::Cancelled => InferenceExperimentStopDesiredState::Cancelled,
+            })
+            .reason(&stop.reason);
+        for (variant, action) in &stop.variant_actions {
+            request = request.model_variant_actions(
+                variant,
+                match action {
+                    VariantAction::Promote => ModelVariantAction::Promote,
+                    VariantAction::Remove => ModelVariantAction::Remove,
+                    VariantAction::Retain => ModelVariantAction::Retain,
+                },
+            );
+        }
+        // DesiredModelVariants is left out: the variants keep the
+        // infrastructure they run on now.
+        self.limited(request.send())
+            .await
+            .map_err(|err| store_error(STOP, &stop.name, err, stop_failure))?;
         Ok(())
     }
 
@@ -562,6 +594,18 @@ fn update_failure(err: &UpdateInferenceExperimentError) -> Option<Classified> {
             Some((Failure::Conflict, own_message(e.message(), e)))
         }
         UpdateInferenceExperimentError::ResourceNotFound(e) => {
+            Some((Failure::NotFound, own_message(e.message(), e)))
+        }
+        other => by_code(other),
+    }
+}
+
+fn stop_failure(err: &StopInferenceExperimentError) -> Option<Classified> {
+    match err {
+        StopInferenceExperimentError::ConflictException(e) => {
+            Some((Failure::Conflict, own_message(e.message(), e)))
+        }
+        StopInferenceExperimentError::ResourceNotFound(e) => {
             Some((Failure::NotFound, own_message(e.message(), e)))
         }
         other => by_code(other),

@@ -13,16 +13,19 @@ use crate::evidence::{
     count_queries, final_periods, latency_queries, periods_known, Evidence, PeriodChoice,
     PeriodKey, Timeline,
 };
-use crate::experiment::{Experiment, ExperimentStatus, ExperimentUpdate};
+use crate::experiment::{
+    Experiment, ExperimentStatus, ExperimentStop, ExperimentUpdate, MAX_STOP_REASON_CHARS,
+};
 use crate::judge::{judge, Verdict};
 use crate::metrics::{MeasuredExperiment, SeriesQuery};
 use crate::plan::{
-    next_write_opportunity, plan, recorded_attention, write_blocked, Cadence, TagChanges,
+    next_write_opportunity, plan, recorded_attention, write_blocked, Action, Cadence, TagChanges,
 };
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{
     EventSink, ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
 };
+use crate::report::render::action_reason;
 use crate::report::{
     Deferral, Disposition, EntryError, EventsOutcome, ExperimentReport, Report, SkipReason,
     Staleness, Steered, WriteOutcome,
@@ -203,7 +206,16 @@ struct PendingWrite {
     planned_against: Experiment,
     /// `None` when only tags change.
     update: Option<ExperimentUpdate>,
+    /// The end of the test; never with an update.
+    stop: Option<ExperimentStop>,
     tags: TagChanges,
+}
+
+impl PendingWrite {
+    /// Whether SageMaker is asked to change the experiment itself.
+    fn changes_experiment(&self) -> bool {
+        self.update.is_some() || self.stop.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +257,14 @@ impl TickPlan {
         self.entries
             .iter()
             .filter_map(|entry| entry.write.as_ref().and_then(|w| w.update.as_ref()))
+            .collect()
+    }
+
+    /// The StopInferenceExperiment calls a live run would send, in order.
+    pub fn stops(&self) -> Vec<&ExperimentStop> {
+        self.entries
+            .iter()
+            .filter_map(|entry| entry.write.as_ref().and_then(|w| w.stop.as_ref()))
             .collect()
     }
 
@@ -741,7 +761,7 @@ impl<'a> Controller<'a> {
                             &report,
                             &write.planned_against.arn,
                             &before,
-                            write.update.is_some(),
+                            write.changes_experiment(),
                         );
                         if !events.is_empty() {
                             let outcome = match sink.publish(&events).await {
@@ -780,20 +800,25 @@ impl<'a> Controller<'a> {
                 return WriteOutcome::from_store_error(error);
             }
         }
+        if let Some(stop) = &write.stop {
+            if let Err(error) = self.store.stop(stop).await {
+                return WriteOutcome::from_store_error(error);
+            }
+        }
         // After the update, so a tag never claims a step AWS refused; a tag
         // that fails to land reads next tick as a change made elsewhere.
         let arn = &before.arn;
         if !write.tags.set.is_empty() {
             if let Err(error) = self.store.add_tags(arn, &write.tags.set).await {
-                return WriteOutcome::tag_write(arn, error, write.update.is_some());
+                return WriteOutcome::tag_write(arn, error, write.changes_experiment());
             }
         }
         if !write.tags.remove.is_empty() {
             if let Err(error) = self.store.delete_tags(arn, &write.tags.remove).await {
-                return WriteOutcome::tag_write(arn, error, write.update.is_some());
+                return WriteOutcome::tag_write(arn, error, write.changes_experiment());
             }
         }
-        if write.update.is_some() {
+        if write.changes_experiment() {
             WriteOutcome::Applied
         } else {
             WriteOutcome::TagsWritten
@@ -806,7 +831,7 @@ impl<'a> Controller<'a> {
 fn no_time_to_write(budget: &Budget, write: &PendingWrite, extra_calls: u32) -> Option<Deferral> {
     let calls = 1
         + extra_calls
-        + u32::from(write.update.is_some())
+        + u32::from(write.changes_experiment())
         + u32::from(!write.tags.set.is_empty())
         + u32::from(!write.tags.remove.is_empty());
     let margin = budget.write_margin(calls);
@@ -885,12 +910,17 @@ fn decide(
     };
     let planned = plan(&experiment, &timeline, &verdict, policy, cadence);
     let update = planned.update_for(&experiment);
+    let stop = planned
+        .stop()
+        .and_then(|action| stop_request(&experiment, action, &verdict));
     let tags = planned.tags_for(&experiment);
-    let mut write = (update.is_some() || !tags.is_empty()).then(|| PendingWrite {
-        planned_against: experiment.clone(),
-        update,
-        tags,
-    });
+    let mut write =
+        (update.is_some() || stop.is_some() || !tags.is_empty()).then(|| PendingWrite {
+            planned_against: experiment.clone(),
+            update,
+            stop,
+            tags,
+        });
     let mut outcome = WriteOutcome::Nothing;
     if write.is_some() {
         if let Some(blocked) = write_blocked(&experiment, policy, now) {
@@ -911,6 +941,39 @@ fn decide(
     report.policy = Some(policy.name.clone());
     report.timeline = Some(timeline);
     PlannedEntry { report, write }
+}
+
+/// The StopInferenceExperiment of a planned stop. Its Reason names
+/// shadowpilot, why it stops and the checks' intervals, cut to AWS's limit.
+fn stop_request(
+    experiment: &Experiment,
+    action: &Action,
+    verdict: &Verdict,
+) -> Option<ExperimentStop> {
+    let Action::Stop {
+        variant_actions,
+        desired_state,
+        ..
+    } = action
+    else {
+        return None;
+    };
+    let checks: Vec<String> = verdict.checks.iter().map(|c| c.to_string()).collect();
+    let mut reason = format!("shadowpilot: {}", action_reason(action));
+    if !checks.is_empty() {
+        reason.push_str("; evidence: ");
+        reason.push_str(&checks.join("; "));
+    }
+    if reason.chars().count() > MAX_STOP_REASON_CHARS {
+        reason = reason.chars().take(MAX_STOP_REASON_CHARS - 1).collect();
+        reason.push('…');
+    }
+    Some(ExperimentStop {
+        name: experiment.name.clone(),
+        variant_actions: variant_actions.clone(),
+        desired_state: *desired_state,
+        reason,
+    })
 }
 
 /// What `shadowpilot rearm` found and did.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::plan::{Action, Attention};
+use crate::plan::{Action, Attention, Conclusion};
 use crate::report::ExperimentReport;
 
 /// Every event's `source`.
@@ -41,7 +41,8 @@ pub struct EventDetail {
     pub verdict: String,
     /// Every attention state now (`failing`, `ready_to_promote`, ...).
     pub attention: Vec<String>,
-    /// What was applied: `set_sampling` from/to, `extend_end_time` from/to.
+    /// What was applied: `set_sampling` from/to, `extend_end_time` from/to,
+    /// `stop_experiment`.
     pub change: Option<Change>,
     /// The checks that decided the verdict, with their intervals.
     pub decisive: Vec<DecisiveCheck>,
@@ -60,6 +61,14 @@ pub enum Change {
     ExtendEndTime {
         from: String,
         to: String,
+    },
+    /// StopInferenceExperiment: `promote` or `remove_shadow`, with each
+    /// variant's action (`Promote`, `Remove`, `Retain`) and the state it
+    /// ends in (`Completed`, `Cancelled`).
+    StopExperiment {
+        stop: String,
+        variant_actions: std::collections::BTreeMap<String, String>,
+        desired_state: String,
     },
 }
 
@@ -141,6 +150,22 @@ pub fn events_for(
                         to: rfc3339(*to),
                     }
                 }
+                Action::Stop {
+                    conclusion,
+                    variant_actions,
+                    desired_state,
+                } => Change::StopExperiment {
+                    stop: match conclusion {
+                        Conclusion::Promote { .. } => "promote",
+                        Conclusion::RemoveShadow { .. } => "remove_shadow",
+                    }
+                    .to_string(),
+                    variant_actions: variant_actions
+                        .iter()
+                        .map(|(variant, action)| (variant.clone(), action.as_str().to_string()))
+                        .collect(),
+                    desired_state: desired_state.as_str().to_string(),
+                },
             })
             .collect()
     } else {
@@ -169,6 +194,7 @@ pub fn events_for(
             detail_type: match change {
                 Change::SetSampling { .. } => "Shadow Sampling Changed",
                 Change::ExtendEndTime { .. } => "Experiment Extended",
+                Change::StopExperiment { .. } => "Experiment Stopped",
             },
             resource: arn.to_string(),
             detail: detail(Some(change)),

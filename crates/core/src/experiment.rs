@@ -235,3 +235,58 @@ impl ExperimentUpdate {
         self.sampling.is_none() && self.end_time.is_none()
     }
 }
+
+/// What StopInferenceExperiment does with one variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VariantAction {
+    /// The shadow becomes the production variant.
+    Promote,
+    /// The variant is deleted.
+    Remove,
+    /// The variant stays as it is.
+    Retain,
+}
+
+impl VariantAction {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Promote => "Promote",
+            Self::Remove => "Remove",
+            Self::Retain => "Retain",
+        }
+    }
+}
+
+/// StopInferenceExperiment's `DesiredState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopState {
+    /// The experiment completed successfully: the shadow is promoted.
+    Completed,
+    /// The experiment was cancelled: the shadow failed and is removed.
+    Cancelled,
+}
+
+impl StopState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "Completed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// AWS's limit on StopInferenceExperiment's `Reason`, in characters.
+pub const MAX_STOP_REASON_CHARS: usize = 1024;
+
+/// One StopInferenceExperiment call: the end of the test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExperimentStop {
+    pub name: String,
+    /// Every variant of the experiment, by name.
+    pub variant_actions: BTreeMap<String, VariantAction>,
+    pub desired_state: StopState,
+    /// Names shadowpilot and the evidence; at most
+    /// [`MAX_STOP_REASON_CHARS`].
+    pub reason: String,
+}

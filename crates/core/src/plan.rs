@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::evidence::{StepOrigin, Timeline};
 use crate::experiment::{
-    tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, ATTENTION_TAG,
-    FAILED_TAG, MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
+    tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, StopState,
+    VariantAction, ATTENTION_TAG, FAILED_TAG, MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
 use crate::judge::{Outcome, Reason, Verdict};
-use crate::policy::{OnFail, Policy};
+use crate::policy::{AtCap, OnFail, Policy, ProductionAction, Promote};
 use crate::schedule::chrono_duration;
 use crate::stats::TimeToDecision;
 use crate::MAX_EXPERIMENT_DURATION;
@@ -32,6 +32,34 @@ pub enum Action {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         why: Extension,
+    },
+    /// StopInferenceExperiment: the end of the test. Never planned with
+    /// another action.
+    Stop {
+        conclusion: Conclusion,
+        /// Every variant of the experiment and what becomes of it.
+        variant_actions: BTreeMap<String, VariantAction>,
+        desired_state: StopState,
+    },
+}
+
+/// Why shadowpilot ends the test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conclusion {
+    /// The 100 % step's own evidence passes, and the step has run for
+    /// `passed_for` ≥ `after` (or the experiment ends first: `ends`).
+    Promote {
+        passed_for: Duration,
+        after: Duration,
+        /// Set when promoted at the last tick before this end, short of
+        /// `after`.
+        ends: Option<DateTime<Utc>>,
+    },
+    /// failing_at_floor has held for `failing_for` ≥ `after`.
+    RemoveShadow {
+        mark: Option<FailedMark>,
+        failing_for: Duration,
+        after: Duration,
     },
 }
 
@@ -68,6 +96,10 @@ pub enum NeedsTime {
     /// Passing, below the top step.
     StillClimbing,
     Inconclusive,
+    /// Passing at 100 %, to be promoted at this time.
+    AwaitingPromotion {
+        due: DateTime<Utc>,
+    },
 }
 
 /// Why nothing (more) is done.
@@ -86,6 +118,26 @@ pub enum Note {
     },
     ReadyToPromote {
         ceiling: u8,
+    },
+    /// Promotion is on: the 100 % step has passed for `passed_for` of
+    /// `after`; `ends_first` when the experiment cannot run until `due`.
+    PromotionDue {
+        passed_for: Duration,
+        after: Duration,
+        due: DateTime<Utc>,
+        ends_first: Option<DateTime<Utc>>,
+    },
+    /// The last tick before the experiment ends, short of the promotion
+    /// time, and the policy says report: it is left to end.
+    PromotionOutrun {
+        due: DateTime<Utc>,
+        ends: DateTime<Utc>,
+    },
+    /// Stopping on failure is on: failing at the floor since `since`.
+    StopDue {
+        since: DateTime<Utc>,
+        after: Duration,
+        due: DateTime<Utc>,
     },
     Dwelling {
         dwelt: Duration,
@@ -232,9 +284,17 @@ impl Plan {
                     })
                 }
                 Action::ExtendEndTime { to, .. } => update.end_time = Some(*to),
+                Action::Stop { .. } => {}
             }
         }
         (!update.is_empty()).then_some(update)
+    }
+
+    /// The StopInferenceExperiment this plan ends the test with, if any.
+    pub fn stop(&self) -> Option<&Action> {
+        self.actions
+            .iter()
+            .find(|action| matches!(action, Action::Stop { .. }))
     }
 
     /// The tag changes only, without the ones that change nothing.
@@ -292,8 +352,11 @@ pub fn plan(
         }
     }
     if let Some(mark) = latch {
-        plan.notes.push(Note::Latched { mark });
+        plan.notes.push(Note::Latched { mark: mark.clone() });
         step_down(experiment, policy, SamplingChange::Latched, &mut plan);
+        if plan.attention.contains(&Attention::FailingAtFloor) {
+            plan_failure_stop(experiment, timeline, policy, Some(mark), now, &mut plan);
+        }
     } else if verdict.outcome == Outcome::Fail {
         let check = verdict
             .decisive_check()
@@ -307,9 +370,16 @@ pub fn plan(
             .to_string(),
         );
         step_down(experiment, policy, SamplingChange::Failing, &mut plan);
+        if plan.attention.contains(&Attention::FailingAtFloor) {
+            // The latch starts now: `after` counts from this tick.
+            plan_failure_stop(experiment, timeline, policy, None, now, &mut plan);
+        }
     } else {
         plan_sampling(experiment, timeline, verdict, policy, now, &mut plan);
-        plan_extension(experiment, verdict, policy, cadence, &mut plan);
+        let awaiting = plan_promotion(experiment, timeline, verdict, policy, cadence, &mut plan);
+        if plan.stop().is_none() {
+            plan_extension(experiment, verdict, policy, cadence, awaiting, &mut plan);
+        }
     }
     let changed_to = plan.actions.iter().find_map(|a| match a {
         Action::SetSampling { to, .. } => Some(*to),
@@ -410,6 +480,144 @@ fn step_down(experiment: &Experiment, policy: &Policy, why: SamplingChange, plan
         to,
         why,
     });
+}
+
+/// Both variants' names, with their actions.
+fn variant_actions(
+    experiment: &Experiment,
+    shadow: VariantAction,
+    production: VariantAction,
+) -> BTreeMap<String, VariantAction> {
+    BTreeMap::from([
+        (experiment.shadow_variant.clone(), shadow),
+        (experiment.production_variant.clone(), production),
+    ])
+}
+
+/// The moment the current step's time counts from: its tag, or this tick
+/// when the tag is only being written now.
+fn step_tagged_since(timeline: &Timeline, now: DateTime<Utc>) -> DateTime<Utc> {
+    match timeline.step_origin {
+        StepOrigin::Tagged => timeline.step_start,
+        StepOrigin::Untagged | StepOrigin::ChangedElsewhere { .. } => now,
+    }
+}
+
+/// failing_at_floor, with stopping on failure in the policy: the shadow is
+/// removed once it has held for `after`, counted from the later of the
+/// floor step's tag and the latch (`None`: the latch is written now).
+fn plan_failure_stop(
+    experiment: &Experiment,
+    timeline: &Timeline,
+    policy: &Policy,
+    mark: Option<FailedMark>,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
+    let Some(on_failure) = policy.stop.on_failure else {
+        return;
+    };
+    let latched_at = mark.as_ref().map_or(now, |m| m.at);
+    let since = step_tagged_since(timeline, now).max(latched_at);
+    let failing_for = (now - since).to_std().unwrap_or_default();
+    if failing_for < on_failure.after {
+        plan.notes.push(Note::StopDue {
+            since,
+            after: on_failure.after,
+            due: since + chrono_duration(on_failure.after),
+        });
+        return;
+    }
+    plan.actions.push(Action::Stop {
+        conclusion: Conclusion::RemoveShadow {
+            mark,
+            failing_for,
+            after: on_failure.after,
+        },
+        variant_actions: variant_actions(experiment, VariantAction::Remove, VariantAction::Retain),
+        desired_state: StopState::Cancelled,
+    });
+}
+
+/// The latest the experiment can run: its end time, or the cap extensions
+/// can reach.
+fn last_possible_end(experiment: &Experiment, policy: &Policy) -> Option<DateTime<Utc>> {
+    let end = experiment.end_time?;
+    if !policy.extend.enabled {
+        return Some(end);
+    }
+    let Some(start) = experiment.start_time else {
+        return Some(end);
+    };
+    let max_duration = policy.extend.max_duration.min(MAX_EXPERIMENT_DURATION);
+    Some(end.max(start + chrono_duration(max_duration)))
+}
+
+/// Passing at 100 % with promotion in the policy: promote once the step
+/// has run for `after_passing` from its tag; before that, the time it is
+/// due (the extension keeps the experiment running until then).
+fn plan_promotion(
+    experiment: &Experiment,
+    timeline: &Timeline,
+    verdict: &Verdict,
+    policy: &Policy,
+    cadence: Cadence,
+    plan: &mut Plan,
+) -> Option<DateTime<Utc>> {
+    let promote: &Promote = policy.stop.promote.as_ref()?;
+    if verdict.outcome != Outcome::Pass
+        || experiment.sampling_percentage != 100
+        || policy.ramp.ceiling != 100
+        || !plan.actions.is_empty()
+    {
+        return None;
+    }
+    let now = cadence.now;
+    let since = step_tagged_since(timeline, now);
+    let passed_for = (now - since).to_std().unwrap_or_default();
+    let due = since + chrono_duration(promote.after_passing);
+    let production = match promote.production {
+        ProductionAction::Retain => VariantAction::Retain,
+        ProductionAction::Remove => VariantAction::Remove,
+    };
+    let mut stop = |ends: Option<DateTime<Utc>>| {
+        plan.actions.push(Action::Stop {
+            conclusion: Conclusion::Promote {
+                passed_for,
+                after: promote.after_passing,
+                ends,
+            },
+            variant_actions: variant_actions(experiment, VariantAction::Promote, production),
+            desired_state: StopState::Completed,
+        });
+    };
+    if passed_for >= promote.after_passing {
+        stop(None);
+        return None;
+    }
+    let ends = last_possible_end(experiment, policy);
+    let ends_first = ends.filter(|end| *end <= due);
+    // The last tick: the next chance to write comes after the end.
+    if let Some(end) = ends.filter(|end| cadence.next_write >= *end) {
+        match promote.at_cap {
+            AtCap::Promote => {
+                stop(Some(end));
+                return None;
+            }
+            // Still awaiting: the extension finds the cap and says so.
+            AtCap::Report => {
+                plan.notes.push(Note::PromotionOutrun { due, ends: end });
+                return Some(due);
+            }
+        }
+    }
+    plan.notes.push(Note::PromotionDue {
+        passed_for,
+        after: promote.after_passing,
+        due,
+        ends_first,
+    });
+    Some(due)
 }
 
 fn next_step(policy: &Policy, current: u8) -> u8 {
@@ -524,6 +732,7 @@ fn plan_extension(
     verdict: &Verdict,
     policy: &Policy,
     cadence: Cadence,
+    awaiting_promotion: Option<DateTime<Utc>>,
     plan: &mut Plan,
 ) {
     let extend = &policy.extend;
@@ -565,7 +774,18 @@ fn plan_extension(
                 }),
             )
         }
-        Outcome::Pass | Outcome::Fail => return,
+        // Passing at the top with promotion on: until it is due.
+        Outcome::Pass => match awaiting_promotion {
+            Some(due) => (
+                NeedsTime::AwaitingPromotion { due },
+                Some(TimeToDecision::Needs {
+                    extra: 0.0,
+                    minutes: (due - now).num_seconds().max(0) as f64 / 60.0,
+                }),
+            ),
+            None => return,
+        },
+        Outcome::Fail => return,
     };
     let Some(start) = experiment.start_time else {
         plan.attention.push(Attention::CannotExtend);

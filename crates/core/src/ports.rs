@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::experiment::{Experiment, ExperimentSummary, ExperimentUpdate};
+use crate::experiment::{Experiment, ExperimentStop, ExperimentSummary, ExperimentUpdate};
 use crate::metrics::{Series, SeriesQuery};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -103,6 +103,9 @@ pub trait ExperimentStore: Send + Sync {
     /// Describe plus tags, as one model.
     async fn describe(&self, name: &str) -> Result<Experiment, StoreError>;
     async fn update(&self, update: &ExperimentUpdate) -> Result<(), StoreError>;
+    /// StopInferenceExperiment: the end of the test, with what becomes of
+    /// each variant.
+    async fn stop(&self, stop: &ExperimentStop) -> Result<(), StoreError>;
     /// SageMaker AddTags on the experiment's ARN: sets (adds or overwrites)
     /// these tags and leaves the others alone.
     async fn add_tags(&self, arn: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError>;

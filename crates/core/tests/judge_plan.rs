@@ -10,7 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use common::{check_result, experiment, gather, t0, verdict_of, FakeMetrics, Profile};
 use shadowpilot_core::evidence::{Form, StepOrigin, Timeline};
 use shadowpilot_core::experiment::{
-    tag_time, Experiment, StepMark, FAILED_TAG, MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
+    tag_time, Experiment, StepMark, StopState, VariantAction, FAILED_TAG, MAX_TAG_VALUE_CHARS,
+    SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
 use shadowpilot_core::judge::{
     epoch_alpha, judge, Amount, CheckId, CheckResult, Outcome, Reason, Sequence, Verdict,
@@ -731,10 +732,12 @@ fn apply(e: &mut Experiment, plan: &Plan, now: DateTime<Utc>) {
 }
 
 /// An action without its reason, for comparing plans.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Planned {
     Set(u8, u8),
     Extend(DateTime<Utc>, DateTime<Utc>),
+    /// DesiredState, then (shadow, production) actions.
+    Stop(StopState, VariantAction, VariantAction),
 }
 
 fn strip(actions: &[Action]) -> Vec<Planned> {
@@ -743,6 +746,15 @@ fn strip(actions: &[Action]) -> Vec<Planned> {
         .map(|a| match a {
             Action::SetSampling { from, to, .. } => Planned::Set(*from, *to),
             Action::ExtendEndTime { from, to, .. } => Planned::Extend(*from, *to),
+            Action::Stop {
+                variant_actions,
+                desired_state,
+                ..
+            } => Planned::Stop(
+                *desired_state,
+                variant_actions["shadow"],
+                variant_actions["production"],
+            ),
         })
         .collect()
 }
@@ -1020,6 +1032,7 @@ fn plan_table() {
                     assert!(*to <= e.start_time.unwrap() + Duration::days(30), "{name}");
                     assert!(*to > now, "{name}");
                 }
+                Action::Stop { .. } => panic!("{name}: this policy never stops"),
             }
         }
         // Only a new failure writes the latch.
@@ -1028,6 +1041,267 @@ fn plan_table() {
             case.verdict.outcome == FAIL && !case.latched,
             "{name}"
         );
+    }
+}
+
+/// One experiment at the end of its test: sampling, how long ago its step
+/// was tagged (`None`: untagged), the latch's age, and when it ends.
+struct StopCase {
+    name: &'static str,
+    at_cap: &'static str,
+    sampling: u8,
+    verdict: Verdict,
+    step_tagged: Option<Duration>,
+    latched: Option<Duration>,
+    started_ago: Duration,
+    ends_in: Duration,
+    actions: Vec<Planned>,
+    attention: Vec<Attention>,
+    note: Option<fn(&Note) -> bool>,
+}
+
+#[test]
+fn stop_table() {
+    use StopState::{Cancelled, Completed};
+    use VariantAction::{Promote, Remove, Retain};
+    let policy = |at_cap: &str| {
+        parse_policy(
+            "t.yaml",
+            &format!(
+                "name: t\nchecks:\n  - metric: latency_p99\n    max_ratio_to_production: 1.2\nramp:\n  steps: [5, 10, 25, 50, 100]\n  bake_time: 2h\n  floor: 2\nextend:\n  margin: 6h\n  by: 2d\nstop:\n  promote:\n    after_passing: 6h\n    production: remove\n    at_cap: {at_cap}\n  on_failure:\n    after: 1d\n"
+            ),
+        )
+        .unwrap()
+    };
+    let now = t0() + Duration::days(10);
+    let h = Duration::hours;
+    let far = Duration::days(5);
+    let pass = || Verdict::from_outcome(PASS);
+    let fail = || verdict_of(vec![p99(FAIL)]);
+    let case = |name, sampling, verdict, step_tagged: Option<Duration>| StopCase {
+        name,
+        at_cap: "report",
+        sampling,
+        verdict,
+        step_tagged,
+        latched: None,
+        started_ago: Duration::days(10),
+        ends_in: far,
+        actions: vec![],
+        attention: vec![],
+        note: None,
+    };
+    let promoted = Planned::Stop(Completed, Promote, Remove);
+    let removed = Planned::Stop(Cancelled, Remove, Retain);
+    let ready = vec![Attention::ReadyToPromote];
+    let at_floor = vec![Attention::FailingAtFloor];
+    let cases = vec![
+        StopCase {
+            actions: vec![promoted.clone()],
+            attention: ready.clone(),
+            ..case(
+                "passed at 100 % for after_passing: promoted",
+                100,
+                pass(),
+                Some(h(6)),
+            )
+        },
+        StopCase {
+            attention: ready.clone(),
+            note: Some(|n| {
+                matches!(
+                    n,
+                    Note::PromotionDue {
+                        ends_first: None,
+                        ..
+                    }
+                )
+            }),
+            ..case(
+                "passed at 100 % not yet long enough: due later",
+                100,
+                pass(),
+                Some(h(5)),
+            )
+        },
+        StopCase {
+            ends_in: h(3),
+            attention: ready.clone(),
+            actions: vec![Planned::Extend(
+                now + h(3),
+                now + h(6) + Duration::minutes(20),
+            )],
+            ..case(
+                "due later and ending soon: extended, not left to expire",
+                100,
+                pass(),
+                Some(h(5)),
+            )
+        },
+        StopCase {
+            attention: ready.clone(),
+            note: Some(|n| matches!(n, Note::PromotionDue { .. })),
+            ..case(
+                "an untagged 100 % step counts from the tag written now",
+                100,
+                pass(),
+                None,
+            )
+        },
+        StopCase {
+            started_ago: Duration::days(30) - Duration::minutes(5),
+            ends_in: Duration::minutes(5),
+            attention: vec![Attention::ReadyToPromote, Attention::CannotExtend],
+            note: Some(|n| matches!(n, Note::PromotionOutrun { .. })),
+            ..case(
+                "the cap comes first, at_cap report: left to end",
+                100,
+                pass(),
+                Some(h(5)),
+            )
+        },
+        StopCase {
+            at_cap: "promote",
+            started_ago: Duration::days(30) - Duration::minutes(5),
+            ends_in: Duration::minutes(5),
+            actions: vec![promoted.clone()],
+            attention: ready.clone(),
+            ..case(
+                "the cap comes first, at_cap promote: promoted at the last tick",
+                100,
+                pass(),
+                Some(h(5)),
+            )
+        },
+        StopCase {
+            at_cap: "promote",
+            started_ago: Duration::days(30) - h(2),
+            ends_in: h(2),
+            attention: vec![Attention::ReadyToPromote, Attention::CannotExtend],
+            note: Some(|n| {
+                matches!(
+                    n,
+                    Note::PromotionDue {
+                        ends_first: Some(_),
+                        ..
+                    }
+                )
+            }),
+            ..case(
+                "the cap comes first, not the last tick yet: waits",
+                100,
+                pass(),
+                Some(h(1)),
+            )
+        },
+        StopCase {
+            actions: vec![Planned::Set(50, 100)],
+            ..case(
+                "passing below 100 % climbs, never promoted",
+                50,
+                pass(),
+                Some(h(6)),
+            )
+        },
+        case(
+            "inconclusive at 100 % is never promoted",
+            100,
+            Verdict::from_outcome(INC),
+            Some(h(30)),
+        ),
+        StopCase {
+            latched: Some(h(25)),
+            actions: vec![removed.clone()],
+            attention: at_floor.clone(),
+            ..case(
+                "failing at the floor for a day: shadow removed",
+                2,
+                pass(),
+                Some(h(48)),
+            )
+        },
+        StopCase {
+            latched: Some(h(23)),
+            attention: at_floor.clone(),
+            note: Some(|n| matches!(n, Note::StopDue { .. })),
+            ..case(
+                "failing at the floor for under a day: due later",
+                2,
+                pass(),
+                Some(h(48)),
+            )
+        },
+        StopCase {
+            latched: Some(h(48)),
+            attention: at_floor.clone(),
+            note: Some(|n| matches!(n, Note::StopDue { .. })),
+            ..case(
+                "counted from the floor step's tag when it is later",
+                2,
+                pass(),
+                Some(h(12)),
+            )
+        },
+        StopCase {
+            attention: at_floor.clone(),
+            note: Some(|n| matches!(n, Note::StopDue { .. })),
+            ..case(
+                "a new failure at the floor starts the count now",
+                2,
+                fail(),
+                Some(h(48)),
+            )
+        },
+        StopCase {
+            latched: Some(h(48)),
+            actions: vec![Planned::Set(25, 10)],
+            attention: vec![Attention::Failing],
+            ..case(
+                "latched above the floor steps down, never stops",
+                25,
+                pass(),
+                Some(h(48)),
+            )
+        },
+    ];
+    for case in cases {
+        let policy = policy(case.at_cap);
+        let mut e = experiment("x", case.sampling);
+        e.start_time = Some(now - case.started_ago);
+        e.end_time = Some(now + case.ends_in);
+        e.last_modified = now - h(50);
+        if let Some(ago) = case.step_tagged {
+            e.tags.insert(
+                STEP_TAG.into(),
+                format!("{}@{}", case.sampling, tag_time(now - ago)),
+            );
+        }
+        if let Some(ago) = case.latched {
+            e.tags.insert(
+                FAILED_TAG.into(),
+                format!("latency_p99@{}", tag_time(now - ago)),
+            );
+        }
+        let planned = plan_at(&e, &case.verdict, &policy, now);
+        let name = case.name;
+        assert_eq!(
+            strip(&planned.actions),
+            case.actions,
+            "{name}: {planned:#?}"
+        );
+        assert_eq!(planned.attention, case.attention, "{name}");
+        if let Some(note) = case.note {
+            assert!(
+                planned.notes.iter().any(note),
+                "{name}: {:#?}",
+                planned.notes
+            );
+        }
+        // A stop is the only action of its plan, and sends no update.
+        if planned.stop().is_some() {
+            assert_eq!(planned.actions.len(), 1, "{name}");
+            assert_eq!(planned.update_for(&e), None, "{name}");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use super::runner::{ExperimentRun, SimulationOutcome, Stop, TickRecord};
 use super::world::WriteRecord;
 use shadowpilot_core::experiment::ExperimentStatus;
 use shadowpilot_core::judge::{CheckId, CheckResult};
-use shadowpilot_core::plan::{Action, Attention};
+use shadowpilot_core::plan::{Action, Attention, Conclusion};
 use shadowpilot_core::report::render::{action_summary, table};
 use shadowpilot_core::report::{ErrorKind, VerdictCounts, VerdictKind, WriteOutcome};
 
@@ -28,6 +28,14 @@ pub enum Ended {
         ran_for: chrono::Duration,
         extensions: usize,
         at_cap: bool,
+    },
+    /// shadowpilot ended the test with StopInferenceExperiment.
+    Concluded {
+        promoted: bool,
+        sampling: u8,
+        /// From StartTime to the stop.
+        after: chrono::Duration,
+        status: Option<ExperimentStatus>,
     },
     /// The simulation stopped first; `status` is `None` when no tick saw it.
     Stopped {
@@ -57,6 +65,24 @@ impl std::fmt::Display for Ended {
                 }
                 Ok(())
             }
+            Self::Concluded {
+                promoted,
+                sampling,
+                after,
+                status,
+            } => write!(
+                f,
+                "{} at {sampling} % after {} ({})",
+                if *promoted {
+                    "promoted by shadowpilot"
+                } else {
+                    "stopped by shadowpilot, shadow removed,"
+                },
+                show(*after),
+                status
+                    .as_ref()
+                    .map_or("not seen".to_string(), |s| s.as_str().to_string()),
+            ),
             Self::Stopped {
                 status,
                 sampling,
@@ -132,6 +158,7 @@ impl ExperimentRun {
         let mut verdicts = VerdictCounts::default();
         let (mut ramps_up, mut ramps_down, mut extensions) = (0, 0, 0);
         let mut first_fail_at = None;
+        let mut concluded = None;
         for tick in &self.ticks {
             verdicts.add(tick.verdict());
             if tick.verdict() == VerdictKind::Fail {
@@ -145,6 +172,13 @@ impl ExperimentRun {
                     Action::SetSampling { from, to, .. } if to > from => ramps_up += 1,
                     Action::SetSampling { .. } => ramps_down += 1,
                     Action::ExtendEndTime { .. } => extensions += 1,
+                    Action::Stop { conclusion, .. } => {
+                        concluded = Some((
+                            tick.at,
+                            matches!(conclusion, Conclusion::Promote { .. }),
+                            tick.sampling,
+                        ))
+                    }
                 }
             }
         }
@@ -171,7 +205,14 @@ impl ExperimentRun {
             .find(|t| t.verdict() != VerdictKind::Skipped)
             .map(|t| t.attention().to_vec())
             .unwrap_or_default();
-        let ended = if final_status == Some(ExperimentStatus::Completed) {
+        let ended = if let Some((at, promoted, sampling)) = concluded {
+            Ended::Concluded {
+                promoted,
+                sampling,
+                after: at - self.start_time,
+                status: final_status.clone(),
+            }
+        } else if final_status == Some(ExperimentStatus::Completed) {
             Ended::Completed {
                 sampling: final_sampling,
                 ran_for: final_end_time - self.start_time,
@@ -424,6 +465,28 @@ impl SimulationOutcome {
                 })
             })
             .collect();
+        let stops: Vec<serde_json::Value> = self
+            .stops
+            .iter()
+            .map(|stop| {
+                let serving = self
+                    .experiment(&stop.request.name)
+                    .and_then(|run| run.serving_after_stop.as_ref());
+                serde_json::json!({
+                    "at": stop.at,
+                    "experiment": stop.request.name,
+                    "variant_actions": stop.request.variant_actions.iter().map(|(v, a)| (v.clone(), a.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
+                    "desired_state": stop.request.desired_state.as_str(),
+                    "reason": stop.request.reason,
+                    "serving_after": serving.filter(|_| stop.refused.is_none()).map(|s| serde_json::json!({
+                        "production": s.production,
+                        "retained": s.retained,
+                        "removed": s.removed,
+                    })),
+                    "rejected": stop.refused.as_ref().map(|refusal| refusal.to_string()),
+                })
+            })
+            .collect();
         serde_json::json!({
             "scenario": self.scenario,
             "source": self.source,
@@ -437,6 +500,7 @@ impl SimulationOutcome {
             "timeline": timeline,
             "quiet_ticks_omitted": omitted,
             "writes": writes,
+            "stops": stops,
         })
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::scenario::Scenario;
-use super::world::{Observation, SimWorld, WriteRecord};
+use super::world::{Observation, ServingAfterStop, SimWorld, StopRecord, WriteRecord};
 use shadowpilot_core::controller::{Controller, RunOptions, TickError};
 use shadowpilot_core::experiment::ExperimentStatus;
 use shadowpilot_core::judge::CheckResult;
@@ -104,6 +104,8 @@ pub struct ExperimentRun {
     pub sampling_history: Vec<(DateTime<Utc>, u8)>,
     /// (when, new EndTime), creation first.
     pub end_time_history: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// What serves on the endpoint once shadowpilot stopped the experiment.
+    pub serving_after_stop: Option<ServingAfterStop>,
 }
 
 /// A finished simulation.
@@ -120,6 +122,8 @@ pub struct SimulationOutcome {
     pub experiments: Vec<ExperimentRun>,
     /// Every UpdateInferenceExperiment the controller sent, in order.
     pub writes: Vec<WriteRecord>,
+    /// Every StopInferenceExperiment the controller sent, in order.
+    pub stops: Vec<StopRecord>,
 }
 
 /// Runs the controller (live, not dry) at every tick of the scenario's
@@ -172,6 +176,7 @@ pub async fn run(
             ticks: Vec::new(),
             sampling_history: Vec::new(),
             end_time_history: Vec::new(),
+            serving_after_stop: None,
         })
         .collect();
     let options = RunOptions {
@@ -225,6 +230,7 @@ pub async fn run(
     for run in &mut runs {
         run.sampling_history = world.sampling_history(&run.name).unwrap_or_default();
         run.end_time_history = world.end_time_history(&run.name).unwrap_or_default();
+        run.serving_after_stop = world.serving_after_stop(&run.name);
     }
     Ok(SimulationOutcome {
         scenario: scenario.name.clone(),
@@ -237,6 +243,7 @@ pub async fn run(
         stop,
         experiments: runs,
         writes: world.writes(),
+        stops: world.stops(),
     })
 }
 

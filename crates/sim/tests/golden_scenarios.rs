@@ -30,6 +30,18 @@ fn action(action: &Action) -> Value {
         Action::ExtendEndTime { from, to, .. } => {
             json!({"kind": "extend_end_time", "from": from, "to": to})
         }
+        Action::Stop {
+            variant_actions,
+            desired_state,
+            ..
+        } => json!({
+            "kind": "stop_experiment",
+            "variant_actions": variant_actions
+                .iter()
+                .map(|(variant, action)| (variant.clone(), action.as_str()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            "desired_state": desired_state.as_str(),
+        }),
     }
 }
 

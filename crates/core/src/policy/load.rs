@@ -151,6 +151,7 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         .collect();
     let ramp = compile_ramp(&doc, problems);
     check_extend(&doc, problems);
+    check_stop(&doc, ramp.ceiling, problems);
     let alpha = doc.alpha.unwrap_or(DEFAULT_ALPHA);
     if !(alpha > 0.0 && alpha <= 0.5) {
         problems.add("alpha", format!("{alpha} is outside (0, 0.5]"));
@@ -180,6 +181,7 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         checks,
         ramp,
         extend: doc.extend,
+        stop: doc.stop,
         change_windows,
         deprecations,
     }
@@ -416,6 +418,37 @@ fn check_extend(doc: &PolicyDoc, problems: &mut Problems<'_>) {
     );
 }
 
+/// Promotion needs a ramp that reaches 100 %: the shadow must have been
+/// judged taking all of production's traffic before it replaces it.
+fn check_stop(doc: &PolicyDoc, ceiling: u8, problems: &mut Problems<'_>) {
+    if let Some(promote) = &doc.stop.promote {
+        if ceiling < 100 {
+            let why = match doc.ramp.max {
+                Some(max) if max < 100 => format!("ramp.max is {max}"),
+                _ => format!("ramp.steps end at {ceiling}"),
+            };
+            problems.add(
+                "stop.promote",
+                format!("promotion needs a ramp that reaches 100 %, and {why}"),
+            );
+        }
+        problems.duration(
+            "stop.promote.after_passing",
+            promote.after_passing,
+            Duration::ZERO,
+            MAX_EXPERIMENT_DURATION,
+        );
+    }
+    if let Some(on_failure) = &doc.stop.on_failure {
+        problems.duration(
+            "stop.on_failure.after",
+            on_failure.after,
+            Duration::ZERO,
+            MAX_EXPERIMENT_DURATION,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +485,11 @@ mod tests {
             ("name: t\nalpha: 0.7\nramp:\n  steps: [5]\n", "alpha: 0.7 is outside (0, 0.5]"),
             ("name: t\nramp:\n  steps: [5]\nextend:\n  margin: 6h\n  by: 1h\n", "extend.by: 1h does not clear extend.margin 6h"),
             ("name: t\nramp:\n  steps: [5]\n  rearm_after: 10s\n", "ramp.rearm_after: 10s is shorter than 1m"),
+            ("name: t\nramp:\n  steps: [5, 50, 100]\n  max: 50\nstop:\n  promote:\n    after_passing: 6h\n    production: retain\n", "stop.promote: promotion needs a ramp that reaches 100 %, and ramp.max is 50"),
+            ("name: t\nramp:\n  steps: [5, 50]\nstop:\n  promote:\n    after_passing: 6h\n    production: retain\n", "stop.promote: promotion needs a ramp that reaches 100 %, and ramp.steps end at 50"),
+            ("name: t\nramp:\n  steps: [5, 100]\nstop:\n  promote:\n    after_passing: 6h\n", "missing field `production`"),
+            ("name: t\nramp:\n  steps: [5, 100]\nstop:\n  promote:\n    after_passing: 6h\n    production: keep\n", "unknown variant `keep`"),
+            ("name: t\nramp:\n  steps: [5, 100]\nstop:\n  on_failure:\n    after: 31d\n", "stop.on_failure.after: 31d is longer than 30d"),
             ("name: \"bad name\"\nramp:\n  steps: [5]\n  bake_time: 1h\n", "name: \"bad name\""),
             ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max_ratio_to_production: 2\n", "checks[0].max_ratio_to_production: a ratio to production's 5xx rate"),
         ];
@@ -484,6 +522,29 @@ mod tests {
             panic!("expected a read error, got {error}");
         };
         assert_eq!(source.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn the_end_of_the_test_is_off_unless_set() {
+        use crate::policy::{AtCap, ProductionAction, Promote, Stop, StopOnFailure};
+        let policy = parse_policy("p.yaml", VALID).unwrap();
+        assert_eq!(policy.stop, Stop::default());
+        let text = "name: t\nramp:\n  steps: [5, 100]\nstop:\n  promote:\n    after_passing: 6h\n    production: remove\n  on_failure:\n    after: 1d\n";
+        let policy = parse_policy("p.yaml", text).unwrap();
+        assert_eq!(
+            policy.stop.promote,
+            Some(Promote {
+                after_passing: Duration::from_secs(6 * 3600),
+                production: ProductionAction::Remove,
+                at_cap: AtCap::Report,
+            })
+        );
+        assert_eq!(
+            policy.stop.on_failure,
+            Some(StopOnFailure {
+                after: Duration::from_secs(86_400)
+            })
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(crate) struct PolicyDoc {
     pub ramp: RampDoc,
     #[serde(default)]
     pub extend: Extend,
+    /// The end of the test: off unless set.
+    #[serde(default)]
+    pub stop: Stop,
     /// When empty, writes may happen at any tick.
     #[serde(default)]
     pub change_windows: Vec<ChangeWindowDoc>,
@@ -100,6 +103,8 @@ pub struct Policy {
     pub checks: Vec<Check>,
     pub ramp: Ramp,
     pub extend: Extend,
+    /// When shadowpilot ends the test itself.
+    pub stop: Stop,
     /// When empty, writes may happen at any tick.
     pub change_windows: Vec<CronWindow>,
     /// Fields the file sets that no longer mean anything.
@@ -427,4 +432,66 @@ impl Default for Extend {
             max_duration: crate::MAX_EXPERIMENT_DURATION,
         }
     }
+}
+
+/// When shadowpilot ends the test with StopInferenceExperiment. Each part
+/// is off unless the policy sets it.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stop {
+    /// Promote a shadow that has passed at 100 %.
+    pub promote: Option<Promote>,
+    /// Remove a shadow that keeps failing at the floor.
+    pub on_failure: Option<StopOnFailure>,
+}
+
+/// Promotion of a passing shadow: the policy's ramp must reach 100 %.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// How long the 100 % step must have run, from its `shadowpilot:step`
+    /// tag, with the step's own evidence passing now. Until then a passing
+    /// experiment is extended instead of expiring.
+    #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
+    pub after_passing: Duration,
+    /// What becomes of the production variant once the shadow is promoted.
+    pub production: ProductionAction,
+    /// When the experiment cannot run until `after_passing` (StartTime plus
+    /// `extend.max_duration`, at most 30 days, comes first): `promote` at
+    /// the last tick before it ends, or `report` ready_to_promote and let
+    /// it end (default).
+    #[serde(default)]
+    pub at_cap: AtCap,
+}
+
+/// StopInferenceExperiment's action for the production variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductionAction {
+    /// Keep the old production variant as it is.
+    Retain,
+    /// Delete the old production variant.
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AtCap {
+    /// Promote at the last tick before the experiment ends.
+    Promote,
+    /// Report ready_to_promote and let the experiment end.
+    #[default]
+    Report,
+}
+
+/// Stopping a shadow that fails at the floor, removing it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopOnFailure {
+    /// How long failing_at_floor must have held, from the later of the
+    /// floor step's tag and the failure latch.
+    #[serde(with = "crate::duration")]
+    #[schemars(with = "crate::duration::Written")]
+    pub after: Duration,
 }

@@ -5,8 +5,10 @@
 //! turns them into words: the Lambda's JSON answer, `--output json`, logs
 //! and the table an operator reads.
 
+mod doc;
 pub mod emf;
 pub mod render;
+pub use doc::*;
 
 use std::sync::Arc;
 

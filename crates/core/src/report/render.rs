@@ -16,7 +16,9 @@ use crate::duration::format as show_duration;
 use crate::evidence::Form;
 use crate::experiment::{FAILED_TAG, HOLD_TAG, POLICY_TAG};
 use crate::judge::{Amount, CheckId, CheckResult, Outcome, Reason, Sequence};
-use crate::plan::{Action, Attention, Extension, NeedsTime, Note, SamplingChange, WriteBlock};
+use crate::plan::{
+    Action, Attention, Conclusion, Extension, NeedsTime, Note, SamplingChange, WriteBlock,
+};
 use crate::policy::CheckMetric;
 use crate::policy::Unit;
 use crate::ports::MetricFailure;
@@ -235,7 +237,7 @@ impl Serialize for TimeView {
 }
 
 /// Why an action is taken, in words.
-fn action_reason(action: &Action) -> String {
+pub(crate) fn action_reason(action: &Action) -> String {
     match action {
         Action::SetSampling { from, to, why } => match why {
             SamplingChange::Failing => {
@@ -269,8 +271,10 @@ fn action_reason(action: &Action) -> String {
         } => format!(
             "{} and ends {}, before the next chance to write + margin {}: extended by {}{}{}",
             match because {
-                NeedsTime::StillClimbing => "passing below the top step",
-                NeedsTime::Inconclusive => "inconclusive",
+                NeedsTime::StillClimbing => "passing below the top step".to_string(),
+                NeedsTime::Inconclusive => "inconclusive".to_string(),
+                NeedsTime::AwaitingPromotion { due } =>
+                    format!("passing at 100 %, to be promoted at {}", utc_minute(*due)),
             },
             utc_minute(*from),
             show_duration(*margin),
@@ -284,6 +288,50 @@ fn action_reason(action: &Action) -> String {
                 show_duration(cap)
             )),
         ),
+        Action::Stop {
+            conclusion,
+            variant_actions,
+            desired_state,
+        } => {
+            let variants = variant_actions
+                .iter()
+                .map(|(variant, action)| format!("{} {variant}", action.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = match conclusion {
+                Conclusion::Promote {
+                    passed_for,
+                    after,
+                    ends: None,
+                } => format!(
+                    "passing at 100 % for {} (promote after {})",
+                    show_duration(*passed_for),
+                    show_duration(*after)
+                ),
+                Conclusion::Promote {
+                    passed_for,
+                    after,
+                    ends: Some(end),
+                } => format!(
+                    "passing at 100 % for {} of {}, and the experiment ends {} before the next chance to write (at_cap: promote)",
+                    show_duration(*passed_for),
+                    show_duration(*after),
+                    utc_minute(*end)
+                ),
+                Conclusion::RemoveShadow {
+                    mark,
+                    failing_for,
+                    after,
+                } => format!(
+                    "failing at the floor for {} (stop after {}){}",
+                    show_duration(*failing_for),
+                    show_duration(*after),
+                    mark.as_ref()
+                        .map_or(String::new(), |mark| format!(", latched {FAILED_TAG}={mark}"))
+                ),
+            };
+            format!("{why}: stopped as {}, {variants}", desired_state.as_str())
+        }
     }
 }
 
@@ -296,6 +344,10 @@ pub fn action_summary(action: &Action) -> String {
             from.format("%m-%d %H:%M"),
             to.format("%m-%d %H:%M")
         ),
+        Action::Stop { conclusion, .. } => match conclusion {
+            Conclusion::Promote { .. } => "stop: promote the shadow".into(),
+            Conclusion::RemoveShadow { .. } => "stop: remove the shadow".into(),
+        },
     }
 }
 
@@ -313,6 +365,26 @@ impl Serialize for Action {
                 out.serialize_entry("from", from)?;
                 out.serialize_entry("to", to)?;
             }
+            Action::Stop {
+                conclusion,
+                variant_actions,
+                desired_state,
+            } => {
+                out.serialize_entry("kind", "stop_experiment")?;
+                out.serialize_entry(
+                    "stop",
+                    match conclusion {
+                        Conclusion::Promote { .. } => "promote",
+                        Conclusion::RemoveShadow { .. } => "remove_shadow",
+                    },
+                )?;
+                let actions: std::collections::BTreeMap<&str, &str> = variant_actions
+                    .iter()
+                    .map(|(variant, action)| (variant.as_str(), action.as_str()))
+                    .collect();
+                out.serialize_entry("variant_actions", &actions)?;
+                out.serialize_entry("desired_state", desired_state.as_str())?;
+            }
         }
         out.serialize_entry("reason", &action_reason(self))?;
         out.end()
@@ -327,6 +399,32 @@ fn note_text(note: &Note) -> String {
         Note::ReadyToPromote { ceiling } => {
             format!("passing at the top step {ceiling} %: ready to promote")
         }
+        Note::PromotionDue {
+            passed_for,
+            after,
+            due,
+            ends_first,
+        } => format!(
+            "passing at 100 % for {} of {}: promoted at {}{}",
+            show_duration(*passed_for),
+            show_duration(*after),
+            utc_minute(*due),
+            ends_first.map_or(String::new(), |end| format!(
+                ", but the experiment cannot run past {}",
+                utc_minute(end)
+            ))
+        ),
+        Note::PromotionOutrun { due, ends } => format!(
+            "the experiment ends {} before the promotion time {} (at_cap: report): left to end, ready to promote",
+            utc_minute(*ends),
+            utc_minute(*due)
+        ),
+        Note::StopDue { since, after, due } => format!(
+            "failing at the floor since {}: stopped and the shadow removed at {} (after {})",
+            utc_minute(*since),
+            utc_minute(*due),
+            show_duration(*after)
+        ),
         Note::Latched { mark } => format!(
             "latched: {FAILED_TAG}={mark}; never ramped or extended until re-armed (shadowpilot rearm)"
         ),

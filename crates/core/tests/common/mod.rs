@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use shadowpilot_core::evidence::{count_queries, latency_queries, Evidence, Form, Timeline};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, POLICY_TAG,
+    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate,
+    VariantAction, POLICY_TAG,
 };
 use shadowpilot_core::judge::{CheckId, CheckResult, Outcome, Reason, Verdict};
 use shadowpilot_core::metrics::{
@@ -48,6 +49,7 @@ pub fn experiment(name: &str, sampling: u8) -> Experiment {
 struct StoreState {
     experiments: BTreeMap<String, Experiment>,
     updates: Vec<(DateTime<Utc>, ExperimentUpdate)>,
+    stops: Vec<(DateTime<Utc>, ExperimentStop)>,
     /// name → the error its updates answer with.
     update_failures: BTreeMap<String, fn(&str) -> StoreError>,
     /// name → the error its describes answer with.
@@ -185,6 +187,11 @@ impl FakeStore {
         self.state.lock().unwrap().updates.clone()
     }
 
+    /// Every StopInferenceExperiment that was accepted, with when.
+    pub fn stops(&self) -> Vec<(DateTime<Utc>, ExperimentStop)> {
+        self.state.lock().unwrap().stops.clone()
+    }
+
     /// Every write that reached the store, in order.
     pub fn writes(&self) -> Vec<String> {
         self.state.lock().unwrap().writes.clone()
@@ -303,6 +310,46 @@ impl ExperimentStore for FakeStore {
         }
         state.updates.push((now, update.clone()));
         state.writes.push(format!("update {}", update.name));
+        Ok(())
+    }
+
+    /// Strict like AWS: only a Running experiment stops, every variant is
+    /// named, only the shadow may be promoted and the Reason fits. The
+    /// experiment is then Stopping.
+    async fn stop(&self, stop: &ExperimentStop) -> Result<(), StoreError> {
+        self.call(format!("stop {}", stop.name)).await;
+        let mut state = self.state.lock().unwrap();
+        let now = state.now.expect("set_now before a write");
+        if let Some(error) = state.update_failures.get(&stop.name) {
+            return Err(error(&stop.name));
+        }
+        let experiment =
+            state
+                .experiments
+                .get_mut(&stop.name)
+                .ok_or_else(|| StoreError::NotFound {
+                    name: stop.name.clone(),
+                })?;
+        if experiment.status != ExperimentStatus::Running {
+            return Err(StoreError::Conflict {
+                name: stop.name.clone(),
+                message: format!("status {}", experiment.status),
+            });
+        }
+        let variants: BTreeSet<&String> = stop.variant_actions.keys().collect();
+        let expected = BTreeSet::from([&experiment.production_variant, &experiment.shadow_variant]);
+        let promotes_production = stop.variant_actions.get(&experiment.production_variant)
+            == Some(&VariantAction::Promote);
+        if variants != expected || promotes_production || stop.reason.chars().count() > 1024 {
+            return Err(StoreError::Rejected {
+                name: stop.name.clone(),
+                message: format!("bad ModelVariantActions or Reason: {stop:?}"),
+            });
+        }
+        experiment.status = ExperimentStatus::Stopping;
+        experiment.last_modified = now;
+        state.stops.push((now, stop.clone()));
+        state.writes.push(format!("stop {}", stop.name));
         Ok(())
     }
 

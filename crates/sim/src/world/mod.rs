@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::scenario::Scenario;
 use sagemaker::SageMaker;
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate,
+    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate,
 };
 use shadowpilot_core::metrics::SeriesQuery;
 use shadowpilot_core::ports::{
@@ -29,7 +29,7 @@ use shadowpilot_core::ports::{
 use shadowpilot_core::schedule::chrono_duration;
 use traffic::Traffic;
 
-pub use sagemaker::{Refusal, SimUpdate, WriteRecord};
+pub use sagemaker::{Refusal, ServingAfterStop, SimUpdate, StopRecord, WriteRecord};
 pub use traffic::{Observation, VariantObservation};
 
 /// The simulated world. Cloning shares it.
@@ -90,6 +90,17 @@ impl SimWorld {
     /// Every update call so far, accepted or not, in order.
     pub fn writes(&self) -> Vec<WriteRecord> {
         self.lock().sagemaker.writes().to_vec()
+    }
+
+    /// Every StopInferenceExperiment so far, accepted or not, in order.
+    pub fn stops(&self) -> Vec<StopRecord> {
+        self.lock().sagemaker.stops().to_vec()
+    }
+
+    /// Which variants serve on the experiment's endpoint after its stop;
+    /// `None` when it was not stopped (or is unknown).
+    pub fn serving_after_stop(&self, name: &str) -> Option<ServingAfterStop> {
+        self.lock().sagemaker.get(name)?.serving_after_stop()
     }
 
     /// (in force from, percentage) for an experiment, creation first.
@@ -165,6 +176,12 @@ impl ExperimentStore for SimWorld {
         let mut world = self.lock();
         let now = world.now;
         world.sagemaker.update(&SimUpdate::from(update), now)
+    }
+
+    async fn stop(&self, stop: &ExperimentStop) -> Result<(), StoreError> {
+        let mut world = self.lock();
+        let now = world.now;
+        world.sagemaker.stop(stop, now)
     }
 
     async fn add_tags(

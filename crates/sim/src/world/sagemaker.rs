@@ -8,13 +8,38 @@ use chrono::{DateTime, Utc};
 use crate::rng::fnv1a;
 use crate::scenario::{ExperimentSpec, Scenario};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
+    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate,
+    SamplingUpdate, StopState, VariantAction, MAX_STOP_REASON_CHARS,
 };
 use shadowpilot_core::ports::StoreError;
 use shadowpilot_core::schedule::chrono_duration;
 use shadowpilot_core::MAX_EXPERIMENT_DURATION;
 
 const ACCOUNT_ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:inference-experiment";
+
+/// How long a stopped experiment stays Stopping. AWS documents no figure;
+/// a few minutes lets a tick see the Stopping status.
+const STOP_TAKES_MINUTES: i64 = 5;
+
+/// One StopInferenceExperiment call and what the simulated SageMaker said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRecord {
+    pub at: DateTime<Utc>,
+    pub request: ExperimentStop,
+    /// `None` when accepted.
+    pub refused: Option<Refusal>,
+}
+
+/// Which model serves on the endpoint once an experiment has stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingAfterStop {
+    /// The variant taking production traffic: the promoted shadow, or the
+    /// production variant when it was retained and nothing was promoted.
+    pub production: Option<String>,
+    /// Variants still deployed but taking no traffic.
+    pub retained: Vec<String>,
+    pub removed: Vec<String>,
+}
 
 /// A request as UpdateInferenceExperiment takes it, including the StartTime
 /// that the controller never sends but AWS's rules are about.
@@ -81,6 +106,15 @@ pub enum Refusal {
     WrongShadowVariant { sent: String, shadow: String },
     #[error("ValidationException: SamplingPercentage {0} is outside 1–100 (the simulator refuses 0, which AWS may or may not accept)")]
     SamplingOutOfRange(u8),
+    #[error("ValidationException: ModelVariantActions names {sent:?}; the experiment's variants are {variants:?}")]
+    WrongVariantActions {
+        sent: Vec<String>,
+        variants: Vec<String>,
+    },
+    #[error("ValidationException: only the shadow variant can be promoted, not {0}")]
+    PromotesProduction(String),
+    #[error("ValidationException: Reason is {0} characters, at most 1024")]
+    ReasonTooLong(usize),
 }
 
 impl Refusal {
@@ -107,6 +141,7 @@ pub(crate) struct SageMaker {
     by_name: HashMap<String, usize>,
     update_takes: chrono::Duration,
     writes: Vec<WriteRecord>,
+    stops: Vec<StopRecord>,
 }
 
 pub(crate) struct SimExperiment {
@@ -123,6 +158,8 @@ pub(crate) struct SimExperiment {
     pub(crate) created: DateTime<Utc>,
     last_modified: DateTime<Utc>,
     updating_until: Option<DateTime<Utc>>,
+    /// The accepted StopInferenceExperiment, and when.
+    pub(crate) stopped: Option<(DateTime<Utc>, ExperimentStop)>,
     /// The random streams of the production and the shadow variant.
     pub(crate) keys: [u64; 2],
     /// StartTime and EndTime as Unix seconds, and where each segment of
@@ -149,6 +186,7 @@ impl SageMaker {
                 created: scenario.start,
                 last_modified: scenario.start,
                 updating_until: None,
+                stopped: None,
                 keys: [
                     fnv1a(&format!("{}/{}", spec.endpoint, spec.production_variant)),
                     fnv1a(&format!("{}/{}", spec.endpoint, spec.shadow_variant)),
@@ -168,6 +206,7 @@ impl SageMaker {
             by_name,
             update_takes: chrono_duration(scenario.update_takes),
             writes: Vec::new(),
+            stops: Vec::new(),
         }
     }
 
@@ -194,14 +233,22 @@ impl SageMaker {
         self.find(name).map(|(_, experiment)| experiment)
     }
 
+    /// Every experiment has ended: Completed, or Cancelled by a stop.
     pub(crate) fn all_completed(&self, now: DateTime<Utc>) -> bool {
-        self.experiments
-            .iter()
-            .all(|e| e.status(now) == ExperimentStatus::Completed)
+        self.experiments.iter().all(|e| {
+            matches!(
+                e.status(now),
+                ExperimentStatus::Completed | ExperimentStatus::Cancelled
+            )
+        })
     }
 
     pub(crate) fn writes(&self) -> &[WriteRecord] {
         &self.writes
+    }
+
+    pub(crate) fn stops(&self) -> &[StopRecord] {
+        &self.stops
     }
 
     pub(crate) fn list(&self, now: DateTime<Utc>) -> Vec<ExperimentSummary> {
@@ -220,6 +267,16 @@ impl SageMaker {
 
 impl SimExperiment {
     pub(crate) fn status(&self, now: DateTime<Utc>) -> ExperimentStatus {
+        if let Some((at, stop)) = &self.stopped {
+            return if now < *at + chrono::Duration::minutes(STOP_TAKES_MINUTES) {
+                ExperimentStatus::Stopping
+            } else {
+                match stop.desired_state {
+                    StopState::Completed => ExperimentStatus::Completed,
+                    StopState::Cancelled => ExperimentStatus::Cancelled,
+                }
+            };
+        }
         if now >= self.end_time {
             ExperimentStatus::Completed
         } else if self.updating_until.is_some_and(|until| now < until) {
@@ -229,6 +286,32 @@ impl SimExperiment {
         } else {
             ExperimentStatus::Running
         }
+    }
+
+    /// What serves on the endpoint after the stop, from its variant
+    /// actions; `None` before any stop.
+    pub(crate) fn serving_after_stop(&self) -> Option<ServingAfterStop> {
+        let (_, stop) = self.stopped.as_ref()?;
+        let mut serving = ServingAfterStop {
+            production: None,
+            retained: Vec::new(),
+            removed: Vec::new(),
+        };
+        let promoted = stop
+            .variant_actions
+            .values()
+            .any(|a| *a == VariantAction::Promote);
+        for (variant, action) in &stop.variant_actions {
+            match action {
+                VariantAction::Promote => serving.production = Some(variant.clone()),
+                VariantAction::Remove => serving.removed.push(variant.clone()),
+                VariantAction::Retain if !promoted && *variant == self.spec.production_variant => {
+                    serving.production = Some(variant.clone())
+                }
+                VariantAction::Retain => serving.retained.push(variant.clone()),
+            }
+        }
+        Some(serving)
     }
 
     pub(crate) fn sampling_at(&self, at: DateTime<Utc>) -> u8 {
@@ -336,6 +419,51 @@ impl SageMaker {
             Ok(())
         });
         self.writes.push(WriteRecord {
+            at: now,
+            request: request.clone(),
+            refused: result.as_ref().err().cloned(),
+        });
+        result.map_err(|refusal| refusal.into_store_error(&request.name))
+    }
+
+    /// StopInferenceExperiment: only a Running experiment stops, every
+    /// variant is named once, only the shadow is promoted and the Reason
+    /// fits. The shadow takes no traffic from the stop on; the experiment
+    /// is Stopping for a few minutes, then in the desired state.
+    pub(crate) fn stop(
+        &mut self,
+        request: &ExperimentStop,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let result = self.index(&request.name).and_then(|index| {
+            let experiment = &mut self.experiments[index];
+            let status = experiment.status(now);
+            if status != ExperimentStatus::Running {
+                return Err(Refusal::NotUpdatable(status));
+            }
+            let mut variants = vec![
+                experiment.spec.production_variant.clone(),
+                experiment.spec.shadow_variant.clone(),
+            ];
+            variants.sort();
+            let sent: Vec<String> = request.variant_actions.keys().cloned().collect();
+            if sent != variants {
+                return Err(Refusal::WrongVariantActions { sent, variants });
+            }
+            let production = &experiment.spec.production_variant;
+            if request.variant_actions.get(production) == Some(&VariantAction::Promote) {
+                return Err(Refusal::PromotesProduction(production.clone()));
+            }
+            let chars = request.reason.chars().count();
+            if chars > MAX_STOP_REASON_CHARS {
+                return Err(Refusal::ReasonTooLong(chars));
+            }
+            experiment.stopped = Some((now, request.clone()));
+            experiment.end_secs = experiment.end_secs.min(now.timestamp());
+            experiment.last_modified = now;
+            Ok(())
+        });
+        self.stops.push(StopRecord {
             at: now,
             request: request.clone(),
             refused: result.as_ref().err().cloned(),
