@@ -17,14 +17,17 @@ use aws_sdk_sagemaker::operation::describe_inference_experiment::{
 };
 use aws_sdk_sagemaker::operation::list_inference_experiments::ListInferenceExperimentsOutput;
 use aws_sdk_sagemaker::operation::list_tags::ListTagsOutput;
+use aws_sdk_sagemaker::operation::stop_inference_experiment::{
+    StopInferenceExperimentError, StopInferenceExperimentInput, StopInferenceExperimentOutput,
+};
 use aws_sdk_sagemaker::operation::update_inference_experiment::{
     UpdateInferenceExperimentError, UpdateInferenceExperimentInput, UpdateInferenceExperimentOutput,
 };
 use aws_sdk_sagemaker::types::error::{ConflictException, ResourceNotFound};
 use aws_sdk_sagemaker::types::{
     EndpointMetadata, InferenceExperimentSchedule, InferenceExperimentStatus,
-    InferenceExperimentSummary, InferenceExperimentType, ShadowModeConfig,
-    ShadowModelVariantConfig, Tag,
+    InferenceExperimentStopDesiredState, InferenceExperimentSummary, InferenceExperimentType,
+    ModelVariantAction, ShadowModeConfig, ShadowModelVariantConfig, Tag,
 };
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
@@ -33,7 +36,8 @@ use chrono::{DateTime, Utc};
 
 use shadowpilot_aws::{CloudWatchMessages, CloudWatchSource, GetMetricDataProblem, SageMakerStore};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentSummary, ExperimentUpdate, SamplingUpdate,
+    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate,
+    SamplingUpdate, StopState, VariantAction,
 };
 use shadowpilot_core::metrics::{
     queries_for, MeasuredExperiment, SageMakerMetric, SeriesKey, SeriesQuery, Statistic,
@@ -184,6 +188,132 @@ async fn sampling_and_end_time_go_out_in_one_request() {
         .build()
         .expect("valid input");
     assert_eq!(sent, expected);
+}
+
+// ---------------------------------------------------------------- stop
+
+fn promotion() -> ExperimentStop {
+    ExperimentStop {
+        name: NAME.into(),
+        variant_actions: BTreeMap::from([
+            ("production".to_string(), VariantAction::Remove),
+            ("shadow".to_string(), VariantAction::Promote),
+        ]),
+        desired_state: StopState::Completed,
+        reason: "shadowpilot: passing at 100 % for 6h (promote after 6h)".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_stop_sends_every_variant_action_the_desired_state_and_the_reason() {
+    let seen = recorder();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_sagemaker::Client::stop_inference_experiment)
+        .match_requests(|req| req.name() == Some(NAME))
+        .then_compute_output(move |req| {
+            sink.lock().expect("not poisoned").push(req.clone());
+            StopInferenceExperimentOutput::builder()
+                .inference_experiment_arn(ARN)
+                .build()
+        });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+
+    store.stop(&promotion()).await.expect("the stop succeeds");
+
+    assert_eq!(rule.num_calls(), 1, "exactly one StopInferenceExperiment");
+    let sent: StopInferenceExperimentInput =
+        seen.lock().expect("not poisoned").pop().expect("recorded");
+    let expected = StopInferenceExperimentInput::builder()
+        .name(NAME)
+        .model_variant_actions("production", ModelVariantAction::Remove)
+        .model_variant_actions("shadow", ModelVariantAction::Promote)
+        .desired_state(InferenceExperimentStopDesiredState::Completed)
+        .reason("shadowpilot: passing at 100 % for 6h (promote after 6h)")
+        .build()
+        .expect("a valid input");
+    // No DesiredModelVariants: the variants keep their infrastructure.
+    assert_eq!(sent, expected);
+    assert!(sent.desired_model_variants.is_none());
+}
+
+#[tokio::test]
+async fn a_removal_is_cancelled_with_the_shadow_removed() {
+    let seen = recorder();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_sagemaker::Client::stop_inference_experiment).then_compute_output(
+        move |req| {
+            sink.lock().expect("not poisoned").push(req.clone());
+            StopInferenceExperimentOutput::builder().build()
+        },
+    );
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&rule]));
+    let removal = ExperimentStop {
+        variant_actions: BTreeMap::from([
+            ("production".to_string(), VariantAction::Retain),
+            ("shadow".to_string(), VariantAction::Remove),
+        ]),
+        desired_state: StopState::Cancelled,
+        ..promotion()
+    };
+    store.stop(&removal).await.expect("the stop succeeds");
+    let sent: StopInferenceExperimentInput =
+        seen.lock().expect("not poisoned").pop().expect("recorded");
+    let actions: BTreeMap<String, ModelVariantAction> = sent
+        .model_variant_actions()
+        .expect("variant actions sent")
+        .clone()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        actions,
+        BTreeMap::from([
+            ("production".to_string(), ModelVariantAction::Retain),
+            ("shadow".to_string(), ModelVariantAction::Remove),
+        ])
+    );
+    assert_eq!(
+        sent.desired_state(),
+        Some(&InferenceExperimentStopDesiredState::Cancelled)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_stop_is_typed_like_an_update() {
+    let conflict = mock!(aws_sdk_sagemaker::Client::stop_inference_experiment).then_error(|| {
+        StopInferenceExperimentError::ConflictException(
+            ConflictException::builder()
+                .message("experiment is Stopping")
+                .build(),
+        )
+    });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&conflict]));
+    let err = store.stop(&promotion()).await.expect_err("refused");
+    assert!(
+        matches!(&err, StoreError::Conflict { name, message } if name == NAME && message == "experiment is Stopping"),
+        "{err:?}"
+    );
+
+    let denied = mock!(aws_sdk_sagemaker::Client::stop_inference_experiment).then_error(|| {
+        StopInferenceExperimentError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not authorized to perform: sagemaker:StopInferenceExperiment")
+                .build(),
+        )
+    });
+    let store = SageMakerStore::new(mock_client!(aws_sdk_sagemaker, [&denied]));
+    let err = store.stop(&promotion()).await.expect_err("denied");
+    assert!(
+        matches!(
+            &err,
+            StoreError::AccessDenied {
+                operation: "StopInferenceExperiment",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(ErrorKind::of_store_error(&err), ErrorKind::AccessDenied);
 }
 
 async fn update_failing_with(

@@ -284,6 +284,93 @@ fn dry_run_variable_makes_the_scheduled_tick_dry() {
     function.kill();
 }
 
+/// A policy that promotes after an hour at 100 % and keeps production.
+const PROMOTING: &str = "name: promoting\nchecks:\n  - metric: latency_p99\n    max_ratio_to_production: 1.2\nramp:\n  steps: [5, 25, 100]\n  bake_time: 30m\nstop:\n  promote:\n    after_passing: 1h\n    production: retain\n";
+
+#[test]
+fn a_due_promotion_is_planned_by_a_dry_run_and_sent_by_the_scheduled_tick() {
+    let policy_dir =
+        std::env::temp_dir().join(format!("shadowpilot-promote-{}", std::process::id()));
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    std::fs::write(policy_dir.join("promoting.yaml"), PROMOTING).unwrap();
+    let mut fraud = FakeExperiment::new("fraud-shadow")
+        .sampling(100)
+        .tag("shadowpilot:policy", "promoting");
+    let since = fraud.last_modified;
+    fraud = fraud.tag("shadowpilot:step", &minute_mark(100, since));
+    let aws = FakeAws::start(vec![fraud]);
+    let runtime = FakeRuntime::start();
+    let mut command = function_command(&runtime, &aws);
+    command.env("SHADOWPILOT_POLICIES", &policy_dir);
+    let mut function = start(command, &runtime);
+
+    let dry = response(invoke(&runtime, &function, json!({"dry_run": true})));
+    let planned = entry(&dry, "fraud-shadow");
+    assert_eq!(planned["verdict"], "pass", "{planned:#}");
+    assert_eq!(
+        planned["actions"][0]["kind"], "stop_experiment",
+        "{planned:#}"
+    );
+    assert_eq!(planned["outcome"], "dry_run");
+    assert_eq!(
+        aws.writes(),
+        Vec::<String>::new(),
+        "a dry run sends no stop"
+    );
+
+    let live = response(invoke(
+        &runtime,
+        &function,
+        fixture_event("scheduled-event.json"),
+    ));
+    let stopped = entry(&live, "fraud-shadow");
+    assert_eq!(stopped["applied"], true, "{stopped:#}");
+    assert_eq!(
+        aws.writes(),
+        [
+            "StopInferenceExperiment fraud-shadow",
+            "AddTags fraud-shadow",
+            "PutEvents fraud-shadow"
+        ]
+    );
+    let stops = aws.stops();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(stops[0]["Name"], "fraud-shadow");
+    assert_eq!(
+        stops[0]["ModelVariantActions"],
+        json!({"production": "Retain", "shadow": "Promote"})
+    );
+    assert_eq!(stops[0]["DesiredState"], "Completed");
+    assert!(stops[0].get("DesiredModelVariants").is_none());
+    let reason = stops[0]["Reason"].as_str().unwrap();
+    // The step began three hours ago, on a whole minute.
+    assert!(
+        reason.starts_with("shadowpilot: passing at 100 % for 2h 59m (promote after 1h)")
+            || reason.starts_with("shadowpilot: passing at 100 % for 3h (promote after 1h)"),
+        "{reason}"
+    );
+    assert!(reason.contains("p99 ratio"), "{reason}");
+    let kinds: Vec<Value> = aws
+        .events()
+        .iter()
+        .map(|e| e["DetailType"].clone())
+        .collect();
+    assert!(kinds.contains(&json!("Experiment Stopped")), "{kinds:?}");
+    assert_eq!(aws.experiment("fraud-shadow").status, "Stopping");
+    assert_eq!(aws.violations(), Vec::<String>::new());
+
+    // Stopping now: the next tick steers nothing and writes nothing.
+    let again = response(invoke(
+        &runtime,
+        &function,
+        fixture_event("scheduled-event.json"),
+    ));
+    assert_eq!(entry(&again, "fraud-shadow")["verdict"], "skipped");
+    assert_eq!(aws.stops().len(), 1);
+    function.kill();
+    let _ = std::fs::remove_dir_all(&policy_dir);
+}
+
 #[test]
 fn named_experiments_are_the_only_ones_read_and_written() {
     let aws = FakeAws::start(vec![

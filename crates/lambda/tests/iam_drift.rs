@@ -27,6 +27,7 @@ const ACTIONS: &[&str] = &[
     "sagemaker:DescribeInferenceExperiment",
     "sagemaker:ListTags",
     "sagemaker:UpdateInferenceExperiment",
+    "sagemaker:StopInferenceExperiment",
     "sagemaker:AddTags",
     "sagemaker:DeleteTags",
     "cloudwatch:GetMetricData",
@@ -280,9 +281,25 @@ fn grants_exactly_the_calls_shadowpilot_makes() {
             assert_eq!(g.condition, Value::Null, "{g:?}");
         }
     }
+    // The end of the test is scoped exactly like the updates: the same
+    // statement, the same inference-experiment resource.
+    let steering: Vec<_> = document_grants()
+        .into_values()
+        .filter(|g| {
+            g.actions
+                .iter()
+                .any(|a| a == "sagemaker:StopInferenceExperiment")
+        })
+        .collect();
+    assert_eq!(steering.len(), 1, "{steering:?}");
+    assert!(steering[0]
+        .actions
+        .contains(&"sagemaker:UpdateInferenceExperiment".to_string()));
     assert!(
-        !granted.iter().any(|a| a.starts_with("sagemaker:Stop")),
-        "shadowpilot never stops an experiment"
+        !granted
+            .iter()
+            .any(|a| a.contains("Endpoint") || (a.ends_with("InferenceExperiment") && !a.contains("Update") && !a.contains("Stop") && !a.contains("Describe"))),
+        "shadowpilot never starts, creates or deletes an experiment, nor touches an endpoint itself"
     );
 }
 

@@ -388,6 +388,15 @@ impl FakeAws {
             .collect()
     }
 
+    /// The bodies of every StopInferenceExperiment, in order.
+    pub fn stops(&self) -> Vec<Value> {
+        self.requests()
+            .iter()
+            .filter(|r| operation(r) == "SageMaker.StopInferenceExperiment")
+            .map(Recorded::json)
+            .collect()
+    }
+
     /// The names DescribeInferenceExperiment was asked for, in order.
     pub fn described_names(&self) -> Vec<Value> {
         self.requests()
@@ -455,15 +464,15 @@ impl FakeAws {
                 let op = operation(request);
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
                 let arn = match op.as_str() {
-                    "SageMaker.UpdateInferenceExperiment" => {
+                    "SageMaker.UpdateInferenceExperiment" | "SageMaker.StopInferenceExperiment" => {
                         return Some(format!(
-                            "UpdateInferenceExperiment {}",
+                            "{} {}",
+                            op.trim_start_matches("SageMaker."),
                             body["Name"].as_str()?
                         ))
                     }
                     "SageMaker.AddTags" | "SageMaker.DeleteTags" => body["ResourceArn"].as_str()?,
                     "AWSEvents.PutEvents" => body["Entries"][0]["Resources"][0].as_str()?,
-                    other if other.starts_with("SageMaker.Stop") => other,
                     _ => return None,
                 };
                 let name = arn
@@ -612,6 +621,7 @@ fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
             }
         }
         "UpdateInferenceExperiment" => update(&mut world, &body),
+        "StopInferenceExperiment" => stop(&mut world, &body),
         "AddTags" | "DeleteTags" => tag(&mut world, op, &body),
         other => {
             world
@@ -732,6 +742,81 @@ fn list(world: &mut World, body: &Value) -> Reply {
 /// Applies an update the way SageMaker documents it: Running accepts a new
 /// EndTime and sampling; the whole ShadowModeConfig must come with a
 /// sampling change; EndTime at most 30 days after StartTime.
+/// StopInferenceExperiment as the API model has it: a Running experiment,
+/// ModelVariantActions naming its two variants (Promote only for the
+/// shadow), DesiredState Completed or Cancelled, a Reason of at most 1024
+/// characters, nothing else. The experiment is then Stopping.
+fn stop(world: &mut World, body: &Value) -> Reply {
+    let name = body["Name"].as_str().unwrap_or_default().to_string();
+    let Some(index) = world.experiments.iter().position(|e| e.name == name) else {
+        return sagemaker_error("ResourceNotFound", format!("{name} not found"));
+    };
+    let refuse = |world: &mut World, kind: &str, message: String| {
+        world.violations.push(format!("{name}: {message}"));
+        sagemaker_error(kind, message)
+    };
+    let experiment = world.experiments[index].clone();
+    if experiment.status != "Running" {
+        return refuse(
+            world,
+            "ConflictException",
+            format!("cannot stop in status {}", experiment.status),
+        );
+    }
+    for key in body.as_object().map(|o| o.keys()).into_iter().flatten() {
+        if !["Name", "ModelVariantActions", "DesiredState", "Reason"].contains(&key.as_str()) {
+            return refuse(world, "ValidationException", format!("unexpected {key}"));
+        }
+    }
+    let actions = body["ModelVariantActions"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut named: Vec<&str> = actions.keys().map(String::as_str).collect();
+    named.sort_unstable();
+    let mut variants = vec![
+        experiment.production_variant.as_str(),
+        experiment.shadow_variant.as_str(),
+    ];
+    variants.sort_unstable();
+    if named != variants {
+        return refuse(
+            world,
+            "ValidationException",
+            format!("ModelVariantActions names {named:?}"),
+        );
+    }
+    for (variant, action) in &actions {
+        let valid = match action.as_str() {
+            Some("Promote") => *variant == experiment.shadow_variant,
+            Some("Remove" | "Retain") => true,
+            _ => false,
+        };
+        if !valid {
+            return refuse(world, "ValidationException", format!("{variant}: {action}"));
+        }
+    }
+    if !matches!(
+        body["DesiredState"].as_str(),
+        Some("Completed" | "Cancelled")
+    ) {
+        return refuse(
+            world,
+            "ValidationException",
+            format!("DesiredState {}", body["DesiredState"]),
+        );
+    }
+    if body["Reason"].as_str().map_or(0, |r| r.chars().count()) > 1024 {
+        return refuse(
+            world,
+            "ValidationException",
+            "Reason longer than 1024".into(),
+        );
+    }
+    world.experiments[index].status = "Stopping".into();
+    Reply::json(200, &json!({ "InferenceExperimentArn": experiment.arn() }))
+}
+
 fn update(world: &mut World, body: &Value) -> Reply {
     let name = body["Name"].as_str().unwrap_or_default().to_string();
     let Some(index) = world.experiments.iter().position(|e| e.name == name) else {
