@@ -294,7 +294,7 @@ fn grants_exactly_the_calls_shadowpilot_makes() {
     assert_eq!(steering.len(), 1, "{steering:?}");
     assert!(steering[0]
         .actions
-        .contains(&"sagemaker:UpdateInferenceExperiment".to_string()));
+        .contains("sagemaker:UpdateInferenceExperiment"));
     assert!(
         !granted
             .iter()

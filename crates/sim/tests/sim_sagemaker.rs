@@ -1,8 +1,12 @@
 //! The simulated SageMaker rejects what AWS rejects, and its experiments
 //! follow AWS's life cycle on the virtual clock.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
-use shadowpilot_core::experiment::{ExperimentStatus, ExperimentUpdate, SamplingUpdate};
+use shadowpilot_core::experiment::{
+    ExperimentStatus, ExperimentStop, ExperimentUpdate, SamplingUpdate, StopState, VariantAction,
+};
 use shadowpilot_core::ports::{ExperimentStore, StoreError};
 use shadowpilot_sim::{Refusal, Scenario, SimUpdate, SimWorld};
 
@@ -320,4 +324,118 @@ async fn sampling_must_name_the_variants_and_stay_within_one_to_hundred() {
         (5, start, ExperimentStatus::Running)
     );
     assert_eq!(world.sampling_history("a").unwrap(), [(start, 5)]);
+}
+
+fn stop_request(name: &str, shadow: VariantAction, production: VariantAction) -> ExperimentStop {
+    ExperimentStop {
+        name: name.into(),
+        variant_actions: BTreeMap::from([
+            ("green".to_string(), shadow),
+            ("blue".to_string(), production),
+        ]),
+        desired_state: StopState::Completed,
+        reason: "shadowpilot: test".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_stop_is_stopping_then_in_its_desired_state_and_the_shadow_takes_no_more_traffic() {
+    let (world, start) = setup();
+    let at = start + Duration::hours(2);
+    world.set_now(at);
+    world
+        .stop(&stop_request(
+            "a",
+            VariantAction::Promote,
+            VariantAction::Retain,
+        ))
+        .await
+        .expect("a Running experiment stops");
+    assert_eq!(
+        world.describe("a").await.unwrap().status,
+        ExperimentStatus::Stopping
+    );
+    // Stopping refuses everything, another stop included.
+    conflict(world.update(&sampling("a", 10)).await);
+    conflict(
+        world
+            .stop(&stop_request(
+                "a",
+                VariantAction::Promote,
+                VariantAction::Retain,
+            ))
+            .await,
+    );
+    world.set_now(at + Duration::minutes(5));
+    assert_eq!(
+        world.describe("a").await.unwrap().status,
+        ExperimentStatus::Completed
+    );
+    let after = world
+        .observe("a", at, at + Duration::hours(1))
+        .expect("observed");
+    assert_eq!(after.shadow.invocations, 0, "{after:?}");
+    assert!(after.production.invocations > 0);
+    let serving = world.serving_after_stop("a").expect("stopped");
+    assert_eq!(serving.production.as_deref(), Some("green"));
+    assert_eq!(serving.retained, ["blue"]);
+    assert_eq!(world.stops().len(), 2);
+}
+
+#[tokio::test]
+async fn a_stop_must_name_both_variants_promote_only_the_shadow_and_fit_its_reason() {
+    let (world, start) = setup();
+    world.set_now(start + Duration::hours(2));
+    let refused = |world: &SimWorld| world.stops().last().and_then(|s| s.refused.clone());
+
+    let mut one_variant = stop_request("a", VariantAction::Remove, VariantAction::Retain);
+    one_variant.variant_actions.remove("blue");
+    let result = world.stop(&one_variant).await;
+    assert!(
+        matches!(result, Err(StoreError::Rejected { .. })),
+        "{result:?}"
+    );
+    assert!(matches!(
+        refused(&world),
+        Some(Refusal::WrongVariantActions { .. })
+    ));
+
+    let result = world
+        .stop(&stop_request(
+            "a",
+            VariantAction::Retain,
+            VariantAction::Promote,
+        ))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Rejected { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        refused(&world),
+        Some(Refusal::PromotesProduction("blue".into()))
+    );
+
+    let mut long = stop_request("a", VariantAction::Remove, VariantAction::Retain);
+    long.reason = "x".repeat(1025);
+    let result = world.stop(&long).await;
+    assert!(
+        matches!(result, Err(StoreError::Rejected { .. })),
+        "{result:?}"
+    );
+    assert_eq!(refused(&world), Some(Refusal::ReasonTooLong(1025)));
+
+    // Not yet started: Created cannot be stopped here.
+    let result = world
+        .stop(&stop_request(
+            "later",
+            VariantAction::Remove,
+            VariantAction::Retain,
+        ))
+        .await;
+    conflict(result);
+    assert_eq!(
+        world.describe("a").await.unwrap().status,
+        ExperimentStatus::Running
+    );
 }

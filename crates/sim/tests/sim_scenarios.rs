@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
-use shadowpilot_core::experiment::ExperimentStatus;
+use shadowpilot_core::experiment::{ExperimentStatus, StopState, VariantAction};
 use shadowpilot_core::plan::{Action, Attention, SamplingChange};
 use shadowpilot_core::policy::builtin_policies;
 use shadowpilot_core::report::VerdictKind;
@@ -325,6 +325,127 @@ async fn mixed_fleet_each_kind_ends_as_it_should() {
         outcome.writes.iter().all(|w| w.refused.is_none()),
         "SageMaker rejected a write"
     );
+}
+
+#[tokio::test]
+async fn the_end_of_the_test_promotes_removes_and_never_stops_a_held_experiment() {
+    let outcome = simulate("end-of-test.yaml").await;
+    let table = outcome.summary_table();
+    let stops_of = |name: &str| -> Vec<_> {
+        outcome
+            .stops
+            .iter()
+            .filter(|s| s.request.name == name)
+            .collect()
+    };
+    assert!(
+        outcome.stops.iter().all(|s| s.refused.is_none()),
+        "{:?}",
+        outcome.stops
+    );
+
+    // Promoted six hours (and less than a tick more) after 100 % began,
+    // on a PASS at 100 %, and never written again.
+    let promoted = experiment(&outcome, "promoted");
+    let [stop] = stops_of("promoted")[..] else {
+        panic!("one stop of promoted: {:?}", outcome.stops);
+    };
+    let top_since = promoted
+        .sampling_history
+        .iter()
+        .find(|(_, p)| *p == 100)
+        .map(|(at, _)| *at)
+        .expect("reached 100 %");
+    // The history records when 100 % took effect (a minute after the
+    // update); the step tag and its clock start at the update.
+    let waited = stop.at - top_since;
+    assert!(
+        waited >= Duration::hours(6) - Duration::minutes(1)
+            && waited < Duration::hours(6) + Duration::minutes(10),
+        "promoted {waited} after 100 %"
+    );
+    assert_eq!(
+        stop.request.variant_actions["shadow"],
+        VariantAction::Promote
+    );
+    assert_eq!(
+        stop.request.variant_actions["production"],
+        VariantAction::Retain
+    );
+    assert_eq!(stop.request.desired_state, StopState::Completed);
+    let at_stop = promoted.ticks.iter().find(|t| t.at == stop.at).unwrap();
+    assert_eq!(at_stop.verdict(), VerdictKind::Pass);
+    assert_eq!(at_stop.sampling, 100);
+    assert!(outcome
+        .writes
+        .iter()
+        .all(|w| w.request.name != "promoted" || w.at < stop.at));
+    let serving = promoted.serving_after_stop.as_ref().expect("stopped");
+    assert_eq!(serving.production.as_deref(), Some("shadow"), "{serving:?}");
+    assert_eq!(serving.retained, ["production"]);
+    let summary = promoted.summary(outcome.stop, &outcome.writes);
+    assert_eq!(
+        summary.final_status,
+        Some(ExperimentStatus::Completed),
+        "{table}"
+    );
+
+    // Removed a day after it reached the floor latched, never above 5 %.
+    let removed = experiment(&outcome, "removed");
+    let [stop] = stops_of("removed")[..] else {
+        panic!("one stop of removed: {:?}", outcome.stops);
+    };
+    let at_floor = removed
+        .sampling_history
+        .iter()
+        .find(|(_, p)| *p == 1)
+        .map(|(at, _)| *at)
+        .expect("reached the floor");
+    let waited = stop.at - at_floor;
+    assert!(
+        waited >= Duration::days(1) - Duration::minutes(1)
+            && waited < Duration::days(1) + Duration::minutes(10),
+        "removed {waited} after the floor"
+    );
+    assert_eq!(
+        stop.request.variant_actions["shadow"],
+        VariantAction::Remove
+    );
+    assert_eq!(
+        stop.request.variant_actions["production"],
+        VariantAction::Retain
+    );
+    assert_eq!(stop.request.desired_state, StopState::Cancelled);
+    assert!(removed.sampling_history.iter().all(|(_, p)| *p <= 5));
+    let serving = removed.serving_after_stop.as_ref().expect("stopped");
+    assert_eq!(serving.production.as_deref(), Some("production"));
+    assert_eq!(serving.removed, ["shadow"]);
+    let summary = removed.summary(outcome.stop, &outcome.writes);
+    assert_eq!(
+        summary.final_status,
+        Some(ExperimentStatus::Cancelled),
+        "{table}"
+    );
+
+    // Held: a stop due (and blocked) at many ticks, never sent; each ends
+    // by its schedule.
+    for name in ["held-passing", "held-failing"] {
+        let run = experiment(&outcome, name);
+        assert!(stops_of(name).is_empty(), "{name}");
+        assert!(outcome.writes.iter().all(|w| w.request.name != name));
+        let blocked = run
+            .ticks
+            .iter()
+            .filter(|t| t.actions().iter().any(|a| matches!(a, Action::Stop { .. })))
+            .count();
+        assert!(blocked > 10, "{name}: a stop was due only {blocked} times");
+        let summary = run.summary(outcome.stop, &outcome.writes);
+        assert_eq!(
+            summary.final_status,
+            Some(ExperimentStatus::Completed),
+            "{name}: {table}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use crate::validation::{self, Problem, Problems};
 use crate::MAX_EXPERIMENT_DURATION;
 
 /// The policies shipped in `policies/`, built into the binary.
-const BUILTIN: [(&str, &str); 3] = [
+const BUILTIN: [(&str, &str); 4] = [
     (
         "policies/default.yaml",
         include_str!("../../../../policies/default.yaml"),
@@ -24,6 +24,10 @@ const BUILTIN: [(&str, &str); 3] = [
     (
         "policies/fast.yaml",
         include_str!("../../../../policies/fast.yaml"),
+    ),
+    (
+        "policies/promote.yaml",
+        include_str!("../../../../policies/promote.yaml"),
     ),
 ];
 
@@ -463,7 +467,7 @@ mod tests {
             .iter()
             .map(|p| p.name().to_string())
             .collect();
-        assert_eq!(names, ["default", "conservative", "fast"]);
+        assert_eq!(names, ["default", "conservative", "fast", "promote"]);
     }
 
     #[test]
