@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The report a tick returns (the Lambda's result, `--output json`).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Runs the controller over a simulated SageMaker and CloudWatch.
     Simulate(SimulateArgs),
     /// Measures the judge's claims over many simulated copies (fixed seeds)
@@ -71,6 +76,12 @@ struct ProofArgs {
 enum EventsCommand {
     /// Prints the JSON Schema of every event's detail
     /// (schemas/event-detail.schema.json).
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Prints the JSON Schema of the report (schemas/report.schema.json).
     Schema,
 }
 
@@ -140,6 +151,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events {
             command: EventsCommand::Schema,
         } => print_schema(&shadowpilot_core::events::detail_schema()),
+        Command::Report {
+            command: ReportCommand::Schema,
+        } => print_schema(&shadowpilot_core::report::report_schema()),
         Command::Simulate(args) => simulate(args, cli.output),
         Command::Proof(args) => proof(args),
     }

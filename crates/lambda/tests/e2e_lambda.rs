@@ -128,9 +128,18 @@ fn invoke(runtime: &FakeRuntime, function: &Running, event: Value) -> Outcome {
     })
 }
 
+/// The report the function returned; every one must read as the typed
+/// report callers parse (`shadowpilot_core::report::ReportDoc`).
 fn response(outcome: Outcome) -> Value {
     match outcome {
-        Outcome::Response(report) => report,
+        Outcome::Response(report) => {
+            if let Err(error) =
+                serde_json::from_value::<shadowpilot_core::report::ReportDoc>(report.clone())
+            {
+                panic!("the report does not read as a ReportDoc: {error}\n{report:#}");
+            }
+            report
+        }
         Outcome::Error(error) => panic!("the invocation failed: {error:#}"),
     }
 }

@@ -16,7 +16,10 @@
 //!
 //! Numbers that are not finite cannot be written in JSON: where the report
 //! has an optional number (an estimate, a bound) such a value is written as
-//! `null`, like a missing one.
+//! `null`, like a missing one. The numbers written are exact; serde_json
+//! reads every one of them back exactly only with its `float_roundtrip`
+//! feature (without it about one in ten comes back a unit or two in the
+//! last place off).
 
 use std::collections::BTreeMap;
 
@@ -26,9 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::CheckMetric;
 
-/// How the report writes a time, for the schema (core's schemars has no
-/// chrono support): RFC 3339 in UTC with `Z`, fractions of a second only
-/// when there are any (`2026-11-02T10:30:00Z`).
+// The schema of a time (core's schemars is built without chrono support).
+/// A time as the report writes it: RFC 3339 in UTC with `Z`, and
+/// fractions of a second only when there are any (`2026-11-02T10:30:00Z`).
 #[derive(JsonSchema)]
 #[schemars(rename = "DateTime", extend("format" = "date-time"))]
 struct Rfc3339(#[allow(dead_code)] String);
@@ -38,8 +41,8 @@ struct Rfc3339(#[allow(dead_code)] String);
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Report")]
 pub struct ReportDoc {
-    /// True when nothing was written: the tick only planned (a dry run
-    /// reports in each entry's `tags` what it would write).
+    /// A dry run: the tick planned and wrote nothing (each entry's `tags`
+    /// say what it would write).
     pub dry_run: bool,
     /// When the tick began.
     #[schemars(with = "Rfc3339")]
@@ -100,7 +103,8 @@ pub struct ExperimentDoc {
     pub reason: String,
     /// States an operator acts on.
     pub attention: Vec<AttentionDoc>,
-    /// The tag `shadowpilot:hold=true` freezes it: judged, never written.
+    /// The tag `shadowpilot:hold=true` is set: judged and reported, never
+    /// written.
     pub held: bool,
     /// The EventBridge events of a write that landed: their detail-types,
     /// or `failed` when publishing failed (the write stands). Absent when
@@ -199,8 +203,9 @@ pub struct CheckDoc {
     pub metric: CheckIdDoc,
     /// The estimate; null when there is none (or it is not finite).
     pub value: Option<f64>,
-    /// The margin the interval is judged against.
-    pub limit: f64,
+    /// The margin the interval is judged against; null only if it is not
+    /// finite (a loaded policy's limits always are).
+    pub limit: Option<f64>,
     /// The interval's lower bound; null when there is none (or it is not
     /// finite).
     pub lower: Option<f64>,
@@ -326,15 +331,19 @@ pub enum TimeDoc {
 pub enum ActionDoc {
     /// UpdateInferenceExperiment's `SamplingPercentage`.
     SetSampling {
+        /// The percentage described.
         from: u8,
+        /// The percentage written.
         to: u8,
         /// Why, in words.
         reason: String,
     },
     /// UpdateInferenceExperiment's `Schedule.EndTime`.
     ExtendEndTime {
+        /// The end time described.
         #[schemars(with = "Rfc3339")]
         from: DateTime<Utc>,
+        /// The end time written.
         #[schemars(with = "Rfc3339")]
         to: DateTime<Utc>,
         /// Why, in words.
@@ -543,6 +552,7 @@ pub struct SummaryDoc {
     pub writes_rejected: u64,
     /// Every entry with an `error`, by its kind, whatever its verdict; kinds
     /// without one are left out.
+    #[schemars(extend("propertyNames" = { "$ref": "#/$defs/ErrorKind" }))]
     pub errors: BTreeMap<ErrorKindDoc, u64>,
     /// Entries in the attention state `ready_to_promote`.
     pub ready_to_promote: u64,
@@ -556,10 +566,15 @@ pub struct SummaryDoc {
     pub undecidable: u64,
 }
 
-/// The JSON Schema of the report, generated from [`ReportDoc`].
+/// The JSON Schema of the report as it is written, generated from
+/// [`ReportDoc`]: every field the writer always emits is required (null
+/// where the field is optional); `events` and `error` may be absent.
 pub fn report_schema() -> serde_json::Value {
-    let mut schema =
-        serde_json::to_value(schemars::schema_for!(ReportDoc)).unwrap_or(serde_json::Value::Null);
+    let generator = schemars::generate::SchemaSettings::default()
+        .for_serialize()
+        .into_generator();
+    let mut schema = serde_json::to_value(generator.into_root_schema_for::<ReportDoc>())
+        .unwrap_or(serde_json::Value::Null);
     if let Some(object) = schema.as_object_mut() {
         object.insert("title".into(), "shadowpilot report".into());
     }

@@ -228,7 +228,14 @@ impl Serialize for TimeView {
         match self.0 {
             Some(TimeToDecision::Undecidable) => serializer.serialize_str("undecidable"),
             Some(TimeToDecision::Needs { minutes, .. }) if minutes.is_finite() => {
-                serializer.serialize_f64((minutes * 10.0).round() / 10.0)
+                // To a tenth, unless rounding would overflow: a finite time is
+                // never written as null (decided).
+                let rounded = (minutes * 10.0).round() / 10.0;
+                serializer.serialize_f64(if rounded.is_finite() {
+                    rounded
+                } else {
+                    minutes
+                })
             }
             Some(TimeToDecision::Needs { .. }) => serializer.serialize_str("never"),
             None => serializer.serialize_none(),
@@ -305,7 +312,7 @@ pub(crate) fn action_reason(action: &Action) -> String {
                     ends: None,
                 } => format!(
                     "passing at 100 % for {} (promote after {})",
-                    show_duration(*passed_for),
+                    show_duration(whole_minutes(*passed_for)),
                     show_duration(*after)
                 ),
                 Conclusion::Promote {
@@ -314,7 +321,7 @@ pub(crate) fn action_reason(action: &Action) -> String {
                     ends: Some(end),
                 } => format!(
                     "passing at 100 % for {} of {}, and the experiment ends {} before the next chance to write (at_cap: promote)",
-                    show_duration(*passed_for),
+                    show_duration(whole_minutes(*passed_for)),
                     show_duration(*after),
                     utc_minute(*end)
                 ),
@@ -324,7 +331,7 @@ pub(crate) fn action_reason(action: &Action) -> String {
                     after,
                 } => format!(
                     "failing at the floor for {} (stop after {}){}",
-                    show_duration(*failing_for),
+                    show_duration(whole_minutes(*failing_for)),
                     show_duration(*after),
                     mark.as_ref()
                         .map_or(String::new(), |mark| format!(", latched {FAILED_TAG}={mark}"))
@@ -333,6 +340,12 @@ pub(crate) fn action_reason(action: &Action) -> String {
             format!("{why}: stopped as {}, {variants}", desired_state.as_str())
         }
     }
+}
+
+/// How long something has held, to the minute: the step's clock starts on
+/// a whole minute and the tick does not.
+fn whole_minutes(duration: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(duration.as_secs() / 60 * 60)
 }
 
 /// `sampling 5 → 10 %`, `end 03-09 00:00 → 03-11 00:00`.
@@ -406,7 +419,7 @@ fn note_text(note: &Note) -> String {
             ends_first,
         } => format!(
             "passing at 100 % for {} of {}: promoted at {}{}",
-            show_duration(*passed_for),
+            show_duration(whole_minutes(*passed_for)),
             show_duration(*after),
             utc_minute(*due),
             ends_first.map_or(String::new(), |end| format!(
