@@ -750,13 +750,22 @@ impl<'a> Controller<'a> {
                         Some(deferral) => WriteOutcome::Deferred(deferral),
                         None => self.apply_one(&write).await,
                     };
-                    // Only once the attention tag is written: a tick that
-                    // finds it written announces nothing again.
+                    // Attention events only once the attention tag is written: a
+                    // tick that finds it written announces nothing again. An
+                    // update or stop that landed is announced even when its
+                    // tags then failed: it will not be planned again (a stopped
+                    // experiment is never steered again).
                     let landed =
                         matches!(outcome, WriteOutcome::Applied | WriteOutcome::TagsWritten);
+                    let actions_only =
+                        matches!(outcome, WriteOutcome::TagWriteFailed { updated: true, .. });
                     set_write(&mut report, outcome);
-                    if let (true, Some(sink)) = (landed, self.events) {
-                        let before = recorded_attention(&write.planned_against);
+                    if let (true, Some(sink)) = (landed || actions_only, self.events) {
+                        let before = if actions_only {
+                            report.attention().iter().copied().collect()
+                        } else {
+                            recorded_attention(&write.planned_against)
+                        };
                         let events = events_for(
                             &report,
                             &write.planned_against.arn,

@@ -84,6 +84,10 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
     ) -> Result<(Report, TickFacts), HandlerError> {
         let started = tokio::time::Instant::now();
         let request = parse_event(payload)?;
+        // What the payload asked, before the environment forces anything:
+        // the schedule's `{"dry_run": false}` beats the heart even on a
+        // stack deployed with DryRun=true.
+        let asked_live = !request.dry_run;
         let options = RunOptions {
             // Dry wins: the environment can force it, nothing can lift it.
             dry_run: self.force_dry_run || request.dry_run,
@@ -109,8 +113,9 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
         let report = controller.run_tick(&options, now, next_tick).await?;
         let facts = TickFacts {
             // EventBridge Scheduler's input is a payload, `{"dry_run": false}`:
-            // a live run beats the heart too, a person's dry run does not.
-            scheduled: request.trigger == Trigger::Schedule || !options.dry_run,
+            // a run asked to be live beats the heart too (forced dry or not),
+            // a person's dry run does not.
+            scheduled: request.trigger == Trigger::Schedule || asked_live,
             duration: started.elapsed(),
             timestamp_ms: now.timestamp_millis(),
         };

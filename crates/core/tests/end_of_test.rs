@@ -20,7 +20,7 @@ use shadowpilot_core::experiment::{
 };
 use shadowpilot_core::plan::{Action, Attention, Note, WriteBlock};
 use shadowpilot_core::policy::{parse_policy, PolicySet};
-use shadowpilot_core::ports::{EventError, EventSink};
+use shadowpilot_core::ports::{EventError, EventSink, StoreError};
 use shadowpilot_core::report::{Deferral, Report, SkipReason, WriteOutcome};
 
 const TICK: i64 = 10;
@@ -427,4 +427,36 @@ async fn a_long_reason_is_cut_to_the_limit_aws_takes() {
         stops[0].1.variant_actions["production"],
         VariantAction::Remove
     );
+}
+
+#[tokio::test]
+async fn a_stop_whose_tags_fail_is_still_announced_and_never_sent_again() {
+    let policies = policies("");
+    let (store, metrics) = sampled([at_the_top("fraud", t0())]);
+    store.fail_tags_of("fraud", |arn| StoreError::AccessDenied {
+        operation: "AddTags",
+        source: format!("not authorized on {arn}").into(),
+    });
+    let sink = Recorder::default();
+    let mut now = t0() + Duration::hours(3);
+    let report = tick(&store, &metrics, &policies, &sink, &options(false), now).await;
+    let entry = &report.experiments[0];
+    assert!(entry.applied(), "{entry:?}");
+    assert!(matches!(
+        entry.write(),
+        Some(WriteOutcome::TagWriteFailed { updated: true, .. })
+    ));
+    let types: Vec<&str> = sink
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.detail_type)
+        .collect();
+    // The stop, not the attention its unwritten tag would have recorded.
+    assert_eq!(types, ["Experiment Stopped"]);
+    now += Duration::minutes(TICK);
+    tick(&store, &metrics, &policies, &sink, &options(false), now).await;
+    assert_eq!(store.stops().len(), 1);
+    assert_eq!(sink.events.lock().unwrap().len(), 1);
 }

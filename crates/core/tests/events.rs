@@ -149,6 +149,25 @@ async fn the_handler_runs_live_only_when_asked_and_not_forced_dry() {
 }
 
 #[tokio::test]
+async fn the_schedule_beats_the_heart_even_on_a_stack_forced_dry_and_a_person_does_not() {
+    let now = t0() + Duration::hours(3);
+    let cases = [
+        (false, "scheduled-event.json", true),
+        (false, "schedulev2-input.json", true),
+        // DryRun=true: the scheduler's {"dry_run": false} still is the schedule.
+        (true, "schedulev2-input.json", true),
+        (true, "scheduled-event.json", true),
+        (false, "manual-empty.json", false),
+    ];
+    for (forced, file, heartbeat) in cases {
+        let app = app(forced, FakeStore::new([experiment("fraud", 5)]));
+        app.store.set_now(now);
+        let (_, facts) = app.tick(&fixture(file), now, None).await.unwrap();
+        assert_eq!(facts.scheduled, heartbeat, "forced dry {forced}, {file}");
+    }
+}
+
+#[tokio::test]
 async fn an_invalid_payload_does_nothing_and_says_why() {
     let app = app(false, FakeStore::new([experiment("fraud", 5)]));
     app.store.set_now(t0() + Duration::hours(3));

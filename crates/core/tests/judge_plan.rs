@@ -1142,7 +1142,7 @@ fn stop_table() {
             attention: ready.clone(),
             note: Some(|n| matches!(n, Note::PromotionDue { .. })),
             ..case(
-                "an untagged 100 % step counts from the tag written now",
+                "an untagged 100 % step is not promoted on the tick that tags it",
                 100,
                 pass(),
                 None,

@@ -465,11 +465,12 @@ impl FakeAws {
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
                 let arn = match op.as_str() {
                     "SageMaker.UpdateInferenceExperiment" | "SageMaker.StopInferenceExperiment" => {
+                        // A call without a Name is still a write: it counts.
                         return Some(format!(
                             "{} {}",
                             op.trim_start_matches("SageMaker."),
-                            body["Name"].as_str()?
-                        ))
+                            body["Name"].as_str().unwrap_or("<no Name>")
+                        ));
                     }
                     "SageMaker.AddTags" | "SageMaker.DeleteTags" => body["ResourceArn"].as_str()?,
                     "AWSEvents.PutEvents" => body["Entries"][0]["Resources"][0].as_str()?,

@@ -436,6 +436,12 @@ fn check_stop(doc: &PolicyDoc, ceiling: u8, problems: &mut Problems<'_>) {
                 format!("promotion needs a ramp that reaches 100 %, and {why}"),
             );
         }
+        if !doc.extend.enabled && promote.at_cap == super::model::AtCap::Report {
+            problems.add(
+                "stop.promote",
+                "a passing experiment is extended until it is promoted, and extend.enabled is false: enable it, or set at_cap: promote",
+            );
+        }
         problems.duration(
             "stop.promote.after_passing",
             promote.after_passing,
@@ -494,6 +500,7 @@ mod tests {
             ("name: t\nramp:\n  steps: [5, 100]\nstop:\n  promote:\n    after_passing: 6h\n", "missing field `production`"),
             ("name: t\nramp:\n  steps: [5, 100]\nstop:\n  promote:\n    after_passing: 6h\n    production: keep\n", "unknown variant `keep`"),
             ("name: t\nramp:\n  steps: [5, 100]\nstop:\n  on_failure:\n    after: 31d\n", "stop.on_failure.after: 31d is longer than 30d"),
+            ("name: t\nramp:\n  steps: [5, 100]\nextend:\n  enabled: false\nstop:\n  promote:\n    after_passing: 1h\n    production: retain\n", "stop.promote: a passing experiment is extended until it is promoted, and extend.enabled is false"),
             ("name: \"bad name\"\nramp:\n  steps: [5]\n  bake_time: 1h\n", "name: \"bad name\""),
             ("name: t\nramp:\n  steps: [5]\n  bake_time: 1h\nchecks:\n  - metric: error_rate_5xx\n    max_ratio_to_production: 2\n", "checks[0].max_ratio_to_production: a ratio to production's 5xx rate"),
         ];

@@ -93,7 +93,8 @@ fn failed_operation(entry: &ExperimentReport) -> &'static str {
             WriteOutcome::TagWriteFailed { error, .. } => error.operation().unwrap_or("AddTags"),
             write => match write.error() {
                 Some(error) => error.operation().unwrap_or("UpdateInferenceExperiment"),
-                None => "GetMetricData",
+                None if steered.metrics_error.is_some() => "GetMetricData",
+                None => "PutEvents",
             },
         },
         _ => "shadowpilot",
