@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - [`experiment`]: our model of an inference experiment and of an update.
+//! - [`capture`] (pure): data-capture records of both variants, paired by
+//!   request, their outputs compared and the agreement judged.
 //! - [`ports`]: the two capabilities a tick needs, an experiment store and a
 //!   metric source, as small `Send + Sync` traits.
 //! - [`metrics`]: the series a policy needs, asked of the metric source in
@@ -36,6 +38,7 @@
 
 use std::time::Duration;
 
+pub mod capture;
 pub mod config;
 pub mod controller;
 pub mod duration;
