@@ -137,6 +137,61 @@ pub trait EventSink: Send + Sync {
     async fn publish(&self, events: &[crate::events::ShadowEvent]) -> Result<(), EventError>;
 }
 
+/// One object of a capture prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureObject {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// S3 refused the role (ListBucket on the bucket, GetObject on the key).
+    #[error("S3 {operation} on s3://{bucket}/{key} was denied")]
+    AccessDenied {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The object is encrypted with a KMS key the role may not use for
+    /// decryption (kms:Decrypt).
+    #[error("S3 GetObject of s3://{bucket}/{key}: KMS refused to decrypt it")]
+    KmsAccessDenied {
+        bucket: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("S3 bucket {bucket} does not exist")]
+    NoSuchBucket { bucket: String },
+    /// Larger than what the tick may still read.
+    #[error("s3://{bucket}/{key} is {size} bytes, more than the {limit} the tick may still read")]
+    TooLarge {
+        bucket: String,
+        key: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error("S3 {operation} failed")]
+    Service {
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Where captured requests and responses are: S3, or the simulator.
+#[async_trait]
+pub trait CaptureSource: Send + Sync {
+    /// Every object whose key starts with `prefix`, all pages.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<CaptureObject>, CaptureError>;
+    /// The object's bytes; [`CaptureError::TooLarge`] above `max_bytes`,
+    /// never a partial read.
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, CaptureError>;
+}
+
 /// Where metric series come from: CloudWatch GetMetricData, or the simulator.
 #[async_trait]
 pub trait MetricSource: Send + Sync {

@@ -31,7 +31,7 @@ pub fn in_sample(key: &str, rate: f64) -> bool {
 /// the step starts (from production's traffic before it, like the latency
 /// period), so that it does not move while the step runs.
 pub fn rate_for(cap_records: u64, expected_records: f64) -> f64 {
-    if !(expected_records > 0.0) {
+    if expected_records.is_nan() || expected_records <= 0.0 {
         return 1.0;
     }
     (cap_records as f64 / expected_records).clamp(0.0, 1.0)

@@ -5,6 +5,7 @@
 //! turns them into words: the Lambda's JSON answer, `--output json`, logs
 //! and the table an operator reads.
 
+pub mod agreement;
 mod doc;
 pub mod emf;
 pub mod render;

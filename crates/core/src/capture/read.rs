@@ -1,0 +1,168 @@
+//! Reading a variant's capture over [`CaptureSource`]: the hour prefixes
+//! the span touches (`{destination}/{endpoint}/{variant}/yyyy/mm/dd/hh/`,
+//! listed, never guessed from file names), oldest first, every record of
+//! the span kept when its pairing key is in the step's sample, until the
+//! policy's caps on records and bytes stop the reading (`capped`).
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+
+use super::record::{parse_lines, CaptureRecord, LineProblem};
+use super::sample::in_sample;
+use crate::ports::{CaptureError, CaptureSource};
+
+/// `s3://bucket/some/prefix`, as DataStorageConfig.Destination gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub bucket: String,
+    /// Without a leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DataStorageConfig.Destination {value:?} is not an s3://bucket/prefix URI: {problem}")]
+pub struct DestinationError {
+    pub value: String,
+    pub problem: &'static str,
+}
+
+impl Destination {
+    pub fn parse(value: &str) -> Result<Self, DestinationError> {
+        let error = |problem| DestinationError {
+            value: value.to_string(),
+            problem,
+        };
+        let rest = value
+            .strip_prefix("s3://")
+            .ok_or_else(|| error("it does not start with s3://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(error("no bucket"));
+        }
+        Ok(Self {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
+    }
+
+    /// `{prefix}/{endpoint}/{variant}/`: joined with exactly one `/`
+    /// whether or not Destination ends in one (which is unconfirmed).
+    pub fn variant_prefix(&self, endpoint: &str, variant: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{endpoint}/{variant}/")
+        } else {
+            format!("{}/{endpoint}/{variant}/", self.prefix)
+        }
+    }
+
+    /// The variant prefix and `yyyy/mm/dd/hh/` of every hour `[from, to)`
+    /// touches, oldest first.
+    pub fn hour_prefixes(
+        &self,
+        endpoint: &str,
+        variant: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<String> {
+        let base = self.variant_prefix(endpoint, variant);
+        let mut hour = from.duration_trunc(Duration::hours(1)).unwrap_or(from);
+        let mut prefixes = Vec::new();
+        while hour < to {
+            prefixes.push(format!("{base}{}/", hour.format("%Y/%m/%d/%H")));
+            hour += Duration::hours(1);
+        }
+        prefixes
+    }
+}
+
+/// The policy's bounds on one tick's reading of one variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub max_records: u64,
+    pub max_bytes: u64,
+}
+
+/// What was read of one variant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VariantRead {
+    /// The variant prefix, for "no records under …/<variant>/".
+    pub prefix: String,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Records in the span and the sample, kept.
+    pub records: Vec<CaptureRecord>,
+    /// Records in the span but not the sample.
+    pub outside_sample: u64,
+    /// Unreadable lines, by object key.
+    pub problems: Vec<(String, LineProblem)>,
+    /// The caps stopped the reading before the span's end.
+    pub capped: bool,
+}
+
+/// The key a record is sampled (and paired) by.
+pub fn sample_key(record: &CaptureRecord) -> Option<&str> {
+    record
+        .inference_id
+        .as_deref()
+        .or(record.event_id.as_deref())
+}
+
+/// Reads `[from, to)` of one variant, oldest first, keeping the records
+/// whose key is in the sample at `rate` (records without any key are kept:
+/// they are reported unpaired, never silently dropped).
+pub async fn read_variant(
+    source: &dyn CaptureSource,
+    destination: &Destination,
+    endpoint: &str,
+    variant: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    rate: f64,
+    limits: ReadLimits,
+) -> Result<VariantRead, CaptureError> {
+    let mut read = VariantRead {
+        prefix: format!(
+            "s3://{}/{}",
+            destination.bucket,
+            destination.variant_prefix(endpoint, variant)
+        ),
+        ..VariantRead::default()
+    };
+    'hours: for prefix in destination.hour_prefixes(endpoint, variant, from, to) {
+        let mut objects = source.list(&destination.bucket, &prefix).await?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        for object in objects {
+            if read.bytes + object.size > limits.max_bytes
+                || read.records.len() as u64 >= limits.max_records
+            {
+                read.capped = true;
+                break 'hours;
+            }
+            let left = limits.max_bytes - read.bytes;
+            let bytes = source.get(&destination.bucket, &object.key, left).await?;
+            read.objects += 1;
+            read.bytes += bytes.len() as u64;
+            let text = String::from_utf8_lossy(&bytes);
+            let parsed = parse_lines(&text);
+            read.problems.extend(
+                parsed
+                    .problems
+                    .into_iter()
+                    .map(|problem| (object.key.clone(), problem)),
+            );
+            for record in parsed.records {
+                if record.inference_time < from || record.inference_time >= to {
+                    continue;
+                }
+                if sample_key(&record).is_some_and(|key| !in_sample(key, rate)) {
+                    read.outside_sample += 1;
+                    continue;
+                }
+                if read.records.len() as u64 >= limits.max_records {
+                    read.capped = true;
+                    break 'hours;
+                }
+                read.records.push(record);
+            }
+        }
+    }
+    Ok(read)
+}
