@@ -3,6 +3,7 @@
 mod calls;
 mod cloudwatch;
 mod eventbridge;
+mod s3;
 mod sagemaker;
 mod time;
 
@@ -12,6 +13,7 @@ pub use calls::{
 };
 pub use cloudwatch::{CloudWatchMessages, CloudWatchSource, GetMetricDataProblem};
 pub use eventbridge::EventBridgeSink;
+pub use s3::S3Capture;
 pub use sagemaker::SageMakerStore;
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -56,6 +58,12 @@ pub async fn load_config(settings: &CallSettings) -> SdkConfig {
 }
 
 /// The event sink on `bus` (`None` or `default`: the default bus).
+/// Captured requests and responses in S3 (path-style with an endpoint
+/// override).
+pub fn capture_from_config(config: &SdkConfig) -> S3Capture {
+    S3Capture::from_config(config)
+}
+
 pub fn events_from_config(config: &SdkConfig, bus: Option<String>) -> EventBridgeSink {
     EventBridgeSink::new(aws_sdk_eventbridge::Client::new(config), bus)
 }

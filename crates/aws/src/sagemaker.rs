@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 
 use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate, StopState,
-    VariantAction, MAX_TAG_VALUE_CHARS,
+    CaptureConfig, Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary,
+    ExperimentUpdate, StopState, VariantAction, MAX_TAG_VALUE_CHARS,
 };
 use shadowpilot_core::limit::{AdaptiveLimit, LimitStats, DEFAULT_LIMIT};
 use shadowpilot_core::ports::{BoxError, ExperimentStore, StoreError};
@@ -528,6 +528,12 @@ fn experiment_from(
         end_time,
         last_modified,
         tags: BTreeMap::new(),
+        capture: out.data_storage_config().and_then(|config| {
+            Some(CaptureConfig {
+                destination: non_empty(config.destination())?.to_string(),
+                kms_key: non_empty(config.kms_key()).map(str::to_string),
+            })
+        }),
     })
 }
 

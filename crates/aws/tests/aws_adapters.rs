@@ -25,9 +25,9 @@ use aws_sdk_sagemaker::operation::update_inference_experiment::{
 };
 use aws_sdk_sagemaker::types::error::{ConflictException, ResourceNotFound};
 use aws_sdk_sagemaker::types::{
-    EndpointMetadata, InferenceExperimentSchedule, InferenceExperimentStatus,
-    InferenceExperimentStopDesiredState, InferenceExperimentSummary, InferenceExperimentType,
-    ModelVariantAction, ShadowModeConfig, ShadowModelVariantConfig, Tag,
+    EndpointMetadata, InferenceExperimentDataStorageConfig, InferenceExperimentSchedule,
+    InferenceExperimentStatus, InferenceExperimentStopDesiredState, InferenceExperimentSummary,
+    InferenceExperimentType, ModelVariantAction, ShadowModeConfig, ShadowModelVariantConfig, Tag,
 };
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
@@ -36,8 +36,8 @@ use chrono::{DateTime, Utc};
 
 use shadowpilot_aws::{CloudWatchMessages, CloudWatchSource, GetMetricDataProblem, SageMakerStore};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate,
-    SamplingUpdate, StopState, VariantAction,
+    CaptureConfig, Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary,
+    ExperimentUpdate, SamplingUpdate, StopState, VariantAction,
 };
 use shadowpilot_core::metrics::{
     queries_for, MeasuredExperiment, SageMakerMetric, SeriesKey, SeriesQuery, Statistic,
@@ -597,6 +597,12 @@ fn described() -> DescribeInferenceExperimentOutput {
                 )
                 .build(),
         )
+        .data_storage_config(
+            InferenceExperimentDataStorageConfig::builder()
+                .destination("s3://churn-capture/shadow-tests")
+                .kms_key("alias/capture")
+                .build(),
+        )
         .creation_time(smithy("2025-02-28T17:00:00Z"))
         .last_modified_time(SmithyTime::from_secs_and_nanos(
             at("2025-03-02T10:15:00Z").timestamp(),
@@ -652,6 +658,10 @@ async fn describe_reads_the_experiment_and_all_its_tags() {
             ("shadowpilot:hold".to_string(), "TRUE".to_string()),
             ("team".to_string(), "churn".to_string()),
         ]),
+        capture: Some(CaptureConfig {
+            destination: "s3://churn-capture/shadow-tests".into(),
+            kms_key: Some("alias/capture".into()),
+        }),
     };
     assert_eq!(experiment, expected);
     assert_eq!(experiment.policy_tag(), Some("careful"));

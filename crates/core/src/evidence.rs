@@ -710,6 +710,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            capture: None,
         }
     }
 

@@ -175,6 +175,18 @@ pub struct Experiment {
     pub end_time: Option<DateTime<Utc>>,
     pub last_modified: DateTime<Utc>,
     pub tags: BTreeMap<String, String>,
+    /// DataStorageConfig: where both variants' requests and responses are
+    /// captured, when the experiment captures them.
+    pub capture: Option<CaptureConfig>,
+}
+
+/// An experiment's DataStorageConfig.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// `s3://bucket/prefix`, as AWS returns it.
+    pub destination: String,
+    /// The KMS key the captured objects are encrypted with, if any.
+    pub kms_key: Option<String>,
 }
 
 impl Experiment {

@@ -1,6 +1,8 @@
 //! Reading capture over the port, on an in-memory S3: prefixes, the span,
 //! caps, the nested sample, typed denials, and the agreement report.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -309,7 +311,7 @@ async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
     assert_eq!(report.examples[0].shadow, r#"{"label":1}"#);
     assert_eq!(report.examples[0].production, r#"{"label":0}"#);
     let text = agreement_text(&report);
-    assert!(text.contains("agreement 95.00 % ["), "{text}");
+    assert!(text.contains("agreement 95.00 % [93.79, 96.21]"), "{text}");
     assert!(text.contains("≥ 99.00 % (fail, 3000 pairs)"), "{text}");
     assert!(text.contains("eventId"), "{text}");
 
@@ -334,4 +336,58 @@ async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
         "{}",
         agreement_text(&report)
     );
+}
+
+#[tokio::test]
+async fn compare_reads_the_experiments_own_destination_and_variants() {
+    use shadowpilot_core::capture::{compare_experiment, CompareError};
+    use shadowpilot_core::experiment::CaptureConfig;
+    let mut s3 = MemoryS3::default();
+    fill(&mut s3, "shadow-tests/", 60, 30, 20);
+    let mut e = common::experiment("churn", 25);
+    e.endpoint_name = "ep".into();
+    e.production_variant = "prod".into();
+    e.shadow_variant = "shadow".into();
+    e.capture = Some(CaptureConfig {
+        destination: "s3://bucket/shadow-tests/".into(),
+        kms_key: None,
+    });
+    let mut uncaptured = common::experiment("plain", 25);
+    uncaptured.capture = None;
+    let store = common::FakeStore::new([e, uncaptured]);
+    let limits = WIDE;
+    let (report, (from, to)) = compare_experiment(
+        &store,
+        &s3,
+        "churn",
+        t(0),
+        t(65),
+        limits,
+        &CompareOptions::default(),
+    )
+    .await
+    .unwrap();
+    // The newest five minutes are left out: capture lands late.
+    assert_eq!((from, to), (t(0), t(60)));
+    assert_eq!(report.pairs, 1800);
+    assert_eq!(report.counts.disagree, 90);
+    assert_eq!(report.checks[0].decision(), Some(Decision::Fail));
+    assert!(report
+        .shadow
+        .prefix
+        .ends_with("s3://bucket/shadow-tests/ep/shadow/"));
+
+    let error = compare_experiment(
+        &store,
+        &s3,
+        "plain",
+        t(0),
+        t(65),
+        limits,
+        &CompareOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, CompareError::NoCapture { .. }), "{error}");
+    assert!(error.to_string().contains("has no DataStorageConfig"));
 }

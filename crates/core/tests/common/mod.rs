@@ -42,6 +42,7 @@ pub fn experiment(name: &str, sampling: u8) -> Experiment {
         end_time: Some(t0() + Duration::days(7)),
         last_modified: t0(),
         tags: BTreeMap::from([(POLICY_TAG.to_string(), "default".to_string())]),
+        capture: None,
     }
 }
 

@@ -489,6 +489,8 @@ impl SageMaker {
             end_time: Some(experiment.end_time),
             last_modified: experiment.last_modified,
             tags: experiment.tags.clone(),
+            // The simulator does not capture yet.
+            capture: None,
         })
     }
 
