@@ -112,6 +112,20 @@ pub enum TickError {
     ListOutOfTime { waited: std::time::Duration },
 }
 
+impl TickError {
+    /// The kind and the call, for the metrics of a tick that failed whole.
+    pub fn kind_and_operation(&self) -> (crate::report::ErrorKind, &'static str) {
+        use crate::report::ErrorKind;
+        match self {
+            Self::List(error) => (
+                ErrorKind::of_store_error(error),
+                error.operation().unwrap_or("ListInferenceExperiments"),
+            ),
+            Self::ListOutOfTime { .. } => (ErrorKind::Service, "ListInferenceExperiments"),
+        }
+    }
+}
+
 /// SageMaker calls (describes with their tags, and write groups) in
 /// flight at once, at most. The adapter's adaptive limit keeps the real
 /// number lower while SageMaker throttles.

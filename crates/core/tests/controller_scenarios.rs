@@ -1309,6 +1309,47 @@ async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ram
 }
 
 #[tokio::test]
+async fn a_cloudwatch_failure_behind_a_rejected_extension_counts_both_and_exits_2() {
+    struct Failing;
+    #[async_trait::async_trait]
+    impl shadowpilot_core::ports::MetricSource for Failing {
+        async fn fetch(
+            &self,
+            _: &[shadowpilot_core::metrics::SeriesQuery],
+        ) -> Result<Vec<shadowpilot_core::ports::SeriesAnswer>, shadowpilot_core::ports::MetricError>
+        {
+            Err(shadowpilot_core::ports::MetricError::Service {
+                source: "AccessDenied: not authorized to perform cloudwatch:GetMetricData".into(),
+            })
+        }
+    }
+    let policies = standard();
+    let now = t0() + Duration::days(3);
+    let mut ending = experiment("ending", 5);
+    ending.end_time = Some(now + Duration::hours(1));
+    let store = FakeStore::new([ending]);
+    store.set_now(now);
+    store.fail_updates_of("ending", |name| StoreError::Rejected {
+        name: name.into(),
+        message: "ValidationException".into(),
+    });
+    let report = Controller::new(&store, &Failing, &policies)
+        .run_tick(&live(), now, now + Duration::minutes(TICK))
+        .await
+        .unwrap();
+    let entry = &report.experiments[0];
+    assert_eq!(entry.error_kind(), Some(ErrorKind::Rejected));
+    assert_eq!(
+        entry.error_kinds(),
+        [ErrorKind::Rejected, ErrorKind::Metrics]
+    );
+    assert_eq!(report.summary.errors.get("rejected"), Some(&1));
+    assert_eq!(report.summary.errors.get("metrics"), Some(&1));
+    // Not only a rejected write: CloudWatch is failing too.
+    assert_eq!(report.run_verdict().exit_code(), 2);
+}
+
+#[tokio::test]
 async fn a_metric_source_answering_fewer_series_than_asked_judges_nothing() {
     /// Answers every query but the last: the rest would be misaligned.
     struct OneShort(FakeMetrics);

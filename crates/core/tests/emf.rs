@@ -136,3 +136,33 @@ async fn a_dry_run_by_hand_beats_no_heart_and_a_rejected_write_alone_exits_three
     assert_eq!(live.run_verdict(), RunVerdict::WritesHeldBack);
     assert_eq!(live.run_verdict().exit_code(), 3);
 }
+
+#[tokio::test]
+async fn a_tick_whose_list_is_denied_still_counts_the_error_and_beats_no_heart() {
+    use shadowpilot_core::controller::TickError;
+    use shadowpilot_core::report::emf::failed_tick_lines;
+    let error = TickError::List(StoreError::AccessDenied {
+        operation: "ListInferenceExperiments",
+        source: "AccessDeniedException".into(),
+    });
+    let (kind, operation) = error.kind_and_operation();
+    let documents: Vec<Value> = failed_tick_lines(kind, operation, &facts(false))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    for document in &documents {
+        assert_well_formed(document);
+        assert!(document.get("Heartbeat").is_none());
+    }
+    assert_eq!(documents[0]["AwsErrors"], 1);
+    assert_eq!(documents[1]["Operation"], "ListInferenceExperiments");
+    assert_eq!(documents[1]["Kind"], "access_denied");
+    let (kind, operation) = TickError::ListOutOfTime {
+        waited: std::time::Duration::from_secs(40),
+    }
+    .kind_and_operation();
+    assert_eq!(
+        (kind.as_str(), operation),
+        ("service", "ListInferenceExperiments")
+    );
+}

@@ -6,7 +6,8 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use shadowpilot_aws::{CloudWatchSource, SageMakerStore};
 use shadowpilot_core::config::{Config, EventBus};
-use shadowpilot_core::handler::App;
+use shadowpilot_core::handler::{App, HandlerError};
+use shadowpilot_core::report::emf::{self, TickFacts};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -25,12 +26,29 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = deadline_of(event.context.deadline);
-        let (report, facts) = app
-            .tick(&event.payload, chrono::Utc::now(), Some(deadline))
-            .await?;
+        let (now, started) = (chrono::Utc::now(), tokio::time::Instant::now());
+        let (report, facts) = match app.tick(&event.payload, now, Some(deadline)).await {
+            Ok(done) => done,
+            Err(error) => {
+                // A tick that fails whole still says why in metrics, so the
+                // errors alarm sees a denied or failing list.
+                if let HandlerError::Tick(tick) = &error {
+                    let (kind, operation) = tick.kind_and_operation();
+                    let facts = TickFacts {
+                        scheduled: false,
+                        duration: started.elapsed(),
+                        timestamp_ms: now.timestamp_millis(),
+                    };
+                    for line in emf::failed_tick_lines(kind, operation, &facts) {
+                        println!("{line}");
+                    }
+                }
+                return Err(error.into());
+            }
+        };
         // Raw lines on stdout, not through the tracing layer: CloudWatch
         // Logs reads a log event that is exactly an EMF object.
-        for line in shadowpilot_core::report::emf::lines(&report, &facts) {
+        for line in emf::lines(&report, &facts) {
             println!("{line}");
         }
         Ok::<_, lambda_runtime::Error>(report)

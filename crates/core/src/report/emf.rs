@@ -109,6 +109,36 @@ fn is_aws_error(kind: ErrorKind) -> bool {
     )
 }
 
+/// The lines of a tick that failed whole (the list failed or ran out of
+/// time): its AWS error by call and kind, and its duration. No heartbeat:
+/// nothing was steered.
+pub fn failed_tick_lines(kind: ErrorKind, operation: &str, facts: &TickFacts) -> Vec<String> {
+    let mut values = Map::new();
+    values.insert("AwsErrors".into(), json!(1));
+    values.insert(
+        "TickDuration".into(),
+        json!(facts.duration.as_secs_f64() * 1000.0),
+    );
+    let mut by_call = Map::new();
+    by_call.insert("Operation".into(), json!(operation));
+    by_call.insert("Kind".into(), json!(kind.as_str()));
+    by_call.insert("AwsErrors".into(), json!(1));
+    vec![
+        document(
+            facts,
+            &[],
+            &[("AwsErrors", "Count"), ("TickDuration", "Milliseconds")],
+            values,
+        ),
+        document(
+            facts,
+            &["Operation", "Kind"],
+            &[("AwsErrors", "Count")],
+            by_call,
+        ),
+    ]
+}
+
 /// Every EMF line for one tick.
 pub fn lines(report: &Report, facts: &TickFacts) -> Vec<String> {
     let mut counts: BTreeMap<&str, f64> = TICK_METRICS.iter().map(|(n, _)| (*n, 0.0)).collect();
@@ -144,11 +174,24 @@ pub fn lines(report: &Report, facts: &TickFacts) -> Vec<String> {
                 _ => {}
             }
         }
-        if let Some(kind) = entry.error_kind().filter(|kind| is_aws_error(*kind)) {
+        let kinds: Vec<ErrorKind> = entry
+            .error_kinds()
+            .into_iter()
+            .filter(|kind| is_aws_error(*kind))
+            .collect();
+        if !kinds.is_empty() {
             bump("AwsErrors");
-            *errors
-                .entry((failed_operation(entry), kind.as_str()))
-                .or_default() += 1;
+        }
+        for (index, kind) in kinds.into_iter().enumerate() {
+            // The first is the entry's own error; the others name their
+            // call directly.
+            let operation = match kind {
+                _ if index == 0 => failed_operation(entry),
+                ErrorKind::Metrics => "GetMetricData",
+                ErrorKind::Events => "PutEvents",
+                _ => failed_operation(entry),
+            };
+            *errors.entry((operation, kind.as_str())).or_default() += 1;
         }
     }
     let steered: Vec<&ExperimentReport> = report

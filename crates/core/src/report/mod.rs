@@ -412,6 +412,26 @@ impl ExperimentReport {
     }
 }
 
+impl ExperimentReport {
+    /// Every kind of trouble this entry had, the one its `error` field
+    /// names first: CloudWatch failing and the write then being rejected
+    /// are both counted, and so is a failed publish behind either.
+    pub fn error_kinds(&self) -> Vec<ErrorKind> {
+        let mut kinds: Vec<ErrorKind> = self.error_kind().into_iter().collect();
+        if let Disposition::Steered(steered) = &self.disposition {
+            if steered.metrics_error.is_some() && !kinds.contains(&ErrorKind::Metrics) {
+                kinds.push(ErrorKind::Metrics);
+            }
+            if matches!(steered.events, EventsOutcome::Failed(_))
+                && !kinds.contains(&ErrorKind::Events)
+            {
+                kinds.push(ErrorKind::Events);
+            }
+        }
+        kinds
+    }
+}
+
 /// Verdicts counted, for the report's summary and the simulator's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct VerdictCounts {
@@ -449,8 +469,9 @@ pub struct Summary {
     pub writes_deferred: usize,
     /// SageMaker refused the write (ValidationException).
     pub writes_rejected: usize,
-    /// Every entry with an `error`, by its kind (`metrics`, `rejected`,
-    /// `access_denied`, ...), whatever its verdict.
+    /// Entries by each kind of error they had (`metrics`, `rejected`,
+    /// `access_denied`, ...), whatever their verdict: an entry whose
+    /// metrics failed and whose write was then rejected counts in both.
     pub errors: std::collections::BTreeMap<&'static str, usize>,
     pub ready_to_promote: usize,
     pub failing: usize,
@@ -524,7 +545,7 @@ impl Report {
                 usize::from(matches!(entry.write(), Some(WriteOutcome::Deferred(_))));
             summary.writes_rejected +=
                 usize::from(matches!(entry.write(), Some(WriteOutcome::Rejected(_))));
-            if let Some(kind) = entry.error_kind() {
+            for kind in entry.error_kinds() {
                 *summary.errors.entry(kind.as_str()).or_default() += 1;
             }
             for attention in entry.attention() {
