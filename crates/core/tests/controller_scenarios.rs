@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{experiment, t0, FakeMetrics, FakeStore, Profile};
+use common::{experiment, sampled, t0, FailingMetrics, FakeMetrics, FakeStore, Profile};
 use shadowpilot_core::controller::{Controller, RunOptions};
 use shadowpilot_core::evidence::StepOrigin;
 use shadowpilot_core::experiment::{
@@ -73,16 +73,6 @@ async fn tick_at(
         .run_tick(options, now, now + Duration::minutes(TICK))
         .await
         .expect("tick")
-}
-
-/// A store whose shadows receive the sampling percentage in force of
-/// production's traffic, as SageMaker copies it.
-fn sampled(experiments: impl IntoIterator<Item = Experiment>) -> (Arc<FakeStore>, FakeMetrics) {
-    let store = Arc::new(FakeStore::new(experiments));
-    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
-    let seen = Arc::clone(&store);
-    metrics.follow_sampling(move |name, at| f64::from(seen.sampling_at(name, at)) / 100.0);
-    (store, metrics)
 }
 
 fn slow_shadow() -> Profile {
@@ -1274,27 +1264,17 @@ async fn closed_change_windows_are_planned_around_so_a_weekend_does_not_end_the_
 
 #[tokio::test]
 async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ramped() {
-    struct Failing;
-    #[async_trait::async_trait]
-    impl shadowpilot_core::ports::MetricSource for Failing {
-        async fn fetch(
-            &self,
-            _: &[shadowpilot_core::metrics::SeriesQuery],
-        ) -> Result<Vec<shadowpilot_core::ports::SeriesAnswer>, shadowpilot_core::ports::MetricError>
-        {
-            Err(shadowpilot_core::ports::MetricError::InvalidResponse {
-                field: "MetricDataResults".into(),
-                problem: "simulated outage".into(),
-            })
-        }
-    }
+    let failing = FailingMetrics(|| shadowpilot_core::ports::MetricError::InvalidResponse {
+        field: "MetricDataResults".into(),
+        problem: "simulated outage".into(),
+    });
     let policies = standard();
     let now = t0() + Duration::days(3);
     let mut ending = experiment("ending", 5);
     ending.end_time = Some(now + Duration::hours(1));
     let store = FakeStore::new([ending, experiment("steady", 5)]);
     store.set_now(now);
-    let report = Controller::new(&store, &Failing, &policies)
+    let report = Controller::new(&store, &failing, &policies)
         .run_tick(&live(), now, now + Duration::minutes(TICK))
         .await
         .unwrap();
@@ -1310,19 +1290,9 @@ async fn a_cloudwatch_failure_still_lets_an_experiment_be_extended_but_never_ram
 
 #[tokio::test]
 async fn a_cloudwatch_failure_behind_a_rejected_extension_counts_both_and_exits_2() {
-    struct Failing;
-    #[async_trait::async_trait]
-    impl shadowpilot_core::ports::MetricSource for Failing {
-        async fn fetch(
-            &self,
-            _: &[shadowpilot_core::metrics::SeriesQuery],
-        ) -> Result<Vec<shadowpilot_core::ports::SeriesAnswer>, shadowpilot_core::ports::MetricError>
-        {
-            Err(shadowpilot_core::ports::MetricError::Service {
-                source: "AccessDenied: not authorized to perform cloudwatch:GetMetricData".into(),
-            })
-        }
-    }
+    let failing = FailingMetrics(|| shadowpilot_core::ports::MetricError::Service {
+        source: "AccessDenied: not authorized to perform cloudwatch:GetMetricData".into(),
+    });
     let policies = standard();
     let now = t0() + Duration::days(3);
     let mut ending = experiment("ending", 5);
@@ -1333,7 +1303,7 @@ async fn a_cloudwatch_failure_behind_a_rejected_extension_counts_both_and_exits_
         name: name.into(),
         message: "ValidationException".into(),
     });
-    let report = Controller::new(&store, &Failing, &policies)
+    let report = Controller::new(&store, &failing, &policies)
         .run_tick(&live(), now, now + Duration::minutes(TICK))
         .await
         .unwrap();

@@ -7,11 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use common::{experiment, t0, FakeMetrics, FakeStore, Profile};
+use common::{experiment, sampled, t0, FakeMetrics, FakeStore, Profile};
 use shadowpilot_core::controller::{Budget, Controller, RunOptions};
 use shadowpilot_core::events::{Change, ShadowEvent};
 use shadowpilot_core::experiment::{
@@ -71,15 +71,6 @@ async fn tick(
         .run_tick(options, now, now + Duration::minutes(TICK))
         .await
         .expect("tick")
-}
-
-/// Shadows get the sampling in force of production's traffic.
-fn sampled(experiments: impl IntoIterator<Item = Experiment>) -> (Arc<FakeStore>, FakeMetrics) {
-    let store = Arc::new(FakeStore::new(experiments));
-    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
-    let seen = Arc::clone(&store);
-    metrics.follow_sampling(move |name, at| f64::from(seen.sampling_at(name, at)) / 100.0);
-    (store, metrics)
 }
 
 /// At 100 % since `since`, tagged by shadowpilot then.

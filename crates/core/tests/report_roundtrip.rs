@@ -111,7 +111,9 @@ fn assert_summary_agrees(doc: &ReportDoc) {
     let mut errors: BTreeMap<ErrorKindDoc, u64> = BTreeMap::new();
     for entry in entries {
         if let Some(error) = &entry.error {
-            *errors.entry(error.kind).or_default() += 1;
+            for kind in std::iter::once(&error.kind).chain(&error.also) {
+                *errors.entry(*kind).or_default() += 1;
+            }
         }
     }
     assert_eq!(summary.errors, errors);

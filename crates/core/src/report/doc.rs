@@ -481,6 +481,10 @@ pub struct ErrorDoc {
     pub kind: ErrorKindDoc,
     /// The error and its causes, in words.
     pub message: String,
+    /// Other kinds of trouble the entry also had (CloudWatch failing behind
+    /// a rejected write, a failed publish), each counted in
+    /// `summary.errors` too.
+    pub also: Vec<ErrorKindDoc>,
 }
 
 /// A stable label for what went wrong.

@@ -9,8 +9,8 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::{
-    Deferral, Disposition, EntryError, EventsOutcome, ExperimentReport, Report, SkipReason,
-    Staleness, Steered, Summary, WriteOutcome,
+    Deferral, Disposition, EntryError, ErrorKind, EventsOutcome, ExperimentReport, Report,
+    SkipReason, Staleness, Steered, Summary, WriteOutcome,
 };
 use crate::duration::format as show_duration;
 use crate::evidence::Form;
@@ -670,6 +670,8 @@ impl Serialize for ExperimentReport {
         struct ErrorView<'a> {
             kind: &'a str,
             message: String,
+            /// The entry's other kinds of trouble, counted in the summary too.
+            also: Vec<&'static str>,
         }
         let mut out = serializer.serialize_map(None)?;
         out.serialize_entry("name", &self.name)?;
@@ -698,7 +700,20 @@ impl Serialize for ExperimentReport {
             }
         }
         if let Some((kind, message)) = self.error_text() {
-            out.serialize_entry("error", &ErrorView { kind, message })?;
+            let also = self
+                .error_kinds()
+                .into_iter()
+                .skip(1)
+                .map(ErrorKind::as_str)
+                .collect();
+            out.serialize_entry(
+                "error",
+                &ErrorView {
+                    kind,
+                    message,
+                    also,
+                },
+            )?;
         }
         out.end()
     }

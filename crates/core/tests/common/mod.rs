@@ -633,3 +633,23 @@ pub fn verdict_of(checks: Vec<CheckResult>) -> Verdict {
         decisive,
     }
 }
+
+/// A store whose shadows receive the sampling percentage in force of
+/// production's traffic, as SageMaker copies it.
+pub fn sampled(experiments: impl IntoIterator<Item = Experiment>) -> (Arc<FakeStore>, FakeMetrics) {
+    let store = Arc::new(FakeStore::new(experiments));
+    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
+    let seen = Arc::clone(&store);
+    metrics.follow_sampling(move |name, at| f64::from(seen.sampling_at(name, at)) / 100.0);
+    (store, metrics)
+}
+
+/// A metric source whose every round fails with `error()`.
+pub struct FailingMetrics(pub fn() -> MetricError);
+
+#[async_trait]
+impl MetricSource for FailingMetrics {
+    async fn fetch(&self, _: &[SeriesQuery]) -> Result<Vec<SeriesAnswer>, MetricError> {
+        Err((self.0)())
+    }
+}
