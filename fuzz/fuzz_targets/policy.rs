@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
                 end_time: Some(now + chrono::Duration::days(1)),
                 last_modified: now - chrono::Duration::hours(3),
                 tags: Default::default(),
+                capture: None,
             };
             let timeline = Timeline::of(&experiment, &policy, now);
             let measured = std::sync::Arc::new(MeasuredExperiment::of(&experiment));
