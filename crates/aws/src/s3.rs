@@ -117,8 +117,12 @@ impl CaptureSource for S3Capture {
                     classify(LIST, bucket, prefix, err)
                 }
             })?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
+            for (index, object) in page.contents().iter().enumerate() {
+                let key = object.key().ok_or_else(|| CaptureError::InvalidResponse {
+                    operation: LIST,
+                    field: format!("Contents[{index}].Key"),
+                    problem: format!("missing under prefix {prefix}"),
+                })?;
                 objects.push(CaptureObject {
                     key: key.to_string(),
                     size: object

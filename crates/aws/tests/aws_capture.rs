@@ -187,3 +187,19 @@ async fn a_denied_or_missing_bucket_is_typed_on_list() {
         CaptureError::NoSuchBucket { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_listed_object_without_a_key_is_an_invalid_answer_naming_the_field() {
+    let rule = mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
+        ListObjectsV2Output::builder()
+            .contents(object("a.jsonl", 1))
+            .contents(Object::builder().size(3).build())
+            .build()
+    });
+    let s3 = S3Capture::new(mock_client!(aws_sdk_s3, [&rule]));
+    let error = s3.list(BUCKET, PREFIX).await.unwrap_err();
+    assert!(
+        matches!(&error, CaptureError::InvalidResponse { field, .. } if field == "Contents[1].Key"),
+        "{error:?}"
+    );
+}

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::plan::{Action, Attention, Conclusion};
+use crate::plan::{Action, Attention};
 use crate::report::ExperimentReport;
 
 /// Every event's `source`.
@@ -155,11 +155,7 @@ pub fn events_for(
                     variant_actions,
                     desired_state,
                 } => Change::StopExperiment {
-                    stop: match conclusion {
-                        Conclusion::Promote { .. } => "promote",
-                        Conclusion::RemoveShadow { .. } => "remove_shadow",
-                    }
-                    .to_string(),
+                    stop: conclusion.as_str().to_string(),
                     variant_actions: variant_actions
                         .iter()
                         .map(|(variant, action)| (variant.clone(), action.as_str().to_string()))

@@ -43,6 +43,16 @@ pub enum Action {
     },
 }
 
+impl Conclusion {
+    /// The label reports and events carry: `promote`, `remove_shadow`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Promote { .. } => "promote",
+            Self::RemoveShadow { .. } => "remove_shadow",
+        }
+    }
+}
+
 /// Why shadowpilot ends the test.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Conclusion {

@@ -174,6 +174,12 @@ pub enum CaptureError {
         size: u64,
         limit: u64,
     },
+    #[error("S3 {operation} answered without a usable {field}: {problem}")]
+    InvalidResponse {
+        operation: &'static str,
+        field: String,
+        problem: String,
+    },
     #[error("S3 {operation} failed")]
     Service {
         operation: &'static str,

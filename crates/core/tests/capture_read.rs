@@ -257,6 +257,49 @@ async fn the_sample_is_nested_and_keeps_pairs_together() {
 }
 
 #[tokio::test]
+async fn an_object_larger_than_what_is_left_stops_the_reading_as_capped() {
+    let mut s3 = MemoryS3::default();
+    fill(&mut s3, "", 3, 5, 0);
+    let d = Destination::parse("s3://bucket").unwrap();
+    // The listing's sizes say nothing (0), as a listing without sizes
+    // would: the byte cap is met at GetObject.
+    struct Sizeless<'a>(&'a MemoryS3);
+    #[async_trait]
+    impl CaptureSource for Sizeless<'_> {
+        async fn list(
+            &self,
+            bucket: &str,
+            prefix: &str,
+        ) -> Result<Vec<CaptureObject>, CaptureError> {
+            let mut objects = self.0.list(bucket, prefix).await?;
+            objects.iter_mut().for_each(|o| o.size = 0);
+            Ok(objects)
+        }
+        async fn get(&self, bucket: &str, key: &str, max: u64) -> Result<Vec<u8>, CaptureError> {
+            self.0.get(bucket, key, max).await
+        }
+    }
+    let one_file = s3.objects.values().next().unwrap().len() as u64;
+    let read = read_variant(
+        &Sizeless(&s3),
+        &d,
+        "ep",
+        "shadow",
+        (t(0), t(3)),
+        1.0,
+        ReadLimits {
+            max_records: 1_000,
+            max_bytes: one_file + one_file / 2,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(read.capped);
+    assert_eq!(read.objects, 1);
+    assert_eq!(read.records.len(), 5);
+}
+
+#[tokio::test]
 async fn denials_are_typed_for_the_report() {
     let mut s3 = MemoryS3::default();
     fill(&mut s3, "", 2, 1, 0);

@@ -137,7 +137,15 @@ pub async fn read_variant(
                 break 'hours;
             }
             let left = limits.max_bytes - read.bytes;
-            let bytes = source.get(&destination.bucket, &object.key, left).await?;
+            let bytes = match source.get(&destination.bucket, &object.key, left).await {
+                // Larger than its listing said (still being written, or the
+                // listing had no size): the byte cap stops the reading here.
+                Err(CaptureError::TooLarge { .. }) => {
+                    read.capped = true;
+                    break 'hours;
+                }
+                answer => answer?,
+            };
             read.objects += 1;
             read.bytes += bytes.len() as u64;
             let text = String::from_utf8_lossy(&bytes);

@@ -384,13 +384,7 @@ impl Serialize for Action {
                 desired_state,
             } => {
                 out.serialize_entry("kind", "stop_experiment")?;
-                out.serialize_entry(
-                    "stop",
-                    match conclusion {
-                        Conclusion::Promote { .. } => "promote",
-                        Conclusion::RemoveShadow { .. } => "remove_shadow",
-                    },
-                )?;
+                out.serialize_entry("stop", conclusion.as_str())?;
                 let actions: std::collections::BTreeMap<&str, &str> = variant_actions
                     .iter()
                     .map(|(variant, action)| (variant.as_str(), action.as_str()))
