@@ -1,7 +1,8 @@
 //! The real `shadowpilot` CLI binary against a local, stateful stand-in for
 //! SageMaker and CloudWatch reached through `AWS_ENDPOINT_URL`: what it
 //! prints, and what it writes to "AWS" (and what it never writes): the
-//! update first, then the tags that remember the step and the latch.
+//! update first, then the tags that remember the step and the latch. And
+//! `compare` reading both variants' data capture from the stand-in's S3.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -9,8 +10,8 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use shadowpilot_testkit::fake_aws::{
-    entry, epoch_now, hermetic_command, operation, run_to_end, tally, FakeAws, FakeExperiment,
-    FakeOptions, Finished, Profile, DAY, HOUR,
+    capture_hour, capture_line, entry, epoch_now, hermetic_command, operation, run_to_end, tally,
+    FakeAws, FakeExperiment, FakeOptions, Finished, Profile, DAY, HOUR,
 };
 
 const CLI: &str = env!("CARGO_BIN_EXE_shadowpilot");
@@ -1236,4 +1237,310 @@ fn rearm_of_a_held_experiment_is_refused_and_writes_nothing() {
     assert!(finished.stderr.contains("held"), "{}", finished.stderr);
     assert_eq!(fake.writes(), Vec::<String>::new());
     assert_eq!(tags_of(&fake.experiment("fraud-shadow")), tags_before);
+}
+
+// ------------------------------------------------------------ data capture
+
+const CAPTURE_BUCKET: &str = "churn-capture";
+/// Destination ends in a slash, as AWS's own notebook writes it; the
+/// reader joins it to the endpoint with exactly one.
+const CAPTURE_DESTINATION: &str = "s3://churn-capture/shadow-tests/churn-v2/";
+const CAPTURE_KMS_KEY: &str =
+    "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+/// The requests (inferenceIds) whose shadow answer differs.
+const DISAGREEING: [usize; 4] = [3, 11, 17, 26];
+
+/// `{destination prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/` of `epoch`.
+fn hour_prefix(variant: &str, epoch: f64) -> String {
+    format!(
+        "shadow-tests/churn-v2/churn-v2-endpoint/{variant}/{}/",
+        capture_hour(epoch)
+    )
+}
+
+fn hour_start(epoch: f64) -> f64 {
+    (epoch / HOUR).floor() * HOUR
+}
+
+/// The hour prefixes a `--since 3h` reading started at `now` lists: every
+/// hour of `[now − 3 h, now − 5 min)`.
+fn prefixes_read_at(variant: &str, now: f64) -> BTreeSet<String> {
+    let mut hour = hour_start(now - 3.0 * HOUR);
+    let mut prefixes = BTreeSet::new();
+    while hour < now - 300.0 {
+        prefixes.insert(hour_prefix(variant, hour));
+        hour += HOUR;
+    }
+    prefixes
+}
+
+/// Serves both variants' capture for 30 requests (`req-00` … `req-29`),
+/// half two hours ago and half an hour ago, in JSON Lines files of the
+/// real record format: the shadow answers DISAGREEING differently, sends
+/// one record without an inferenceId, and production has one request the
+/// shadow never saw. Three objects share one hour prefix on each side (the
+/// shadow's first hour, production's second), so listing it takes two
+/// pages of the stand-in's two keys. Returns every key, by variant.
+fn serve_capture(fake: &FakeAws, now: f64) -> BTreeMap<&'static str, Vec<String>> {
+    let hours = [hour_start(now - 2.0 * HOUR), hour_start(now - HOUR)];
+    let time = |i: usize| hours[i / 15] + 60.0 + 10.0 * (i % 15) as f64;
+    let label = |variant: &str, i: usize| {
+        let production = (i % 2) as u64;
+        if variant == "shadow" && DISAGREEING.contains(&i) {
+            1 - production
+        } else {
+            production
+        }
+    };
+    let line = |variant: &str, i: usize| {
+        capture_line(
+            Some(&format!("req-{i:02}")),
+            &format!("{variant}-event-{i:02}"),
+            time(i),
+            &format!("{i},{},{}", i * 2, i * 3),
+            &json!({ "label": label(variant, i) }),
+        )
+    };
+    // Files as (hour, the requests in it); named as SageMaker names them.
+    type Files = [(usize, std::ops::Range<usize>); 5];
+    let files: [(&str, Files); 2] = [
+        (
+            "shadow",
+            [(0, 0..5), (0, 5..10), (0, 10..15), (1, 15..23), (1, 23..30)],
+        ),
+        (
+            "production",
+            [(0, 0..8), (0, 8..15), (1, 15..20), (1, 20..25), (1, 25..30)],
+        ),
+    ];
+    let mut keys = BTreeMap::new();
+    for (variant, files) in files {
+        let mut variant_keys = Vec::new();
+        for (n, (hour, requests)) in files.into_iter().enumerate() {
+            let mut lines: Vec<String> = requests.map(|i| line(variant, i)).collect();
+            if n == 4 && variant == "shadow" {
+                // A caller that sent no InferenceId: read, never paired.
+                lines.push(capture_line(
+                    None,
+                    "shadow-event-lonely",
+                    time(29) + 1.0,
+                    "9,9,9",
+                    &json!({"label": 1}),
+                ));
+            }
+            if n == 4 && variant == "production" {
+                // Production's traffic is not all sampled to the shadow.
+                lines.push(capture_line(
+                    Some("req-99"),
+                    "production-event-99",
+                    time(29) + 2.0,
+                    "9,9,9",
+                    &json!({"label": 0}),
+                ));
+            }
+            let key = format!(
+                "{}{:02}-{:02}-871-0b7bfd33-c8a7-4adf-a09a-{:012}.jsonl",
+                hour_prefix(variant, hours[hour]),
+                n * 7 % 60,
+                n * 11 % 60,
+                n
+            );
+            fake.put_object(CAPTURE_BUCKET, &key, lines.join("\n") + "\n");
+            variant_keys.push(key);
+        }
+        keys.insert(variant, variant_keys);
+    }
+    keys
+}
+
+fn churn_with_capture() -> FakeExperiment {
+    FakeExperiment::new("churn-v2").capture(CAPTURE_DESTINATION, Some(CAPTURE_KMS_KEY))
+}
+
+/// The line of the table that starts with `label:`.
+fn report_line<'a>(stdout: &'a str, label: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|line| line.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
+}
+
+#[test]
+fn compare_reads_both_variants_capture_path_style_and_reports_agreement() {
+    let fake = FakeAws::start(vec![churn_with_capture()]);
+    let before = epoch_now();
+    let keys = serve_capture(&fake, before);
+
+    let finished = run(&fake, &["compare", "churn-v2", "--since", "3h"]);
+    let after = epoch_now();
+
+    assert_success(&finished);
+    let out = &finished.stdout;
+    // Records read on each side (30 requests, plus the shadow's one without
+    // an inferenceId and production's one the shadow never saw), pairs and
+    // the agreement: stable facts, not whole lines.
+    let shadow = report_line(out, "shadow:");
+    assert!(shadow.contains("31 records from 5 objects"), "{out}");
+    assert!(
+        shadow.contains("s3://churn-capture/shadow-tests/churn-v2/churn-v2-endpoint/shadow/"),
+        "{out}"
+    );
+    assert!(
+        report_line(out, "production:").contains("31 records from 5 objects"),
+        "{out}"
+    );
+    assert!(report_line(out, "paired:").contains("paired: 30 "), "{out}");
+    let compared = report_line(out, "compared:");
+    assert!(compared.contains("26 agree, 4 disagree"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("agreement")), "{out}");
+    // A disagreement side by side.
+    assert!(out.contains("req-03"), "{out}");
+
+    // What was asked of S3: path-style only (the bucket is the first path
+    // segment and Host is the stand-in itself, never churn-capture.<host>).
+    let host = fake.url().trim_start_matches("http://").to_string();
+    let s3 = fake.s3_requests();
+    assert!(!s3.is_empty());
+    for request in &s3 {
+        assert_eq!(request.host, host, "{request:?}");
+        assert!(
+            request.path.starts_with("/churn-capture/")
+                || request.path.starts_with("/churn-capture?"),
+            "{request:?}"
+        );
+        assert_eq!(request.bucket, CAPTURE_BUCKET, "{request:?}");
+    }
+    // Every hour prefix of the span, for both variants, each listing
+    // followed to its last page.
+    let lists: Vec<_> = s3
+        .iter()
+        .filter(|r| r.operation == "ListObjectsV2")
+        .collect();
+    for variant in ["shadow", "production"] {
+        let listed: BTreeSet<String> = lists
+            .iter()
+            .map(|r| r.prefix().to_string())
+            .filter(|p| p.contains(&format!("/{variant}/")))
+            .collect();
+        assert!(
+            listed == prefixes_read_at(variant, before)
+                || listed == prefixes_read_at(variant, after),
+            "{variant}: listed {listed:#?}"
+        );
+        // The hour with three objects (the shadow's first, production's
+        // second): two pages, the second asked for with a continuation
+        // token.
+        let ago = if variant == "shadow" { 2.0 } else { 1.0 };
+        let busy = hour_prefix(variant, hour_start(before - ago * HOUR));
+        let pages: Vec<_> = lists.iter().filter(|r| r.prefix() == busy).collect();
+        assert_eq!(pages.len(), 2, "{variant}: {pages:#?}");
+        assert_eq!(pages[0].continuation_token(), None);
+        assert!(pages[1].continuation_token().is_some(), "{pages:#?}");
+        assert_eq!(
+            pages[0].query.get("list-type").map(String::as_str),
+            Some("2")
+        );
+    }
+    // Every object under those prefixes read once, and nothing else.
+    let mut read: Vec<String> = s3
+        .iter()
+        .filter(|r| r.operation == "GetObject")
+        .map(|r| r.key.clone().expect("a key"))
+        .collect();
+    read.sort();
+    let mut expected: Vec<String> = keys.values().flatten().cloned().collect();
+    expected.sort();
+    assert_eq!(read, expected);
+    let ops = tally(&fake.operations());
+    assert_eq!(
+        ops.get("SageMaker.DescribeInferenceExperiment"),
+        Some(&1),
+        "{ops:?}"
+    );
+    assert_eq!(
+        fake.writes(),
+        Vec::<String>::new(),
+        "compare writes nothing"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+
+    // The same report as JSON.
+    let json = run(
+        &fake,
+        &["compare", "churn-v2", "--since", "3h", "--output", "json"],
+    );
+    assert_success(&json);
+    let report = json.json();
+    assert_eq!(report["experiment"], "churn-v2", "{report:#}");
+    assert_eq!(report["shadow"]["records"], 31, "{report:#}");
+    assert_eq!(report["shadow"]["objects"], 5, "{report:#}");
+    assert_eq!(report["production"]["records"], 31, "{report:#}");
+    assert_eq!(report["pairs"], 30, "{report:#}");
+    assert_eq!(report["agree"], 26, "{report:#}");
+    assert_eq!(report["disagree"], 4, "{report:#}");
+    assert_eq!(
+        report["unpaired_shadow"]["without_inference_id"], 1,
+        "{report:#}"
+    );
+    assert_eq!(report["unpaired_production"]["no_match"], 1, "{report:#}");
+    let checks = report["checks"].as_array().expect("checks");
+    assert!(
+        checks.iter().any(|c| c["check"] == "output_agreement"),
+        "{report:#}"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn compare_names_the_capture_object_s3_refuses_and_fails() {
+    let fake = FakeAws::start(vec![churn_with_capture()]);
+    let keys = serve_capture(&fake, epoch_now());
+    let denied = keys["shadow"][1].clone();
+    fake.deny_object(CAPTURE_BUCKET, &denied);
+
+    let finished = run(&fake, &["compare", "churn-v2", "--since", "3h"]);
+
+    assert_eq!(finished.status.code(), Some(1), "{finished:?}");
+    assert!(finished.stdout.is_empty(), "no report: {}", finished.stdout);
+    let err = &finished.stderr;
+    assert!(err.contains("shadow variant"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "S3 GetObject on s3://{CAPTURE_BUCKET}/{denied} was denied"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("AccessDenied"), "AWS's own code: {err}");
+    // It stopped at the refusal: nothing after it was read.
+    let read: Vec<String> = fake
+        .s3_requests()
+        .iter()
+        .filter(|r| r.operation == "GetObject")
+        .filter_map(|r| r.key.clone())
+        .collect();
+    assert_eq!(read.last(), Some(&denied), "{read:#?}");
+    assert_eq!(fake.writes(), Vec::<String>::new());
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn compare_tells_a_refused_kms_decrypt_from_an_s3_denial() {
+    let fake = FakeAws::start(vec![churn_with_capture()]);
+    let keys = serve_capture(&fake, epoch_now());
+    let sealed = keys["production"][0].clone();
+    fake.deny_decrypt(CAPTURE_BUCKET, &sealed);
+
+    let finished = run(&fake, &["compare", "churn-v2", "--since", "3h"]);
+
+    assert_eq!(finished.status.code(), Some(1), "{finished:?}");
+    let err = &finished.stderr;
+    assert!(err.contains("production variant"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "S3 GetObject of s3://{CAPTURE_BUCKET}/{sealed}: KMS refused to decrypt it"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("kms:Decrypt"), "AWS's message: {err}");
+    assert_eq!(fake.violations(), Vec::<String>::new());
 }

@@ -1,13 +1,14 @@
 //! End-to-end support: a stateful local stand-in for the AWS APIs the
 //! binaries call (SageMaker over awsJson1.1, CloudWatch GetMetricData over
-//! Smithy RPC v2 CBOR), a fake Lambda Runtime API, and child processes that
-//! are always killed and whose every wait is bounded.
+//! Smithy RPC v2 CBOR, EventBridge PutEvents, S3 ListObjectsV2 and
+//! GetObject path-style over REST-XML), a fake Lambda Runtime API, and
+//! child processes that are always killed and whose every wait is bounded.
 //!
 //! The test binary must declare `mod aws_support;` next to `mod e2e_support;`:
 //! the HTTP server and the CBOR codec come from there.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -140,6 +141,16 @@ pub struct FakeExperiment {
     pub tags: Vec<(String, String)>,
     pub production: Profile,
     pub shadow: Profile,
+    /// What Describe answers as DataStorageConfig; `None` leaves it out.
+    pub capture: Option<FakeCapture>,
+}
+
+/// An experiment's DataStorageConfig, as Describe answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeCapture {
+    /// `s3://bucket/prefix`, with or without a trailing slash.
+    pub destination: String,
+    pub kms_key: Option<String>,
 }
 
 impl FakeExperiment {
@@ -167,7 +178,26 @@ impl FakeExperiment {
             ],
             production: Profile::production(),
             shadow: Profile::healthy_shadow(),
+            capture: Some(FakeCapture {
+                destination: format!("s3://captures/{name}/"),
+                kms_key: None,
+            }),
         }
+    }
+
+    /// Describe answers this DataStorageConfig (Destination, KmsKey).
+    pub fn capture(mut self, destination: &str, kms_key: Option<&str>) -> Self {
+        self.capture = Some(FakeCapture {
+            destination: destination.into(),
+            kms_key: kms_key.map(str::to_string),
+        });
+        self
+    }
+
+    /// Describe answers no DataStorageConfig at all.
+    pub fn without_capture(mut self) -> Self {
+        self.capture = None;
+        self
     }
 
     pub fn untagged(mut self) -> Self {
@@ -243,10 +273,6 @@ impl FakeExperiment {
                 "EndpointStatus": "InService"
             },
             "ModelVariants": [variant(&self.production_variant, 2), variant(&self.shadow_variant, 1)],
-            "DataStorageConfig": {
-                "Destination": format!("s3://captures/{}/", self.name),
-                "ContentType": {"JsonContentTypes": ["application/json"]}
-            },
             "ShadowModeConfig": {
                 "SourceModelVariantName": self.production_variant,
                 "ShadowModelVariants": [
@@ -256,6 +282,16 @@ impl FakeExperiment {
         });
         if let (Some(target), Value::Object(extra)) = (described.as_object_mut(), more) {
             target.extend(extra);
+        }
+        if let Some(capture) = &self.capture {
+            let mut config = json!({
+                "Destination": capture.destination,
+                "ContentType": {"JsonContentTypes": ["application/json"]}
+            });
+            if let Some(key) = &capture.kms_key {
+                config["KmsKey"] = json!(key);
+            }
+            described["DataStorageConfig"] = config;
         }
         described
     }
@@ -296,6 +332,10 @@ pub struct FakeOptions {
     /// `CloudWatch.GetMetricData`, ...) are throttled, as a burst on a
     /// busy account would be.
     pub throttle_first: Vec<(&'static str, usize)>,
+    /// ListObjectsV2 pages hold at most this many keys (the smaller of this
+    /// and the request's max-keys). Far below S3's 1000, so that any
+    /// listing of a few objects follows continuation tokens.
+    pub s3_page_size: usize,
 }
 
 impl Default for FakeOptions {
@@ -304,6 +344,7 @@ impl Default for FakeOptions {
             list_page_size: 100,
             latency: Duration::ZERO,
             throttle_first: Vec::new(),
+            s3_page_size: 2,
         }
     }
 }
@@ -325,6 +366,10 @@ struct World {
     throttled: HashMap<String, usize>,
     /// Every PutEvents entry received, in order.
     events: Vec<Value>,
+    s3: S3World,
+    /// `host:port` of the fake itself: an S3 request for any other Host
+    /// (`bucket.host:port`, virtual-hosted style) is a violation.
+    host: String,
 }
 
 /// SageMaker and CloudWatch behind one local endpoint, as
@@ -347,6 +392,8 @@ impl FakeAws {
             violations: Vec::new(),
             throttled: HashMap::new(),
             events: Vec::new(),
+            s3: S3World::default(),
+            host: String::new(),
         }));
         let shared = world.clone();
         let server = Server::start(move |request| {
@@ -356,7 +403,71 @@ impl FakeAws {
             }
             answer(&shared, request)
         });
+        world.lock().expect("not poisoned").host = server
+            .url
+            .strip_prefix("http://")
+            .unwrap_or(&server.url)
+            .to_string();
         Self { server, world }
+    }
+
+    // ------------------------------------------------------------- S3
+
+    /// Stores an object (creating its bucket), as a PutObject would.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: impl Into<Vec<u8>>) {
+        let mut world = self.world.lock().expect("not poisoned");
+        world.s3.buckets.insert(bucket.to_string());
+        world
+            .s3
+            .objects
+            .insert((bucket.to_string(), key.to_string()), bytes.into());
+    }
+
+    /// A bucket without objects (ListObjectsV2 answers an empty page, not
+    /// NoSuchBucket).
+    pub fn create_bucket(&self, bucket: &str) {
+        let mut world = self.world.lock().expect("not poisoned");
+        world.s3.buckets.insert(bucket.to_string());
+    }
+
+    /// Every S3 request on `bucket` is refused with AccessDenied, as for a
+    /// role without s3:ListBucket or s3:GetObject there.
+    pub fn deny_bucket(&self, bucket: &str) {
+        let mut world = self.world.lock().expect("not poisoned");
+        world.s3.denied.push(S3Denial {
+            bucket: bucket.to_string(),
+            key: None,
+            kms: false,
+        });
+    }
+
+    /// GetObject of this one key is refused with AccessDenied.
+    pub fn deny_object(&self, bucket: &str, key: &str) {
+        let mut world = self.world.lock().expect("not poisoned");
+        world.s3.denied.push(S3Denial {
+            bucket: bucket.to_string(),
+            key: Some(key.to_string()),
+            kms: false,
+        });
+    }
+
+    /// GetObject of this key is refused as S3 refuses an SSE-KMS object to
+    /// a role without kms:Decrypt: AccessDenied whose message names it.
+    pub fn deny_decrypt(&self, bucket: &str, key: &str) {
+        let mut world = self.world.lock().expect("not poisoned");
+        world.s3.denied.push(S3Denial {
+            bucket: bucket.to_string(),
+            key: Some(key.to_string()),
+            kms: true,
+        });
+    }
+
+    /// Every S3 request, parsed, in order.
+    pub fn s3_requests(&self) -> Vec<S3Request> {
+        self.requests()
+            .iter()
+            .filter_map(S3Request::parse)
+            .collect()
     }
 
     pub fn url(&self) -> &str {
@@ -539,7 +650,10 @@ pub fn operation(request: &Recorded) -> String {
         .strip_prefix("/service/GraniteServiceVersion20100801/operation/")
     {
         Some(op) => format!("CloudWatch.{op}"),
-        None => format!("{} {}", request.method, request.path),
+        None => match S3Request::parse(request) {
+            Some(s3) => format!("S3.{}", s3.operation),
+            None => format!("{} {}", request.method, request.path),
+        },
     }
 }
 
@@ -571,6 +685,8 @@ fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
             *seen += 1;
             return if op.starts_with("CloudWatch.") {
                 cbor_error("Throttling", "Rate exceeded")
+            } else if op.starts_with("S3.") {
+                s3_error(503, "SlowDown", "Please reduce your request rate.", "")
             } else {
                 sagemaker_error("ThrottlingException", "Rate exceeded")
             };
@@ -581,6 +697,9 @@ fn answer(world: &Mutex<World>, request: &Recorded) -> Reply {
     }
     if op == "AWSEvents.PutEvents" {
         return put_events(&mut world, request);
+    }
+    if let Some(s3) = S3Request::parse(request) {
+        return s3_answer(&mut world, &s3);
     }
     let Some(op) = op.strip_prefix("SageMaker.") else {
         world.violations.push(format!("unexpected request {op}"));
@@ -1030,6 +1149,398 @@ fn get_metric_data(world: &mut World, request: &Recorded) -> Reply {
     Reply::cbor(200, body.0)
 }
 
+// -------------------------------------------------------------------- S3
+
+#[derive(Default)]
+struct S3World {
+    buckets: BTreeSet<String>,
+    /// (bucket, key) → bytes; S3 lists keys in this (byte) order.
+    objects: BTreeMap<(String, String), Vec<u8>>,
+    denied: Vec<S3Denial>,
+}
+
+struct S3Denial {
+    bucket: String,
+    /// `None`: every request on the bucket.
+    key: Option<String>,
+    /// Refused for want of kms:Decrypt rather than S3 permissions.
+    kms: bool,
+}
+
+/// One S3 request as the fake understood it: path-style, so the bucket is
+/// the first segment of the path and the key the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Request {
+    pub method: String,
+    /// As S3 names the call: `ListObjectsV2`, `GetObject`, `ListObjects`
+    /// (v1), `HeadObject`, else the method.
+    pub operation: String,
+    /// The first path segment, decoded; empty when the path has none (a
+    /// virtual-hosted-style request puts the bucket in Host instead).
+    pub bucket: String,
+    /// The rest of the path, decoded; `None` for bucket-level calls.
+    pub key: Option<String>,
+    /// The query parameters, decoded.
+    pub query: BTreeMap<String, String>,
+    /// The Host header as sent.
+    pub host: String,
+    /// The request target as sent: path and query, still encoded.
+    pub path: String,
+}
+
+impl S3Request {
+    /// `None` for requests to the other services: those carry an
+    /// X-Amz-Target (SageMaker, EventBridge) or CloudWatch's RPC v2 path.
+    pub fn parse(request: &Recorded) -> Option<Self> {
+        if request.header("x-amz-target").is_some()
+            || request
+                .path
+                .starts_with("/service/GraniteServiceVersion20100801/")
+        {
+            return None;
+        }
+        let (path, query) = request
+            .path
+            .split_once('?')
+            .unwrap_or((request.path.as_str(), ""));
+        let path = path.strip_prefix('/')?;
+        let (bucket, key) = match path.split_once('/') {
+            Some((bucket, key)) if !key.is_empty() => (bucket, Some(percent_decode(key))),
+            Some((bucket, _)) => (bucket, None),
+            None => (path, None),
+        };
+        let query: BTreeMap<String, String> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(name), percent_decode(value))
+            })
+            .collect();
+        let operation = match (request.method.as_str(), &key) {
+            ("GET", None) if query.get("list-type").map(String::as_str) == Some("2") => {
+                "ListObjectsV2"
+            }
+            ("GET", None) => "ListObjects",
+            ("GET", Some(_)) => "GetObject",
+            ("HEAD", Some(_)) => "HeadObject",
+            (method, _) => method,
+        }
+        .to_string();
+        Some(Self {
+            method: request.method.clone(),
+            operation,
+            bucket: percent_decode(bucket),
+            key,
+            query,
+            host: request.header("host").unwrap_or_default().to_string(),
+            path: request.path.clone(),
+        })
+    }
+
+    /// ListObjectsV2's `prefix`, empty when absent.
+    pub fn prefix(&self) -> &str {
+        self.query.get("prefix").map_or("", String::as_str)
+    }
+
+    pub fn continuation_token(&self) -> Option<&str> {
+        self.query.get("continuation-token").map(String::as_str)
+    }
+}
+
+/// `%XX` decoded; anything else kept (S3 reads `+` as itself).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// For `encoding-type=url`: everything but unreserved characters and `/`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// Continuation tokens are opaque to the client: the last key listed, in
+/// hex, so a token the fake did not hand out is recognised.
+fn token_of(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_of(token: &str) -> Option<String> {
+    if token.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn s3_error(status: u16, code: &str, message: &str, resource: &str) -> Reply {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>FAKE0000000000</RequestId><HostId>fake-s3</HostId></Error>",
+        xml_escape(code),
+        xml_escape(message),
+        xml_escape(resource)
+    );
+    Reply {
+        status,
+        headers: vec![
+            ("content-type", "application/xml".into()),
+            ("x-amz-request-id", "FAKE0000000000".into()),
+        ],
+        body: body.into_bytes(),
+    }
+}
+
+fn s3_answer(world: &mut World, s3: &S3Request) -> Reply {
+    let resource = match &s3.key {
+        Some(key) => format!("/{}/{key}", s3.bucket),
+        None => format!("/{}", s3.bucket),
+    };
+    if s3.host != world.host || s3.bucket.is_empty() {
+        world.violations.push(format!(
+            "S3 {} not path-style: Host {:?}, path {:?} (expected Host {:?} and /bucket/...)",
+            s3.operation, s3.host, s3.path, world.host
+        ));
+        return s3_error(400, "InvalidRequest", "path-style requests only", &resource);
+    }
+    if !matches!(s3.operation.as_str(), "ListObjectsV2" | "GetObject") {
+        world
+            .violations
+            .push(format!("unexpected S3 {} {}", s3.operation, s3.path));
+        return s3_error(501, "NotImplemented", &s3.operation, &resource);
+    }
+    let denial = world.s3.denied.iter().find(|d| {
+        d.bucket == s3.bucket
+            && (d.key.is_none() || (s3.operation == "GetObject" && d.key == s3.key))
+    });
+    if let Some(denial) = denial {
+        let message = if denial.kms {
+            format!(
+                "User: arn:aws:sts::{ACCOUNT}:assumed-role/shadowpilot/shadowpilot is not authorized to perform: kms:Decrypt on resource: arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab because no identity-based policy allows the kms:Decrypt action"
+            )
+        } else {
+            "Access Denied".to_string()
+        };
+        return s3_error(403, "AccessDenied", &message, &resource);
+    }
+    if !world.s3.buckets.contains(&s3.bucket) {
+        return s3_error(
+            404,
+            "NoSuchBucket",
+            "The specified bucket does not exist",
+            &resource,
+        );
+    }
+    match &s3.key {
+        None => list_objects_v2(world, s3),
+        Some(key) => match world.s3.objects.get(&(s3.bucket.clone(), key.clone())) {
+            None => s3_error(404, "NoSuchKey", "The specified key does not exist.", key),
+            Some(bytes) => Reply {
+                status: 200,
+                headers: vec![
+                    ("content-type", "application/octet-stream".into()),
+                    (
+                        "etag",
+                        format!("\"{}\"", token_of(&bytes.len().to_string())),
+                    ),
+                    ("accept-ranges", "bytes".into()),
+                ],
+                body: bytes.clone(),
+            },
+        },
+    }
+}
+
+/// ListObjectsV2 of one page: keys under `prefix` after the continuation
+/// token (or start-after), at most the page size, in key order.
+fn list_objects_v2(world: &mut World, s3: &S3Request) -> Reply {
+    for unsupported in ["delimiter", "fetch-owner"] {
+        if s3.query.contains_key(unsupported) {
+            world
+                .violations
+                .push(format!("ListObjectsV2 with {unsupported}: {}", s3.path));
+        }
+    }
+    let asked = match s3.query.get("max-keys") {
+        None => 1000,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => {
+                world.violations.push(format!("max-keys {n:?}"));
+                return s3_error(400, "InvalidArgument", "max-keys", &s3.bucket);
+            }
+        },
+    };
+    let page_size = asked.min(world.options.s3_page_size).max(1);
+    let after = match s3.continuation_token() {
+        Some(token) => match key_of(token) {
+            Some(key) => Some(key),
+            None => {
+                world
+                    .violations
+                    .push(format!("unknown continuation-token {token:?}"));
+                return s3_error(
+                    400,
+                    "InvalidArgument",
+                    "The continuation token provided is incorrect",
+                    &s3.bucket,
+                );
+            }
+        },
+        None => s3.query.get("start-after").cloned(),
+    };
+    let prefix = s3.prefix();
+    let matching: Vec<(&String, usize)> = world
+        .s3
+        .objects
+        .iter()
+        .filter(|((bucket, key), _)| {
+            *bucket == s3.bucket
+                && key.starts_with(prefix)
+                && after.as_ref().is_none_or(|after| key > after)
+        })
+        .map(|((_, key), bytes)| (key, bytes.len()))
+        .collect();
+    let page = &matching[..matching.len().min(page_size)];
+    let truncated = matching.len() > page.len();
+    let url = s3.query.get("encoding-type").map(String::as_str) == Some("url");
+    let encode = |text: &str| {
+        if url {
+            percent_encode(text)
+        } else {
+            xml_escape(text)
+        }
+    };
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    body.push_str(&format!(
+        "<Name>{}</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount><MaxKeys>{asked}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&s3.bucket),
+        encode(prefix),
+        page.len()
+    ));
+    if url {
+        body.push_str("<EncodingType>url</EncodingType>");
+    }
+    if let Some(token) = s3.continuation_token() {
+        body.push_str(&format!(
+            "<ContinuationToken>{}</ContinuationToken>",
+            xml_escape(token)
+        ));
+    }
+    if let (true, Some((last, _))) = (truncated, page.last()) {
+        body.push_str(&format!(
+            "<NextContinuationToken>{}</NextContinuationToken>",
+            token_of(last)
+        ));
+    }
+    for (key, size) in page {
+        body.push_str(&format!(
+            "<Contents><Key>{}</Key><LastModified>2026-03-02T10:00:00.000Z</LastModified><ETag>&quot;{}&quot;</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+            encode(key),
+            token_of(&size.to_string())
+        ));
+    }
+    body.push_str("</ListBucketResult>");
+    Reply {
+        status: 200,
+        headers: vec![("content-type", "application/xml".into())],
+        body: body.into_bytes(),
+    }
+}
+
+// ------------------------------------------------------- data capture files
+
+/// One line of SageMaker data capture (JSON Lines) in the documented
+/// record format (model-monitor-data-capture-endpoint.md): a CSV input, a
+/// JSON output, the event's metadata with whole-second inferenceTime;
+/// `inferenceId` only when the caller sent one.
+pub fn capture_line(
+    inference_id: Option<&str>,
+    event_id: &str,
+    inference_time: f64,
+    input_csv: &str,
+    output: &Value,
+) -> String {
+    let mut metadata = json!({
+        "eventId": event_id,
+        "inferenceTime": capture_time(inference_time),
+    });
+    if let Some(id) = inference_id {
+        metadata["inferenceId"] = json!(id);
+    }
+    json!({
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": "text/csv",
+                "mode": "INPUT",
+                "data": input_csv,
+                "encoding": "CSV"
+            },
+            "endpointOutput": {
+                "observedContentType": "application/json",
+                "mode": "OUTPUT",
+                "data": output.to_string(),
+                "encoding": "JSON"
+            }
+        },
+        "eventMetadata": metadata,
+        "eventVersion": "0"
+    })
+    .to_string()
+}
+
+fn utc(epoch: f64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(epoch.floor() as i64, 0).expect("a time in range")
+}
+
+/// `2026-03-02T10:00:01Z`, as capture writes inferenceTime.
+pub fn capture_time(epoch: f64) -> String {
+    utc(epoch).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `yyyy/mm/dd/hh`: the folder of the hour `epoch` falls in, under
+/// `{destination}/{endpoint}/{variant}/`.
+pub fn capture_hour(epoch: f64) -> String {
+    utc(epoch).format("%Y/%m/%d/%H").to_string()
+}
+
 // ------------------------------------------------- the Lambda Runtime API
 
 /// What the function answered for one invocation.
@@ -1432,4 +1943,230 @@ pub fn tally(operations: &[String]) -> BTreeMap<String, usize> {
         *counts.entry(op.clone()).or_default() += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    //! The S3 stand-in over real HTTP, as the SDK reaches it.
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    struct Answer {
+        status: u16,
+        body: String,
+    }
+
+    /// One request on its own connection, with `host` as the Host header.
+    fn send(fake: &FakeAws, method: &str, target: &str, host: Option<&str>, body: &str) -> Answer {
+        let address = fake.url().trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).expect("the fake listens");
+        let host = host.unwrap_or(address);
+        let mut request = format!(
+            "{method} {target} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        if method == "POST" {
+            request.push_str("x-amz-target: SageMaker.DescribeInferenceExperiment\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).expect("sent");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-closed");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("an answer");
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_string();
+        Answer { status, body }
+    }
+
+    fn get(fake: &FakeAws, target: &str) -> Answer {
+        send(fake, "GET", target, None, "")
+    }
+
+    /// The text of every `<tag>` element, in order.
+    fn elements(xml: &str, tag: &str) -> Vec<String> {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        xml.split(&open)
+            .skip(1)
+            .filter_map(|rest| rest.split_once(&close).map(|(text, _)| text.to_string()))
+            .collect()
+    }
+
+    fn fake_with_objects() -> FakeAws {
+        let fake = FakeAws::start(vec![]);
+        for n in 0..5 {
+            fake.put_object(
+                "capture",
+                &format!("p/e/v/2026/03/02/10/{n:02}.jsonl"),
+                format!("{n}"),
+            );
+        }
+        fake.put_object("capture", "p/e/v/2026/03/02/11/a&b.jsonl", "amp");
+        fake.put_object("capture", "q/outside.jsonl", "no");
+        fake
+    }
+
+    #[test]
+    fn list_objects_v2_pages_by_the_page_size_and_follows_its_tokens() {
+        let fake = fake_with_objects();
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut target = "/capture?list-type=2&prefix=p%2Fe%2Fv%2F".to_string();
+            if let Some(token) = &token {
+                target.push_str(&format!("&continuation-token={token}"));
+            }
+            let answer = get(&fake, &target);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            pages += 1;
+            let page = elements(&answer.body, "Key");
+            assert!(page.len() <= 2, "{}", answer.body);
+            assert_eq!(
+                elements(&answer.body, "Size").len(),
+                page.len(),
+                "every key has a Size"
+            );
+            keys.extend(page);
+            let truncated = elements(&answer.body, "IsTruncated");
+            token = elements(&answer.body, "NextContinuationToken").pop();
+            assert_eq!(truncated, [token.is_some().to_string()], "{}", answer.body);
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<String> = (0..5)
+            .map(|n| format!("p/e/v/2026/03/02/10/{n:02}.jsonl"))
+            .chain(["p/e/v/2026/03/02/11/a&amp;b.jsonl".to_string()])
+            .collect();
+        assert_eq!(
+            keys, expected,
+            "in key order, escaped, nothing outside the prefix"
+        );
+        let requests = fake.s3_requests();
+        assert_eq!(requests.len(), 3);
+        assert!(requests.iter().all(|r| r.operation == "ListObjectsV2"
+            && r.bucket == "capture"
+            && r.prefix() == "p/e/v/"));
+        assert_eq!(requests[0].continuation_token(), None);
+        assert!(requests[1].continuation_token().is_some());
+        assert_eq!(fake.violations(), Vec::<String>::new());
+        assert_eq!(fake.operations()[0], "S3.ListObjectsV2");
+    }
+
+    #[test]
+    fn get_object_answers_the_bytes_or_s3s_errors() {
+        let fake = fake_with_objects();
+        let ok = get(
+            &fake,
+            "/capture/p/e/v/2026/03/02/11/a%26b.jsonl?x-id=GetObject",
+        );
+        assert_eq!((ok.status, ok.body.as_str()), (200, "amp"));
+        let missing = get(&fake, "/capture/p/none.jsonl");
+        assert_eq!(missing.status, 404);
+        assert_eq!(elements(&missing.body, "Code"), ["NoSuchKey"]);
+        let no_bucket = get(&fake, "/elsewhere?list-type=2&prefix=p%2F");
+        assert_eq!(no_bucket.status, 404);
+        assert_eq!(elements(&no_bucket.body, "Code"), ["NoSuchBucket"]);
+
+        fake.deny_object("capture", "p/e/v/2026/03/02/10/01.jsonl");
+        fake.deny_decrypt("capture", "p/e/v/2026/03/02/10/02.jsonl");
+        let denied = get(&fake, "/capture/p/e/v/2026/03/02/10/01.jsonl");
+        assert_eq!(denied.status, 403);
+        assert_eq!(elements(&denied.body, "Code"), ["AccessDenied"]);
+        let sealed = get(&fake, "/capture/p/e/v/2026/03/02/10/02.jsonl");
+        assert_eq!(sealed.status, 403);
+        assert!(sealed.body.contains("kms:Decrypt"), "{}", sealed.body);
+        // An object denial leaves the listing and the other objects alone.
+        assert_eq!(get(&fake, "/capture?list-type=2").status, 200);
+        assert_eq!(
+            get(&fake, "/capture/p/e/v/2026/03/02/10/00.jsonl").body,
+            "0"
+        );
+        fake.deny_bucket("capture");
+        assert_eq!(get(&fake, "/capture?list-type=2").status, 403);
+        assert_eq!(get(&fake, "/capture/q/outside.jsonl").status, 403);
+        assert_eq!(fake.violations(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn virtual_hosted_requests_and_foreign_tokens_are_violations() {
+        let fake = fake_with_objects();
+        let host = format!("capture.{}", fake.url().trim_start_matches("http://"));
+        let answer = send(&fake, "GET", "/?list-type=2&prefix=p%2F", Some(&host), "");
+        assert_eq!(answer.status, 400);
+        let bad = get(&fake, "/capture?list-type=2&continuation-token=not-ours");
+        assert_eq!(bad.status, 400);
+        let v1 = get(&fake, "/capture?prefix=p%2F");
+        assert_eq!(v1.status, 501);
+        let violations = fake.violations();
+        assert_eq!(violations.len(), 3, "{violations:#?}");
+        assert!(violations[0].contains("not path-style"), "{violations:#?}");
+        assert_eq!(fake.s3_requests()[0].host, host);
+    }
+
+    #[test]
+    fn describe_answers_the_capture_config_the_test_set() {
+        let fake = FakeAws::start(vec![
+            FakeExperiment::new("sealed").capture("s3://b/p", Some("alias/capture")),
+            FakeExperiment::new("plain"),
+            FakeExperiment::new("none").without_capture(),
+        ]);
+        let describe = |name: &str| {
+            let answer = send(
+                &fake,
+                "POST",
+                "/",
+                None,
+                &json!({ "Name": name }).to_string(),
+            );
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            serde_json::from_str::<Value>(&answer.body).expect("JSON")["DataStorageConfig"].clone()
+        };
+        let sealed = describe("sealed");
+        assert_eq!(sealed["Destination"], "s3://b/p");
+        assert_eq!(sealed["KmsKey"], "alias/capture");
+        let plain = describe("plain");
+        assert_eq!(plain["Destination"], "s3://captures/plain/");
+        assert_eq!(plain.get("KmsKey"), None);
+        assert_eq!(describe("none"), Value::Null);
+    }
+
+    #[test]
+    fn capture_lines_are_records_of_the_documented_format() {
+        let at = 1_772_445_601.0; // 2026-03-02T10:00:01Z
+        let line: Value = serde_json::from_str(&capture_line(
+            Some("req-1"),
+            "e-1",
+            at,
+            "1,2,3",
+            &json!({"label": 1}),
+        ))
+        .expect("one JSON object");
+        assert_eq!(line["eventMetadata"]["inferenceId"], "req-1");
+        assert_eq!(
+            line["eventMetadata"]["inferenceTime"],
+            "2026-03-02T10:00:01Z"
+        );
+        assert_eq!(
+            line["captureData"]["endpointOutput"]["data"],
+            "{\"label\":1}"
+        );
+        assert_eq!(line["captureData"]["endpointInput"]["encoding"], "CSV");
+        assert_eq!(capture_hour(at), "2026/03/02/10");
+        let anonymous: Value =
+            serde_json::from_str(&capture_line(None, "e-2", at, "", &json!(0))).expect("JSON");
+        assert_eq!(anonymous["eventMetadata"].get("inferenceId"), None);
+    }
 }
