@@ -20,29 +20,6 @@ pub enum LiveCommand {
     /// Re-arms a latched experiment: deletes shadowpilot:failed and sets
     /// shadowpilot:since to now. A dry run unless --apply.
     Rearm(RearmArgs),
-    /// Reads both variants' data capture and prints how their outputs
-    /// agree: counts, pairing, the agreement check with its interval and
-    /// disagreements side by side. Judges and writes nothing.
-    Compare(CompareArgs),
-}
-
-#[derive(Args)]
-pub struct CompareArgs {
-    /// The inference experiment.
-    name: String,
-    /// How far back to read (e.g. 3h, 1d); the newest 5 minutes are left
-    /// out, as capture lands late.
-    #[arg(long, default_value = "3h", value_parser = humantime::parse_duration)]
-    since: std::time::Duration,
-    /// Disagreements to show side by side.
-    #[arg(long, default_value_t = 5)]
-    examples: usize,
-    /// At most this many records read per variant.
-    #[arg(long, default_value_t = 200_000)]
-    max_records: u64,
-    /// At most this many bytes read per variant.
-    #[arg(long, default_value_t = 512 * 1024 * 1024)]
-    max_bytes: u64,
 }
 
 #[derive(Args)]
@@ -90,55 +67,7 @@ pub fn run(command: LiveCommand, json: bool) -> anyhow::Result<ExitCode> {
         LiveCommand::Run(args) => tick(args.tick, args.apply, json),
         LiveCommand::Plan(args) => tick(args, false, json),
         LiveCommand::Rearm(args) => rearm(args, json),
-        LiveCommand::Compare(args) => compare(args, json),
     }
-}
-
-fn compare(args: CompareArgs, json: bool) -> anyhow::Result<ExitCode> {
-    use shadowpilot_core::capture::read::ReadLimits;
-    use shadowpilot_core::capture::report::CompareOptions;
-    let calls = shadowpilot_aws::CallSettings::from_env()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let now = chrono::Utc::now();
-    let since = now - chrono::Duration::from_std(args.since).context("--since is too long")?;
-    let options = CompareOptions {
-        examples: args.examples,
-        ..CompareOptions::default()
-    };
-    let limits = ReadLimits {
-        max_records: args.max_records,
-        max_bytes: args.max_bytes,
-    };
-    let (report, (from, to)) = runtime.block_on(async {
-        let config = shadowpilot_aws::load_config(&calls).await;
-        let (store, _) = shadowpilot_aws::clients_from_config(&config);
-        let capture = shadowpilot_aws::capture_from_config(&config);
-        shadowpilot_core::capture::compare_experiment(
-            &store, &capture, &args.name, since, now, limits, &options,
-        )
-        .await
-    })?;
-    if json {
-        let mut value = shadowpilot_core::report::agreement::agreement_json(&report);
-        if let Some(object) = value.as_object_mut() {
-            object.insert("experiment".into(), args.name.clone().into());
-            object.insert("from".into(), serde_json::to_value(from)?);
-            object.insert("to".into(), serde_json::to_value(to)?);
-        }
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        println!(
-            "{}: capture from {} to {}",
-            args.name,
-            from.format("%Y-%m-%d %H:%M UTC"),
-            to.format("%Y-%m-%d %H:%M UTC")
-        );
-        print!(
-            "{}",
-            shadowpilot_core::report::agreement::agreement_text(&report)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn rearm(args: RearmArgs, json: bool) -> anyhow::Result<ExitCode> {
@@ -220,7 +149,8 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
             EventBus::Named(name) => Some(Some(name.clone())),
         };
         let sink = bus.map(|bus| shadowpilot_aws::events_from_config(&aws, bus));
-        let mut controller = Controller::new(&store, &metrics, &policies);
+        let capture = shadowpilot_aws::capture_from_config(&aws);
+        let mut controller = Controller::new(&store, &metrics, &policies).with_capture(&capture);
         if let Some(sink) = &sink {
             controller = controller.with_events(sink);
         }

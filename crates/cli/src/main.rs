@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shadowpilot_core::config::load_policies;
 
-// The one place the CLI depends on its `aws` feature.
+mod compare;
+// The one place the CLI depends on its `aws` feature (and `compare`'s AWS
+// half).
 #[cfg(feature = "aws")]
 mod live;
 
@@ -54,6 +56,11 @@ enum Command {
     },
     /// Runs the controller over a simulated SageMaker and CloudWatch.
     Simulate(SimulateArgs),
+    /// Reads both variants' data capture and prints how their outputs
+    /// agree: counts, pairing, the output checks with their intervals and
+    /// disagreements side by side. Judges and writes nothing. From S3, or
+    /// in a scenario's simulated world with --scenario.
+    Compare(compare::CompareArgs),
     /// Measures the judge's claims over many simulated copies (fixed seeds)
     /// and prints a table; best in a release build.
     Proof(ProofArgs),
@@ -155,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ReportCommand::Schema,
         } => print_schema(&shadowpilot_core::report::report_schema()),
         Command::Simulate(args) => simulate(args, cli.output),
+        Command::Compare(args) => compare::compare(args, cli.output == Output::Json),
         Command::Proof(args) => proof(args),
     }
 }

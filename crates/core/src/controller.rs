@@ -8,10 +8,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
+use crate::capture::read::{pairing_keys, read_keeping, read_variant, Destination};
+use crate::capture::report::{agreement_report, CompareOptions};
+use crate::capture::sample::rate_for;
+use crate::capture::{CaptureFailure, CompareError, OutputEvidence, DELIVERY_DELAY};
 use crate::events::events_for;
 use crate::evidence::{
-    count_queries, final_periods, latency_queries, periods_known, Evidence, PeriodChoice,
-    PeriodKey, Timeline,
+    count_queries, final_periods, latency_queries, periods_known, production_rate_before_step,
+    Evidence, PeriodChoice, PeriodKey, Timeline,
 };
 use crate::experiment::{
     Experiment, ExperimentStatus, ExperimentStop, ExperimentUpdate, MAX_STOP_REASON_CHARS,
@@ -23,7 +27,8 @@ use crate::plan::{
 };
 use crate::policy::{select_policy, Policy, PolicySet, Selection};
 use crate::ports::{
-    EventSink, ExperimentStore, MetricError, MetricFailure, MetricSource, SeriesAnswer, StoreError,
+    CaptureSource, EventSink, ExperimentStore, MetricError, MetricFailure, MetricSource,
+    SeriesAnswer, StoreError,
 };
 use crate::report::render::action_reason;
 use crate::report::{
@@ -63,6 +68,20 @@ pub struct Budget {
 
 pub const DESCRIBE_SHARE: f64 = 0.3;
 pub const METRICS_SHARE: f64 = 0.6;
+/// Capture readings stop here, leaving the rest of the time to the writes.
+pub const CAPTURE_SHARE: f64 = 0.8;
+
+/// Experiments whose capture is read at once: each holds up to its
+/// policy's `max_records` per variant in memory.
+const CAPTURE_CONCURRENCY: usize = 2;
+
+/// The capture's sample rate keeps the step's expected shadow records under
+/// the policy's `max_records` over the span the byte cap lets the
+/// production reading reach (production's files hold every request), at
+/// most a day; a record is taken to weigh this much. Only the rate depends
+/// on it, never what a record counts for.
+const SAMPLE_HORIZON_MINUTES: f64 = 24.0 * 60.0;
+const ASSUMED_RECORD_BYTES: f64 = 512.0;
 /// Beyond the group's attempt timeouts: the report still has to be
 /// rendered and returned.
 pub const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
@@ -89,6 +108,7 @@ struct Cutoffs {
     started: tokio::time::Instant,
     describes: tokio::time::Instant,
     metrics: tokio::time::Instant,
+    capture: tokio::time::Instant,
 }
 
 impl Cutoffs {
@@ -98,6 +118,7 @@ impl Cutoffs {
             started,
             describes: budget.cutoff(started, DESCRIBE_SHARE),
             metrics: budget.cutoff(started, METRICS_SHARE),
+            capture: budget.cutoff(started, CAPTURE_SHARE),
         }
     }
 }
@@ -145,9 +166,10 @@ fn estimated_datapoints(candidate: &Judgeable<'_>) -> u64 {
     let periods = u64::try_from(seconds / crate::evidence::ERROR_PERIOD_SECS + 1).unwrap_or(0);
     let (mut count_series, mut latency_series) = (2u64, 0u64);
     for check in &candidate.policy.checks {
-        if crate::evidence::Form::of(check).is_latency() {
+        let form = crate::evidence::Form::of(check);
+        if form.is_latency() {
             latency_series += 5;
-        } else {
+        } else if form.is_error() {
             count_series += 2;
         }
     }
@@ -161,6 +183,7 @@ pub struct Controller<'a> {
     concurrency: usize,
     memo: Option<&'a PeriodMemo>,
     events: Option<&'a dyn EventSink>,
+    capture: Option<&'a dyn CaptureSource>,
 }
 
 /// Latency periods that can no longer change ([`final_periods`]),
@@ -324,7 +347,15 @@ impl<'a> Controller<'a> {
             concurrency: DEFAULT_CONCURRENCY,
             memo: None,
             events: None,
+            capture: None,
         }
+    }
+
+    /// Reads data capture from `capture` for the output checks; without
+    /// it, an output check is inconclusive (never a pass).
+    pub fn with_capture(mut self, capture: &'a dyn CaptureSource) -> Self {
+        self.capture = Some(capture);
+        self
     }
 
     /// Publishes each landed write's events (see [`crate::events`]) to
@@ -503,7 +534,9 @@ impl<'a> Controller<'a> {
                 budget += size;
                 group.extend(rest.next());
             }
-            let measurements = self.measure(&group, cutoffs).await;
+            let mut measurements = self.measure(&group, cutoffs).await;
+            self.read_outputs(&group, &mut measurements, cutoffs, now)
+                .await;
             for (candidate, measured) in group.into_iter().zip(measurements) {
                 entries.push(decide(candidate, measured, now, next_tick));
             }
@@ -661,6 +694,135 @@ impl<'a> Controller<'a> {
             }
         }
         measured
+    }
+
+    /// The step's data capture of each measured experiment whose policy has
+    /// output checks, a few experiments at a time, until
+    /// [`CAPTURE_SHARE`] of the tick's time: a reading cut short by it is
+    /// judged on what it read, like one the policy's caps stopped.
+    async fn read_outputs(
+        &self,
+        judgeable: &[Judgeable<'_>],
+        measured: &mut [Result<Evidence, MetricFailure>],
+        cutoffs: Option<Cutoffs>,
+        now: DateTime<Utc>,
+    ) {
+        let deadline = cutoffs.map(|cutoffs| cutoffs.capture);
+        let reads: Vec<(usize, OutputEvidence)> =
+            stream::iter(judgeable.iter().zip(measured.iter()).enumerate().filter(
+                |(_, (candidate, evidence))| {
+                    candidate.policy.has_output_checks() && evidence.is_ok()
+                },
+            ))
+            .map(|(index, (candidate, evidence))| async move {
+                let rate = evidence.as_ref().ok().and_then(|evidence| {
+                    production_rate_before_step(&candidate.timeline, evidence)
+                });
+                (
+                    index,
+                    self.read_output(candidate, rate, now, deadline).await,
+                )
+            })
+            .buffer_unordered(CAPTURE_CONCURRENCY)
+            .collect()
+            .await;
+        for (index, outputs) in reads {
+            if let Some(Ok(evidence)) = measured.get_mut(index) {
+                evidence.outputs = outputs;
+            }
+        }
+    }
+
+    async fn read_output(
+        &self,
+        candidate: &Judgeable<'_>,
+        production_per_minute: Option<f64>,
+        now: DateTime<Utc>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> OutputEvidence {
+        let failed = |error: CompareError| OutputEvidence::Failed(CaptureFailure(Arc::new(error)));
+        let experiment = &candidate.experiment;
+        let Some(config) = &experiment.capture else {
+            return OutputEvidence::NoCapture;
+        };
+        let Some(source) = self.capture else {
+            return failed(CompareError::NoReader);
+        };
+        let destination = match Destination::parse(&config.destination) {
+            Ok(destination) => destination,
+            Err(error) => return failed(error.into()),
+        };
+        let policy = candidate.policy;
+        let timeline = &candidate.timeline;
+        let from = timeline.step_start;
+        let span = (from, (now - DELIVERY_DELAY).max(from));
+        // Fixed for the step: production's traffic before it is past.
+        let production_per_minute = production_per_minute.unwrap_or(0.0);
+        let reach_minutes = if production_per_minute > 0.0 {
+            policy.outputs.limits.max_bytes as f64 / (production_per_minute * ASSUMED_RECORD_BYTES)
+        } else {
+            SAMPLE_HORIZON_MINUTES
+        };
+        let expected = production_per_minute * f64::from(timeline.percentage) / 100.0
+            * reach_minutes.min(SAMPLE_HORIZON_MINUTES);
+        let rate = rate_for(policy.outputs.limits.max_records, expected);
+        let limits = policy.outputs.limits;
+        let endpoint = &experiment.endpoint_name;
+        let shadow = match read_variant(
+            source,
+            &destination,
+            endpoint,
+            &experiment.shadow_variant,
+            span,
+            rate,
+            limits,
+            deadline,
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(source) => {
+                return failed(CompareError::Capture {
+                    role: "shadow",
+                    source,
+                })
+            }
+        };
+        // Pairing by input needs every production record; otherwise only
+        // those a shadow record can pair with are kept.
+        let keys = policy
+            .outputs
+            .pairing
+            .by_input_within
+            .is_none()
+            .then(|| pairing_keys(&shadow));
+        let production = read_keeping(
+            source,
+            &destination,
+            endpoint,
+            &experiment.production_variant,
+            span,
+            rate,
+            limits,
+            deadline,
+            keys.as_ref(),
+        )
+        .await;
+        let production = match production {
+            Ok(read) => read,
+            Err(source) => {
+                return failed(CompareError::Capture {
+                    role: "production",
+                    source,
+                })
+            }
+        };
+        let report = agreement_report(&shadow, &production, &CompareOptions::of_policy(policy));
+        OutputEvidence::Read {
+            report: Arc::new(report),
+            rate,
+            span,
+        }
     }
 
     /// One metric round: each experiment's queries (from what the previous

@@ -203,10 +203,23 @@ pub enum Form {
     /// Paired per-period log ratio of the shadow to production plus a number
     /// of milliseconds.
     LatencyAbove { ms: f64 },
+    /// The share of paired outputs that match, at least `percent`.
+    OutputAgreement { percent: f64 },
+    /// The mean clipped |difference| of paired numeric outputs, at most `max`.
+    OutputMeanAbsDiff { max: f64 },
 }
 
 impl Form {
     pub fn of(check: &Check) -> Self {
+        match (check.metric, check.limit) {
+            (CheckMetric::OutputAgreement, Limit::Min(percent)) => {
+                return Self::OutputAgreement { percent }
+            }
+            (CheckMetric::OutputMeanAbsDiff, Limit::Absolute(max)) => {
+                return Self::OutputMeanAbsDiff { max }
+            }
+            _ => {}
+        }
         match (check.metric.unit(), check.limit) {
             (Unit::Percent, Limit::Absolute(percent)) => Self::ErrorMax { percent },
             // The loader refuses ratios on rates.
@@ -216,6 +229,8 @@ impl Form {
             (_, Limit::Absolute(ms)) => Self::LatencyMax { ms },
             (_, Limit::RatioToProduction(ratio)) => Self::LatencyRatio { ratio },
             (_, Limit::AboveProduction(ms)) => Self::LatencyAbove { ms },
+            // The loader gives `min` to output_agreement only (above).
+            (_, Limit::Min(percent)) => Self::OutputAgreement { percent },
         }
     }
 
@@ -226,29 +241,52 @@ impl Form {
         )
     }
 
+    /// A rate from CloudWatch's error counts.
+    pub fn is_error(self) -> bool {
+        matches!(self, Self::ErrorAbove { .. } | Self::ErrorMax { .. })
+    }
+
+    /// Judged from the data capture.
+    pub fn is_output(self) -> bool {
+        matches!(
+            self,
+            Self::OutputAgreement { .. } | Self::OutputMeanAbsDiff { .. }
+        )
+    }
+
     /// Production's series are not read for a limit on the shadow alone.
     pub fn reads_production(self) -> bool {
-        !matches!(self, Self::ErrorMax { .. } | Self::LatencyMax { .. })
+        !matches!(
+            self,
+            Self::ErrorMax { .. }
+                | Self::LatencyMax { .. }
+                | Self::OutputAgreement { .. }
+                | Self::OutputMeanAbsDiff { .. }
+        )
     }
 }
 
 /// The quantile whose terms (§3) a latency metric uses: the average has no
 /// order-statistic bias, so it is judged like p50 (k = 0, m_target = 10).
 pub fn quantile_of(metric: CheckMetric) -> f64 {
-    match metric.series().statistic {
-        Statistic::PercentileTenths(tenths) => f64::from(tenths) / 1000.0,
+    match metric.series().map(|series| series.statistic) {
+        Some(Statistic::PercentileTenths(tenths)) => f64::from(tenths) / 1000.0,
         _ => 0.5,
     }
 }
 
-/// The latency metric a check reads.
+/// The latency metric a check reads (only latency checks ask).
 fn latency_metric(metric: CheckMetric) -> SageMakerMetric {
-    metric.series().metric
+    metric
+        .series()
+        .map_or(SageMakerMetric::ModelLatency, |series| series.metric)
 }
 
-/// The error metric of an error check.
+/// The error metric of an error check (only error checks ask).
 pub fn error_metric(metric: CheckMetric) -> SageMakerMetric {
-    metric.series().metric
+    metric
+        .series()
+        .map_or(SageMakerMetric::Invocations, |series| series.metric)
 }
 
 /// Where one answered series sits: everything that tells two queries of one
@@ -281,6 +319,8 @@ impl SeriesAt {
 pub struct Evidence {
     pub series: HashMap<SeriesAt, Series>,
     pub periods: HashMap<PeriodKey, PeriodChoice>,
+    /// The step's captured outputs, for the output checks.
+    pub outputs: crate::capture::OutputEvidence,
 }
 
 /// What a segment's latency period depends on besides production's
@@ -426,7 +466,7 @@ pub fn count_queries(
     };
     let mut metrics = vec![SageMakerMetric::Invocations];
     for check in &policy.checks {
-        if !Form::of(check).is_latency() {
+        if Form::of(check).is_error() {
             let metric = error_metric(check.metric);
             if !metrics.contains(&metric) {
                 metrics.push(metric);
@@ -498,6 +538,24 @@ pub fn period_for(shadow_per_minute: f64, p: f64) -> PeriodChoice {
                 shadow_per_minute,
             },
         )
+}
+
+/// Production's requests a minute over the aligned hour before the step,
+/// which is past and so fixed for the life of the step (what the capture's
+/// sample rate is chosen from, like a latency period).
+pub fn production_rate_before_step(timeline: &Timeline, evidence: &Evidence) -> Option<f64> {
+    let counts = count_at(
+        timeline,
+        VariantRole::Production,
+        SageMakerMetric::Invocations,
+    )
+    .and_then(|at| evidence.get(&at))?;
+    let anchor = floor_to(timeline.step_start, ERROR_PERIOD_SECS);
+    production_rate(
+        counts,
+        anchor - chrono::Duration::seconds(RATE_WINDOW_SECS),
+        anchor,
+    )
 }
 
 /// Production's requests a minute over `[from, to)` of its count series, if
@@ -605,7 +663,10 @@ pub fn latency_plan(check: &Check, timeline: &Timeline, counts: &Evidence) -> Ve
     let form = Form::of(check);
     let p = quantile_of(check.metric);
     let terms = QuantileTerms::new(p);
-    let statistic = check.metric.series().statistic;
+    let statistic = check
+        .metric
+        .series()
+        .map_or(Statistic::Average, |series| series.statistic);
     let production = count_at(
         timeline,
         VariantRole::Production,

@@ -35,6 +35,8 @@ pub struct App<S, M> {
     pub periods: PeriodMemo,
     /// Where applied writes and new attention states are announced.
     pub events: Option<Box<dyn EventSink>>,
+    /// Where the output checks read data capture (S3).
+    pub capture: Option<Box<dyn crate::ports::CaptureSource>>,
 }
 
 impl<S: ExperimentStore, M: MetricSource> App<S, M> {
@@ -55,7 +57,14 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             attempt_timeout,
             periods: PeriodMemo::default(),
             events: None,
+            capture: None,
         }
+    }
+
+    /// Reads data capture through `capture` for the output checks.
+    pub fn with_capture(mut self, capture: Box<dyn crate::ports::CaptureSource>) -> Self {
+        self.capture = Some(capture);
+        self
     }
 
     /// Announces through `sink` (see [`crate::events`]).
@@ -109,6 +118,9 @@ impl<S: ExperimentStore, M: MetricSource> App<S, M> {
             .with_period_memo(&self.periods);
         if let Some(sink) = &self.events {
             controller = controller.with_events(sink.as_ref());
+        }
+        if let Some(capture) = &self.capture {
+            controller = controller.with_capture(capture.as_ref());
         }
         let report = controller.run_tick(&options, now, next_tick).await?;
         let facts = TickFacts {

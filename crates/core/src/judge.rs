@@ -19,6 +19,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::capture::agreement::{agreement_params, mean_abs_diff_params};
+use crate::capture::report::{CheckState, OutputCheck};
+use crate::capture::{CaptureFailure, OutputEvidence};
 use crate::evidence::{
     count_at, epoch_start, error_metric, latency_plan, period_for, quantile_of, Evidence, Form,
     PeriodChoice, SegmentPlan, Timeline, ERROR_PERIOD_SECS,
@@ -93,20 +96,50 @@ pub enum Reason {
     PeriodPending,
     /// The metric source failed.
     NoMeasurements { error: MetricFailure },
+    /// An output check on an experiment without DataStorageConfig.
+    NoCapture,
+    /// The capture could not be read.
+    CaptureUnread { error: CaptureFailure },
+    /// Too few shadow records were paired with production's for the
+    /// output checks to mean anything (fractions).
+    TooFewPaired { rate: f64, min: f64 },
+    /// No pair had two numeric outputs to take a difference of.
+    NoNumericOutputs,
 }
 
 impl Reason {
-    /// More of the same evidence would settle it (not a failure to measure).
+    /// More of the same evidence would settle it (not a failure to measure,
+    /// nor a capture that cannot answer).
     pub fn is_lack_of_evidence(&self) -> bool {
-        !matches!(self, Self::NoMeasurements { .. })
+        !matches!(
+            self,
+            Self::NoMeasurements { .. }
+                | Self::NoCapture
+                | Self::CaptureUnread { .. }
+                | Self::TooFewPaired { .. }
+                | Self::NoNumericOutputs
+        )
     }
 }
 
 /// How much evidence the deciding sequence had.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Amount {
-    Requests { shadow: f64, errors: f64 },
-    Periods { eligible: usize, period_secs: i64 },
+    Requests {
+        shadow: f64,
+        errors: f64,
+    },
+    Periods {
+        eligible: usize,
+        period_secs: i64,
+    },
+    /// Compared output pairs, and the disagreements (or `Σx` of a mean
+    /// difference) among them; `capped` when a reading stopped early.
+    Pairs {
+        compared: u64,
+        events: f64,
+        capped: bool,
+    },
     Nothing,
 }
 
@@ -251,7 +284,9 @@ pub fn judge(policy: &Policy, timeline: &Timeline, evidence: &Evidence) -> Verdi
         .iter()
         .map(|check| {
             let form = Form::of(check);
-            if form.is_latency() {
+            if form.is_output() {
+                judge_output(check, form, policy, timeline, &evidence.outputs)
+            } else if form.is_latency() {
                 judge_latency(check, form, policy, timeline, evidence)
             } else {
                 judge_errors(check, form, policy, timeline, evidence)
@@ -793,4 +828,160 @@ fn judge_latency(
             .estimate
             .map_or(f64::NEG_INFINITY, |e| (e.interval.hi - margin) / margin),
     }
+}
+
+/// An output check, from the step's capture (statistics in
+/// [`crate::capture::agreement`]): only the step sequence, since the
+/// capture is read from the step's start and never before it.
+fn judge_output(
+    check: &Check,
+    form: Form,
+    policy: &Policy,
+    timeline: &Timeline,
+    outputs: &OutputEvidence,
+) -> CheckResult {
+    let output_check = OutputCheck::of(check, policy.outputs.clip);
+    let (limit, scale): (f64, f64) = match output_check {
+        Some(OutputCheck::Agreement { min }) => (min * 100.0, 100.0),
+        Some(OutputCheck::MeanAbsDiff { max, clip }) => (max, clip),
+        None => (0.0, 1.0),
+    };
+    let mut result = CheckResult {
+        id: CheckId::Metric(check.metric),
+        form,
+        unit: check.metric.unit(),
+        outcome: Outcome::Inconclusive,
+        reason: Some(Reason::NoEvidence),
+        sequence: Sequence::Step,
+        value: None,
+        lower: None,
+        upper: None,
+        limit,
+        time_to_decision: None,
+        at_ceiling: None,
+        passing_side: None,
+        amount: Amount::Nothing,
+        sampling: timeline.percentage,
+        closeness: f64::NEG_INFINITY,
+    };
+    let (report, span) = match outputs {
+        OutputEvidence::NotRead => return result,
+        OutputEvidence::NoCapture => {
+            result.reason = Some(Reason::NoCapture);
+            return result;
+        }
+        OutputEvidence::Failed(error) => {
+            result.reason = Some(Reason::CaptureUnread {
+                error: error.clone(),
+            });
+            return result;
+        }
+        OutputEvidence::Read { report, span, .. } => (report, *span),
+    };
+    let Some(state) = report
+        .checks
+        .iter()
+        .find(|found| Some(found.check) == output_check)
+        .map(|found| &found.state)
+    else {
+        return result;
+    };
+    let evidence = match state {
+        CheckState::TooFewPaired { rate, min } => {
+            result.reason = Some(Reason::TooFewPaired {
+                rate: *rate,
+                min: *min,
+            });
+            return result;
+        }
+        CheckState::NoNumbers => {
+            result.reason = Some(Reason::NoNumericOutputs);
+            return result;
+        }
+        CheckState::Decided(evidence) => evidence,
+    };
+    let capped = report.shadow.capped
+        || report.production.capped
+        || report.shadow.out_of_time
+        || report.production.out_of_time;
+    result.amount = Amount::Pairs {
+        compared: evidence.counts.shadow_requests as u64,
+        events: evidence.counts.shadow_errors,
+        capped,
+    };
+    let Some(estimate) = evidence.estimate else {
+        result.time_to_decision = Some(TimeToDecision::Needs {
+            extra: ErrorParams::default().min_shadow_requests,
+            minutes: f64::INFINITY,
+        });
+        return result;
+    };
+    let interval = estimate.interval;
+    // A share lies in [0, 1] whatever the interval's half-width says.
+    let (lo, hi) = (interval.lo.max(0.0), interval.hi.min(1.0));
+    let agreement = matches!(output_check, Some(OutputCheck::Agreement { .. }));
+    // Agreement is shown as the share that matches, the complement of the
+    // disagreement the sequence is about: its bounds swap.
+    let (value, lower, upper) = if agreement {
+        (
+            (1.0 - interval.estimate) * 100.0,
+            (1.0 - hi) * 100.0,
+            (1.0 - lo) * 100.0,
+        )
+    } else {
+        (interval.estimate * scale, lo * scale, hi * scale)
+    };
+    result.value = Some(value);
+    result.lower = Some(lower);
+    result.upper = Some(upper);
+    let params = match output_check {
+        Some(OutputCheck::Agreement { min }) => agreement_params(min, policy.alpha / 3.0),
+        Some(OutputCheck::MeanAbsDiff { max, clip }) => {
+            mean_abs_diff_params(max, clip, policy.alpha / 3.0)
+        }
+        None => ErrorParams::default(),
+    };
+    let margin = params.margin;
+    result.passing_side = Some(clearly_passing(&interval, margin));
+    result.closeness = (interval.hi - margin) / margin.max(1e-9);
+    let (outcome, reason) = match evidence.decision {
+        Decision::Pass => (Outcome::Pass, None),
+        Decision::Fail => (Outcome::Fail, None),
+        Decision::Inconclusive(Inconclusive::Insufficient) => {
+            (Outcome::Inconclusive, Some(Reason::Insufficient))
+        }
+        Decision::Inconclusive(Inconclusive::Straddles) => {
+            (Outcome::Inconclusive, Some(Reason::Straddles))
+        }
+    };
+    result.outcome = outcome;
+    result.reason = reason;
+    if outcome == Outcome::Inconclusive {
+        // Pairs come in at the rate they did over the judged span; at
+        // another sampling, in proportion to it.
+        let end = report.judged_until.unwrap_or(span.1).min(span.1);
+        let minutes = ((end - span.0).num_seconds() as f64 / 60.0).max(1.0);
+        let fraction = f64::from(timeline.percentage.max(1)) / 100.0;
+        let per_full_minute = evidence.counts.shadow_requests / minutes / fraction;
+        let wait_at = |f: f64| {
+            let missing = (params.min_shadow_requests - evidence.counts.shadow_requests).max(0.0);
+            let floor = if missing == 0.0 {
+                0.0
+            } else if per_full_minute > 0.0 {
+                missing / (per_full_minute * f)
+            } else {
+                f64::INFINITY
+            };
+            match estimate.time_to_decision(&params, per_full_minute, f) {
+                TimeToDecision::Needs { extra, minutes } => TimeToDecision::Needs {
+                    extra,
+                    minutes: minutes.max(floor),
+                },
+                undecidable => undecidable,
+            }
+        };
+        result.time_to_decision = Some(wait_at(fraction));
+        result.at_ceiling = Some(wait_at(f64::from(policy.ramp.ceiling) / 100.0));
+    }
+    result
 }

@@ -172,7 +172,7 @@ async fn a_span_is_read_oldest_first_and_the_caps_say_so() {
     let mut s3 = MemoryS3::default();
     fill(&mut s3, "c/", 90, 10, 0);
     let d = Destination::parse("s3://bucket/c").unwrap();
-    let read = read_variant(&s3, &d, "ep", "shadow", (t(10), t(70)), 1.0, WIDE)
+    let read = read_variant(&s3, &d, "ep", "shadow", (t(10), t(70)), 1.0, WIDE, None)
         .await
         .unwrap();
     assert_eq!(read.records.len(), 600);
@@ -197,6 +197,7 @@ async fn a_span_is_read_oldest_first_and_the_caps_say_so() {
             max_records: 250,
             max_bytes: 1 << 30,
         },
+        None,
     )
     .await
     .unwrap();
@@ -216,6 +217,7 @@ async fn a_span_is_read_oldest_first_and_the_caps_say_so() {
             max_records: 1_000_000,
             max_bytes: 20_000,
         },
+        None,
     )
     .await
     .unwrap();
@@ -228,13 +230,13 @@ async fn the_sample_is_nested_and_keeps_pairs_together() {
     fill(&mut s3, "", 30, 20, 0);
     let d = Destination::parse("s3://bucket").unwrap();
     let span = (t(0), t(30));
-    let half = read_variant(&s3, &d, "ep", "shadow", span, 0.5, WIDE)
+    let half = read_variant(&s3, &d, "ep", "shadow", span, 0.5, WIDE, None)
         .await
         .unwrap();
-    let quarter = read_variant(&s3, &d, "ep", "shadow", span, 0.25, WIDE)
+    let quarter = read_variant(&s3, &d, "ep", "shadow", span, 0.25, WIDE, None)
         .await
         .unwrap();
-    let production = read_variant(&s3, &d, "ep", "prod", span, 0.5, WIDE)
+    let production = read_variant(&s3, &d, "ep", "prod", span, 0.5, WIDE, None)
         .await
         .unwrap();
     let ids = |r: &shadowpilot_core::capture::read::VariantRead| -> Vec<String> {
@@ -291,6 +293,7 @@ async fn an_object_larger_than_what_is_left_stops_the_reading_as_capped() {
             max_records: 1_000,
             max_bytes: one_file + one_file / 2,
         },
+        None,
     )
     .await
     .unwrap();
@@ -312,7 +315,7 @@ async fn denials_are_typed_for_the_report() {
         .1
         .clone();
     s3.kms_denied.push(denied_key.clone());
-    let error = read_variant(&s3, &d, "ep", "shadow", (t(0), t(2)), 1.0, WIDE)
+    let error = read_variant(&s3, &d, "ep", "shadow", (t(0), t(2)), 1.0, WIDE, None)
         .await
         .unwrap_err();
     assert!(matches!(&error, CaptureError::KmsAccessDenied { key, .. } if *key == denied_key));
@@ -322,7 +325,7 @@ async fn denials_are_typed_for_the_report() {
     );
 
     s3.deny_list = true;
-    let error = read_variant(&s3, &d, "ep", "prod", (t(0), t(2)), 1.0, WIDE)
+    let error = read_variant(&s3, &d, "ep", "prod", (t(0), t(2)), 1.0, WIDE, None)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -340,10 +343,10 @@ async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
     fill(&mut s3, "", 60, 50, 20);
     let d = Destination::parse("s3://bucket").unwrap();
     let span = (t(0), t(60));
-    let shadow = read_variant(&s3, &d, "ep", "shadow", span, 1.0, WIDE)
+    let shadow = read_variant(&s3, &d, "ep", "shadow", span, 1.0, WIDE, None)
         .await
         .unwrap();
-    let production = read_variant(&s3, &d, "ep", "prod", span, 1.0, WIDE)
+    let production = read_variant(&s3, &d, "ep", "prod", span, 1.0, WIDE, None)
         .await
         .unwrap();
     let report = agreement_report(&shadow, &production, &CompareOptions::default());
@@ -370,7 +373,7 @@ async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
     assert!(agreement_text(&report).contains("of shadow records paired, under the 90 %"));
 
     // Nothing under the shadow's prefix is said so, by prefix.
-    let empty = read_variant(&s3, &d, "ep", "Shadow-01", span, 1.0, WIDE)
+    let empty = read_variant(&s3, &d, "ep", "Shadow-01", span, 1.0, WIDE, None)
         .await
         .unwrap();
     let report = agreement_report(&empty, &production, &CompareOptions::default());
@@ -399,17 +402,12 @@ async fn compare_reads_the_experiments_own_destination_and_variants() {
     uncaptured.capture = None;
     let store = common::FakeStore::new([e, uncaptured]);
     let limits = WIDE;
-    let (report, (from, to)) = compare_experiment(
-        &store,
-        &s3,
-        "churn",
-        t(0),
-        t(65),
-        limits,
-        &CompareOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (report, (from, to)) =
+        compare_experiment(&store, &s3, "churn", t(0), t(65), limits, |_| {
+            CompareOptions::default()
+        })
+        .await
+        .unwrap();
     // The newest five minutes are left out: capture lands late.
     assert_eq!((from, to), (t(0), t(60)));
     assert_eq!(report.pairs, 1800);
@@ -420,15 +418,9 @@ async fn compare_reads_the_experiments_own_destination_and_variants() {
         .prefix
         .ends_with("s3://bucket/shadow-tests/ep/shadow/"));
 
-    let error = compare_experiment(
-        &store,
-        &s3,
-        "plain",
-        t(0),
-        t(65),
-        limits,
-        &CompareOptions::default(),
-    )
+    let error = compare_experiment(&store, &s3, "plain", t(0), t(65), limits, |_| {
+        CompareOptions::default()
+    })
     .await
     .unwrap_err();
     assert!(matches!(error, CompareError::NoCapture { .. }), "{error}");

@@ -93,7 +93,10 @@ async fn build_app() -> anyhow::Result<App<SageMakerStore, CloudWatchSource>> {
         &config,
         schedule,
         calls.attempt_timeout,
-    );
+    )
+    // The role may read only the template's CaptureBucket/CapturePrefix: an
+    // experiment capturing elsewhere gets its AccessDenied reported.
+    .with_capture(Box::new(shadowpilot_aws::capture_from_config(&aws)));
     Ok(match &config.event_bus {
         EventBus::Off => app,
         EventBus::Default => {

@@ -24,6 +24,10 @@ mod world;
 
 pub use plot::{write_svg, PlotError};
 pub use report::{Decision, Ended, RunSummary};
-pub use runner::{run, ExperimentRun, SimError, SimulationOutcome, Stop, TickRecord};
-pub use scenario::{Scenario, ScenarioError, ScenarioProblem};
-pub use world::{Observation, Refusal, SimUpdate, SimWorld, VariantObservation, WriteRecord};
+pub use runner::{
+    run, run_keeping_world, ExperimentRun, SimError, SimulationOutcome, Stop, TickRecord,
+};
+pub use scenario::{CaptureSpec, OutputModel, Scenario, ScenarioError, ScenarioProblem};
+pub use world::{
+    CaptureMemory, Observation, Refusal, SimUpdate, SimWorld, VariantObservation, WriteRecord,
+};

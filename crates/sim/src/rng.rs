@@ -34,6 +34,12 @@ pub enum Purpose {
     Errors = 2,
     ModelLatency = 3,
     OverheadLatency = 4,
+    /// Production's captured requests of a minute: times, ids, inputs, answers.
+    CaptureRequests = 5,
+    /// Which of them the shadow got, and how its copies differ.
+    CaptureCopies = 6,
+    /// A capture file's name.
+    CaptureFile = 7,
 }
 
 /// A generator for one (seed, stream, minute, purpose).

@@ -135,6 +135,18 @@ pub async fn run(
     policies: &PolicySet,
     until: Option<Duration>,
 ) -> Result<SimulationOutcome, SimError> {
+    run_keeping_world(scenario, policies, until)
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// [`run`], and the world as it is at the end, to be read further
+/// (`shadowpilot compare` reads its data capture).
+pub async fn run_keeping_world(
+    scenario: &Scenario,
+    policies: &PolicySet,
+    until: Option<Duration>,
+) -> Result<(SimulationOutcome, SimWorld), SimError> {
     let loaded: Vec<String> = policies
         .policies()
         .iter()
@@ -155,7 +167,9 @@ pub async fn run(
     }
 
     let world = SimWorld::new(scenario);
-    let controller = Controller::new(&world, &world, policies);
+    // The world also serves its experiments' data capture, so that a
+    // policy's output checks read it as they would read S3.
+    let controller = Controller::new(&world, &world, policies).with_capture(&world);
     let horizon = scenario.horizon() + chrono::Duration::days(1);
     let (stop_at, limited) = match until {
         Some(until) if scenario.start + chrono_duration(until) < horizon => {
@@ -232,7 +246,7 @@ pub async fn run(
         run.end_time_history = world.end_time_history(&run.name).unwrap_or_default();
         run.serving_after_stop = world.serving_after_stop(&run.name);
     }
-    Ok(SimulationOutcome {
+    let outcome = SimulationOutcome {
         scenario: scenario.name.clone(),
         source: scenario.source.clone(),
         seed: scenario.seed,
@@ -244,7 +258,8 @@ pub async fn run(
         experiments: runs,
         writes: world.writes(),
         stops: world.stops(),
-    })
+    };
+    Ok((outcome, world))
 }
 
 impl SimulationOutcome {

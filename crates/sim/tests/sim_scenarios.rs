@@ -515,3 +515,56 @@ experiments:
     assert_eq!(run.ticks.len(), 96);
     assert!(run.ticks.iter().all(|t| t.at.timestamp() % 900 == 0));
 }
+
+#[tokio::test]
+async fn a_shadow_that_disagrees_is_stepped_down_on_its_outputs_alone_and_one_that_agrees_climbs() {
+    let outcome = simulate("output-disagreement.yaml").await;
+    let flips = experiment(&outcome, "tagger-v3");
+    // Every tick that failed it failed on the outputs; its latency and
+    // errors never failed, so nothing but the capture could have.
+    let failing: Vec<_> = flips
+        .ticks
+        .iter()
+        .filter(|tick| tick.verdict() == VerdictKind::Fail)
+        .collect();
+    assert!(!failing.is_empty(), "{}", outcome.timeline_table());
+    for tick in &failing {
+        assert_eq!(
+            tick.decisive().map(|check| check.id.as_str()),
+            Some("output_agreement"),
+            "{}",
+            outcome.timeline_table()
+        );
+    }
+    assert!(flips.ticks.iter().all(|tick| {
+        tick.entry
+            .checks()
+            .iter()
+            .filter(|check| check.id.as_str() != "output_agreement")
+            .all(|check| check.outcome != shadowpilot_core::judge::Outcome::Fail)
+    }));
+    // Failed within the first hour, taken down and never up again.
+    let first = failing[0].at;
+    assert!(first <= flips.start_time + Duration::hours(1), "{first}");
+    assert_never_climbs_from(flips, flips.start_time);
+    assert!(flips
+        .sampling_history
+        .iter()
+        .skip(1)
+        .all(|(_, percentage)| *percentage < flips.starting_sampling));
+    assert!(flips.sampling_history.len() > 1, "it was stepped down");
+
+    let agrees = experiment(&outcome, "tagger-v4");
+    let summary = outcome
+        .summaries()
+        .into_iter()
+        .find(|s| s.name == "tagger-v4")
+        .unwrap();
+    assert_eq!(summary.verdicts.fail, 0, "{}", outcome.summary_table());
+    assert!(
+        summary.time_to_100.is_some_and(|t| t <= Duration::hours(3)),
+        "{}",
+        outcome.summary_table()
+    );
+    assert_eq!(agrees.sampling_history.last().map(|(_, p)| *p), Some(100));
+}

@@ -79,13 +79,30 @@ fn one_sample(trials: f64, events: f64) -> ErrorCounts {
     .without_production()
 }
 
-/// `output_agreement` min `min_share` (a fraction, 0.99 for 99 %).
-pub fn agreement_evidence(counts: &OutputCounts, min_share: f64, alpha: f64) -> ErrorEvidence {
-    let params = ErrorParams {
+/// The sequence's parameters for `output_agreement` min `min_share`.
+pub fn agreement_params(min_share: f64, alpha: f64) -> ErrorParams {
+    ErrorParams {
         margin: 1.0 - min_share,
         alpha,
         ..ErrorParams::default()
-    };
+    }
+}
+
+/// The sequence's parameters for `output_mean_abs_diff` max `max`, clipped
+/// at `clip`, on the scale of `x`.
+pub fn mean_abs_diff_params(max: f64, clip: f64, alpha: f64) -> ErrorParams {
+    ErrorParams {
+        margin: max / clip,
+        alpha,
+        // A mean of bounded values has no count of events to demand.
+        min_shadow_errors_to_fail: 0.0,
+        ..ErrorParams::default()
+    }
+}
+
+/// `output_agreement` min `min_share` (a fraction, 0.99 for 99 %).
+pub fn agreement_evidence(counts: &OutputCounts, min_share: f64, alpha: f64) -> ErrorEvidence {
+    let params = agreement_params(min_share, alpha);
     assess_counts(
         one_sample(counts.compared() as f64, counts.disagree as f64),
         &params,
@@ -100,13 +117,7 @@ pub fn mean_abs_diff_evidence(
     clip: f64,
     alpha: f64,
 ) -> ErrorEvidence {
-    let params = ErrorParams {
-        margin: max / clip,
-        alpha,
-        // A mean of bounded values has no count of events to demand.
-        min_shadow_errors_to_fail: 0.0,
-        ..ErrorParams::default()
-    };
+    let params = mean_abs_diff_params(max, clip, alpha);
     assess_counts(
         one_sample(counts.numeric as f64, counts.clipped_difference_sum / clip),
         &params,

@@ -26,6 +26,34 @@ use crate::ports::{CaptureError, CaptureSource, ExperimentStore, StoreError};
 use read::{read_variant, Destination, DestinationError, ReadLimits};
 use report::{agreement_report, AgreementReport, CompareOptions};
 
+/// What a tick learned of an experiment's outputs, for the output checks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum OutputEvidence {
+    /// Not read: the policy has no output checks.
+    #[default]
+    NotRead,
+    /// The experiment has no DataStorageConfig.
+    NoCapture,
+    /// The capture could not be read (or no reader is configured).
+    Failed(CaptureFailure),
+    /// The step's capture, read over `span` at the sample `rate`.
+    Read {
+        report: std::sync::Arc<AgreementReport>,
+        rate: f64,
+        span: (DateTime<Utc>, DateTime<Utc>),
+    },
+}
+
+/// A capture reading's error, shared by the report and the judge.
+#[derive(Debug, Clone)]
+pub struct CaptureFailure(pub std::sync::Arc<CompareError>);
+
+impl PartialEq for CaptureFailure {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// Capture files land a few minutes after the inference ("a couple of
 /// minutes", AWS says): the newest minutes of a span are left out.
 pub const DELIVERY_DELAY: Duration = Duration::minutes(5);
@@ -40,6 +68,8 @@ pub enum CompareError {
     NoCapture { name: String },
     #[error(transparent)]
     Destination(#[from] DestinationError),
+    #[error("no capture reader is configured in this run")]
+    NoReader,
     #[error("reading the {role} variant's capture")]
     Capture {
         role: &'static str,
@@ -48,9 +78,25 @@ pub enum CompareError {
     },
 }
 
+/// The comparison `shadowpilot compare` uses for an experiment: its
+/// policy's declaration and output checks when exactly one policy selects
+/// it, otherwise outputs compared whole against 99 % agreement.
+pub fn options_for(
+    policies: &crate::policy::PolicySet,
+    experiment: &crate::experiment::Experiment,
+) -> (Option<String>, CompareOptions) {
+    match crate::policy::select_policy(policies, experiment) {
+        crate::policy::Selection::Selected { policy, .. } => {
+            (Some(policy.name.clone()), CompareOptions::of_policy(policy))
+        }
+        _ => (None, CompareOptions::default()),
+    }
+}
+
 /// `shadowpilot compare`: the experiment's capture over
 /// `[since, now − DELIVERY_DELAY)`, both variants read in full (no sample),
-/// paired, compared and judged by `options`, without writing anything.
+/// paired, compared and judged by the options `choose` gives for the
+/// experiment as described (see [`options_for`]), without writing anything.
 pub async fn compare_experiment(
     store: &dyn ExperimentStore,
     capture: &dyn CaptureSource,
@@ -58,9 +104,10 @@ pub async fn compare_experiment(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     limits: ReadLimits,
-    options: &CompareOptions,
+    choose: impl FnOnce(&crate::experiment::Experiment) -> CompareOptions,
 ) -> Result<(AgreementReport, (DateTime<Utc>, DateTime<Utc>)), CompareError> {
     let experiment = store.describe(name).await?;
+    let options = &choose(&experiment);
     let config = experiment
         .capture
         .as_ref()
@@ -74,9 +121,18 @@ pub async fn compare_experiment(
         let endpoint = experiment.endpoint_name.clone();
         let variant = variant.to_string();
         async move {
-            read_variant(capture, destination, &endpoint, &variant, span, 1.0, limits)
-                .await
-                .map_err(|source| CompareError::Capture { role, source })
+            read_variant(
+                capture,
+                destination,
+                &endpoint,
+                &variant,
+                span,
+                1.0,
+                limits,
+                None,
+            )
+            .await
+            .map_err(|source| CompareError::Capture { role, source })
         }
     };
     let shadow = read("shadow", &experiment.shadow_variant).await?;

@@ -92,10 +92,29 @@ pub struct VariantRead {
     pub records: Vec<CaptureRecord>,
     /// Records in the span but not the sample.
     pub outside_sample: u64,
+    /// Production records left out because no shadow record read carries
+    /// their inferenceId or eventId: they cannot pair.
+    pub not_in_shadow: u64,
+    /// When each record of the span that was not kept happened, so that
+    /// the records seen before a time can still be counted.
+    pub skipped_at: Vec<DateTime<Utc>>,
     /// Unreadable lines, by object key.
     pub problems: Vec<(String, LineProblem)>,
     /// The caps stopped the reading before the span's end.
     pub capped: bool,
+    /// The tick's time for reading ran out before the span's end.
+    pub out_of_time: bool,
+    /// When the reading stopped early: the latest inferenceTime it read.
+    /// Records after it may sit in the files not read, so pairs are only
+    /// judged before the earlier of the two variants' `reached`.
+    pub reached: Option<DateTime<Utc>>,
+}
+
+impl VariantRead {
+    /// The reading stopped before the span's end.
+    pub fn stopped_early(&self) -> bool {
+        self.capped || self.out_of_time
+    }
 }
 
 /// The key a record is sampled (and paired) by.
@@ -108,7 +127,10 @@ pub fn sample_key(record: &CaptureRecord) -> Option<&str> {
 
 /// Reads `[from, to)` of one variant, oldest first, keeping the records
 /// whose key is in the sample at `rate` (records without any key are kept:
-/// they are reported unpaired, never silently dropped).
+/// they are reported unpaired, never silently dropped). At `deadline` the
+/// reading stops where it is (`out_of_time`), like a cap: what was read is
+/// still the oldest part of the span, so the evidence stays a prefix.
+#[allow(clippy::too_many_arguments)]
 pub async fn read_variant(
     source: &dyn CaptureSource,
     destination: &Destination,
@@ -117,6 +139,95 @@ pub async fn read_variant(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     rate: f64,
     limits: ReadLimits,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<VariantRead, CaptureError> {
+    read_keeping(
+        source,
+        destination,
+        endpoint,
+        variant,
+        (from, to),
+        rate,
+        limits,
+        deadline,
+        None,
+    )
+    .await
+}
+
+/// The keys a production record may pair by: every shadow record's
+/// inferenceId and eventId.
+pub fn pairing_keys(shadow: &VariantRead) -> std::collections::HashSet<String> {
+    shadow
+        .records
+        .iter()
+        .flat_map(|record| [record.inference_id.clone(), record.event_id.clone()])
+        .flatten()
+        .collect()
+}
+
+/// [`read_variant`] that, given `shadow_keys`, keeps only the records
+/// whose inferenceId or eventId a shadow record carries: production's files
+/// hold every request and only the copied ones can pair, so the caps are
+/// spent on those. Not for pairing by input, which needs every record.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_keeping(
+    source: &dyn CaptureSource,
+    destination: &Destination,
+    endpoint: &str,
+    variant: &str,
+    span: (DateTime<Utc>, DateTime<Utc>),
+    rate: f64,
+    limits: ReadLimits,
+    deadline: Option<tokio::time::Instant>,
+    shadow_keys: Option<&std::collections::HashSet<String>>,
+) -> Result<VariantRead, CaptureError> {
+    let mut read = read_until(
+        source,
+        destination,
+        endpoint,
+        variant,
+        span,
+        rate,
+        limits,
+        deadline,
+        shadow_keys,
+    )
+    .await?;
+    finish(&mut read, span.0);
+    Ok(read)
+}
+
+fn finish(read: &mut VariantRead, from: DateTime<Utc>) {
+    if read.stopped_early() {
+        read.reached = read.reached.or(Some(from));
+    } else {
+        read.reached = None;
+    }
+}
+
+/// An answer within the deadline; `None` when it passed first.
+async fn in_time<T>(
+    deadline: Option<tokio::time::Instant>,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        None => Some(call.await),
+        Some(deadline) => tokio::time::timeout_at(deadline, call).await.ok(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_until(
+    source: &dyn CaptureSource,
+    destination: &Destination,
+    endpoint: &str,
+    variant: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    rate: f64,
+    limits: ReadLimits,
+    deadline: Option<tokio::time::Instant>,
+    shadow_keys: Option<&std::collections::HashSet<String>>,
 ) -> Result<VariantRead, CaptureError> {
     let mut read = VariantRead {
         prefix: format!(
@@ -127,7 +238,12 @@ pub async fn read_variant(
         ..VariantRead::default()
     };
     'hours: for prefix in destination.hour_prefixes(endpoint, variant, from, to) {
-        let mut objects = source.list(&destination.bucket, &prefix).await?;
+        let Some(objects) = in_time(deadline, source.list(&destination.bucket, &prefix)).await
+        else {
+            read.out_of_time = true;
+            break 'hours;
+        };
+        let mut objects = objects?;
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         for object in objects {
             if read.bytes + object.size > limits.max_bytes
@@ -137,7 +253,13 @@ pub async fn read_variant(
                 break 'hours;
             }
             let left = limits.max_bytes - read.bytes;
-            let bytes = match source.get(&destination.bucket, &object.key, left).await {
+            let Some(answer) =
+                in_time(deadline, source.get(&destination.bucket, &object.key, left)).await
+            else {
+                read.out_of_time = true;
+                break 'hours;
+            };
+            let bytes = match answer {
                 // Larger than its listing said (still being written, or the
                 // listing had no size): the byte cap stops the reading here.
                 Err(CaptureError::TooLarge { .. }) => {
@@ -160,9 +282,22 @@ pub async fn read_variant(
                 if record.inference_time < from || record.inference_time >= to {
                     continue;
                 }
+                read.reached = read.reached.max(Some(record.inference_time));
                 if sample_key(&record).is_some_and(|key| !in_sample(key, rate)) {
                     read.outside_sample += 1;
+                    read.skipped_at.push(record.inference_time);
                     continue;
+                }
+                if let Some(keys) = shadow_keys {
+                    let copied = [&record.inference_id, &record.event_id]
+                        .into_iter()
+                        .flatten()
+                        .any(|key| keys.contains(key));
+                    if !copied {
+                        read.not_in_shadow += 1;
+                        read.skipped_at.push(record.inference_time);
+                        continue;
+                    }
                 }
                 if read.records.len() as u64 >= limits.max_records {
                     read.capped = true;

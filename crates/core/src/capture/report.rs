@@ -4,13 +4,15 @@
 //! prints it; it judges nothing and writes nothing. Its words are in
 //! [`crate::report::render`].
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::agreement::{agreement_evidence, mean_abs_diff_evidence, OutputCounts};
 use super::compare::{compare, Compared, Comparison};
 use super::pair::{pair, EventIdCheck, Pairing, PairingOptions, Unpaired};
 use super::read::{sample_key, VariantRead};
-use super::record::Body;
+use super::record::{Body, CaptureRecord};
 use crate::stats::errors::ErrorEvidence;
 use crate::stats::Decision;
 
@@ -33,6 +35,50 @@ pub struct CompareOptions {
     pub alpha: f64,
     /// Disagreements shown side by side.
     pub examples: usize,
+}
+
+impl CompareOptions {
+    /// The policy's declaration and output checks, judged like its step
+    /// sequences (at α/3); a policy without output checks still gets the
+    /// default agreement check, so that `compare` always says something.
+    pub fn of_policy(policy: &crate::policy::Policy) -> Self {
+        let outputs = &policy.outputs;
+        let mut checks: Vec<OutputCheck> = policy
+            .checks
+            .iter()
+            .filter_map(|check| OutputCheck::of(check, outputs.clip))
+            .collect();
+        if checks.is_empty() {
+            checks = Self::default().checks;
+        }
+        Self {
+            comparison: outputs.comparison.clone(),
+            pairing: outputs.pairing,
+            min_pairing_rate: outputs.min_pairing_rate,
+            checks,
+            alpha: policy.alpha / 3.0,
+            examples: Self::default().examples,
+        }
+    }
+}
+
+impl OutputCheck {
+    /// The output check a policy check declares, if it is one. A mean
+    /// difference is clipped at the policy's `outputs.clip`, else 10 × its
+    /// max.
+    pub fn of(check: &crate::policy::Check, clip: Option<f64>) -> Option<Self> {
+        use crate::policy::{CheckMetric, Limit};
+        match (check.metric, check.limit) {
+            (CheckMetric::OutputAgreement, Limit::Min(percent)) => Some(Self::Agreement {
+                min: percent / 100.0,
+            }),
+            (CheckMetric::OutputMeanAbsDiff, Limit::Absolute(max)) => Some(Self::MeanAbsDiff {
+                max,
+                clip: clip.unwrap_or(10.0 * max),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Default for CompareOptions {
@@ -62,6 +108,9 @@ pub struct VariantSummary {
     /// The first few, `key:line: problem`.
     pub first_problems: Vec<String>,
     pub capped: bool,
+    pub out_of_time: bool,
+    /// Records read after the other variant's reading stopped: not judged.
+    pub after_common_end: u64,
 }
 
 /// A check's state, as the judge would see it.
@@ -113,6 +162,8 @@ pub struct AgreementReport {
     pub counts: OutputCounts,
     pub checks: Vec<CheckReport>,
     pub examples: Vec<Disagreement>,
+    /// Set when a reading stopped early: pairs are judged before it only.
+    pub judged_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn summary(read: &VariantRead) -> VariantSummary {
@@ -130,6 +181,8 @@ fn summary(read: &VariantRead) -> VariantSummary {
             .map(|(key, p)| format!("{key}:{}: {}", p.line, p.problem))
             .collect(),
         capped: read.capped,
+        out_of_time: read.out_of_time,
+        after_common_end: 0,
     }
 }
 
@@ -148,12 +201,50 @@ fn shown(body: Option<&Body>) -> String {
     }
 }
 
+/// Records of the span read before `end`, whether kept or not.
+fn seen_before(read: &VariantRead, end: Option<chrono::DateTime<chrono::Utc>>) -> u64 {
+    let before = |at: &chrono::DateTime<chrono::Utc>| end.is_none_or(|end| *at < end);
+    (read
+        .records
+        .iter()
+        .filter(|r| before(&r.inference_time))
+        .count()
+        + read.skipped_at.iter().filter(|at| before(at)).count()) as u64
+}
+
+/// The records before `end`, and how many were left out.
+fn records_before(
+    read: &VariantRead,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> (Cow<'_, [CaptureRecord]>, u64) {
+    let Some(end) = end else {
+        return (Cow::Borrowed(&read.records[..]), 0);
+    };
+    let kept: Vec<CaptureRecord> = read
+        .records
+        .iter()
+        .filter(|record| record.inference_time < end)
+        .cloned()
+        .collect();
+    let after = (read.records.len() - kept.len()) as u64;
+    (Cow::Owned(kept), after)
+}
+
 pub fn agreement_report(
     shadow: &VariantRead,
     production: &VariantRead,
     options: &CompareOptions,
 ) -> AgreementReport {
-    let pairing: Pairing = pair(&shadow.records, &production.records, options.pairing);
+    // A reading that stopped early (a cap, the tick's time) leaves the
+    // other variant's later records without their partners: only the span
+    // both readings covered is judged, which keeps it a prefix in time.
+    let judged_until = [shadow.reached, production.reached]
+        .into_iter()
+        .flatten()
+        .min();
+    let (shadow_records, shadow_after) = records_before(shadow, judged_until);
+    let (production_records, production_after) = records_before(production, judged_until);
+    let pairing: Pairing = pair(&shadow_records, &production_records, options.pairing);
     let clip = options
         .checks
         .iter()
@@ -166,8 +257,8 @@ pub fn agreement_report(
     let mut examples = Vec::new();
     for pair in &pairing.pairs {
         let (s, p) = (
-            &shadow.records[pair.shadow],
-            &production.records[pair.production],
+            &shadow_records[pair.shadow],
+            &production_records[pair.production],
         );
         let compared = compare(&options.comparison, s.output.as_ref(), p.output.as_ref());
         counts.add(&compared, clip);
@@ -185,18 +276,23 @@ pub fn agreement_report(
         .iter()
         .map(|check| {
             let state = match rate {
-                Some(rate) if rate >= options.min_pairing_rate => match check {
+                Some(rate) if rate < options.min_pairing_rate => CheckState::TooFewPaired {
+                    rate,
+                    min: options.min_pairing_rate,
+                },
+                // No shadow records yet is no evidence, judged as such.
+                _ => match check {
                     OutputCheck::Agreement { min } => {
                         CheckState::Decided(agreement_evidence(&counts, *min, options.alpha))
                     }
-                    OutputCheck::MeanAbsDiff { .. } if counts.numeric == 0 => CheckState::NoNumbers,
+                    OutputCheck::MeanAbsDiff { .. }
+                        if counts.compared() > 0 && counts.numeric == 0 =>
+                    {
+                        CheckState::NoNumbers
+                    }
                     OutputCheck::MeanAbsDiff { max, clip } => CheckState::Decided(
                         mean_abs_diff_evidence(&counts, *max, *clip, options.alpha),
                     ),
-                },
-                rate => CheckState::TooFewPaired {
-                    rate: rate.unwrap_or(0.0),
-                    min: options.min_pairing_rate,
                 },
             };
             CheckReport {
@@ -206,11 +302,26 @@ pub fn agreement_report(
         })
         .collect();
     AgreementReport {
-        shadow: summary(shadow),
-        production: summary(production),
+        shadow: VariantSummary {
+            after_common_end: shadow_after,
+            ..summary(shadow)
+        },
+        production: VariantSummary {
+            after_common_end: production_after,
+            ..summary(production)
+        },
+        judged_until,
         pairs: pairing.pairs.len(),
         pairing_rate: rate,
-        production_per_shadow_record: pairing.production_per_shadow_record(),
+        production_per_shadow_record: {
+            // Every record of the judged span, kept or not: production's
+            // reading leaves out what no shadow record can pair with.
+            let (shadow_seen, production_seen) = (
+                seen_before(shadow, judged_until),
+                seen_before(production, judged_until),
+            );
+            (shadow_seen > 0).then(|| production_seen as f64 / shadow_seen as f64)
+        },
         unpaired_shadow: pairing.unpaired_shadow,
         unpaired_production: pairing.unpaired_production,
         event_id_check: pairing.event_id_check,

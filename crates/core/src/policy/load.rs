@@ -4,15 +4,19 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::model::{
-    Check, CheckDoc, Deprecation, Limit, Policy, PolicyDoc, Ramp, Selector, Unit, DEFAULT_ALPHA,
+    Check, CheckDoc, CheckMetric, Deprecation, Limit, MatchDoc, Outputs, Policy, PolicyDoc, Ramp,
+    Selector, Unit, DEFAULT_ALPHA,
 };
 use super::select::PolicySet;
+use crate::capture::compare::{Comparison, Extract, Match};
+use crate::capture::pair::PairingOptions;
+use crate::capture::read::ReadLimits;
 use crate::schedule::CronWindow;
 use crate::validation::{self, Problem, Problems};
 use crate::MAX_EXPERIMENT_DURATION;
 
 /// The policies shipped in `policies/`, built into the binary.
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     (
         "policies/default.yaml",
         include_str!("../../../../policies/default.yaml"),
@@ -28,6 +32,10 @@ const BUILTIN: [(&str, &str); 4] = [
     (
         "policies/promote.yaml",
         include_str!("../../../../policies/promote.yaml"),
+    ),
+    (
+        "policies/outputs.yaml",
+        include_str!("../../../../policies/outputs.yaml"),
     ),
 ];
 
@@ -161,6 +169,7 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         problems.add("alpha", format!("{alpha} is outside (0, 0.5]"));
     }
     let deprecations = deprecations(source, &doc);
+    let outputs = compile_outputs(&doc, problems);
     let mut change_windows = Vec::new();
     for (index, window) in doc.change_windows.iter().enumerate() {
         let field = format!("change_windows[{index}]");
@@ -188,6 +197,120 @@ fn compile(source: &str, doc: PolicyDoc, problems: &mut Problems<'_>) -> Policy 
         stop: doc.stop,
         change_windows,
         deprecations,
+        outputs,
+    }
+}
+
+fn compile_outputs(doc: &PolicyDoc, problems: &mut Problems<'_>) -> Outputs {
+    let written = &doc.outputs;
+    let defaults = Outputs::default();
+    let extract = match (&written.compare.pointer, written.compare.csv_column) {
+        (Some(_), Some(_)) => {
+            problems.add(
+                "outputs.compare",
+                "set at most one of pointer and csv_column",
+            );
+            Extract::Whole
+        }
+        (Some(pointer), None) => {
+            if !(pointer.is_empty() || pointer.starts_with('/')) {
+                problems.add(
+                    "outputs.compare.pointer",
+                    format!("{pointer:?} is not a JSON Pointer: it must start with /"),
+                );
+            }
+            Extract::Pointer(pointer.clone())
+        }
+        (None, Some(column)) => Extract::CsvColumn(column),
+        (None, None) => Extract::Whole,
+    };
+    let matching = match written.compare.matching {
+        None | Some(MatchDoc::Exact) => Match::Exact,
+        Some(MatchDoc::Top1) => Match::Top1,
+        Some(MatchDoc::Absolute(tolerance)) | Some(MatchDoc::Relative(tolerance))
+            if !(tolerance.is_finite() && tolerance >= 0.0) =>
+        {
+            problems.add(
+                "outputs.compare.match",
+                format!("{tolerance} is not a usable tolerance"),
+            );
+            Match::Exact
+        }
+        Some(MatchDoc::Absolute(tolerance)) => Match::Absolute(tolerance),
+        Some(MatchDoc::Relative(tolerance)) => Match::Relative(tolerance),
+    };
+    let min_pairing_rate = match written.min_pairing_rate {
+        None => defaults.min_pairing_rate,
+        Some(percent) if percent.is_finite() && percent > 0.0 && percent <= 100.0 => {
+            percent / 100.0
+        }
+        Some(percent) => {
+            problems.add(
+                "outputs.min_pairing_rate",
+                format!("{percent} is not a percentage in (0, 100]"),
+            );
+            defaults.min_pairing_rate
+        }
+    };
+    let mut count = |field: &str, value: Option<u64>, default: u64| match value {
+        None => default,
+        Some(0) => {
+            problems.add(format!("outputs.{field}"), "0 would read nothing");
+            default
+        }
+        Some(value) => value,
+    };
+    let limits = ReadLimits {
+        max_records: count(
+            "max_records",
+            written.max_records,
+            defaults.limits.max_records,
+        ),
+        max_bytes: count("max_bytes", written.max_bytes, defaults.limits.max_bytes),
+    };
+    if let Some(within) = written.pair_by_input_within {
+        problems.duration(
+            "outputs.pair_by_input_within",
+            within,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        );
+    }
+    let has_mean_difference = doc
+        .checks
+        .iter()
+        .any(|check| check.metric == CheckMetric::OutputMeanAbsDiff);
+    if let Some(clip) = written.clip {
+        if !(clip.is_finite() && clip > 0.0) {
+            problems.add("outputs.clip", format!("{clip} is not a usable clip"));
+        } else if !has_mean_difference {
+            problems.add(
+                "outputs.clip",
+                "only output_mean_abs_diff is clipped, and the policy has no such check",
+            );
+        } else if let Some(max) = doc
+            .checks
+            .iter()
+            .filter(|check| check.metric == CheckMetric::OutputMeanAbsDiff)
+            .find_map(|check| check.max)
+            .filter(|max| clip <= *max)
+        {
+            problems.add(
+                "outputs.clip",
+                format!("{clip} must be above output_mean_abs_diff's max {max}"),
+            );
+        }
+    }
+    Outputs {
+        comparison: Comparison { extract, matching },
+        pairing: PairingOptions {
+            by_input_within: written
+                .pair_by_input_within
+                .map(|within| chrono::Duration::seconds(within.as_secs() as i64)),
+        },
+        min_pairing_rate,
+        limits,
+        clip: written.clip,
     }
 }
 
@@ -289,16 +412,22 @@ fn compile_check(field: &str, check: &CheckDoc, problems: &mut Problems<'_>) -> 
             "max_above_production",
             check.max_above_production.map(Limit::AboveProduction),
         ),
+        ("min", check.min.map(Limit::Min)),
     ];
     let set: Vec<(&str, Limit)> = limits
         .iter()
         .filter_map(|(name, limit)| limit.map(|limit| (*name, limit)))
         .collect();
+    let allowed = match check.metric {
+        CheckMetric::OutputAgreement => "min",
+        CheckMetric::OutputMeanAbsDiff => "max",
+        _ => "max, max_ratio_to_production, max_above_production",
+    };
     let [(name, limit)] = set.as_slice() else {
         problems.add(
             field,
             format!(
-                "set exactly one of max, max_ratio_to_production, max_above_production (found {})",
+                "set exactly one of {allowed} (found {})",
                 if set.is_empty() {
                     "none".to_string()
                 } else {
@@ -308,8 +437,21 @@ fn compile_check(field: &str, check: &CheckDoc, problems: &mut Problems<'_>) -> 
         );
         return None;
     };
+    if !allowed.split(", ").any(|allowed| allowed == *name) {
+        problems.add(
+            format!("{field}.{name}"),
+            format!("{} takes {allowed}, not {name}", check.metric.id()),
+        );
+        return None;
+    }
     let percent = check.metric.unit() == Unit::Percent;
     let (value, usable) = match *limit {
+        // 100 % would need every pair to agree, which no finite evidence
+        // can show; 0 % is no check.
+        Limit::Min(min) => (min, min.is_finite() && min > 0.0 && min < 100.0),
+        Limit::Absolute(max) if check.metric == CheckMetric::OutputMeanAbsDiff => {
+            (max, max.is_finite() && max > 0.0)
+        }
         Limit::Absolute(max) => (
             max,
             max.is_finite() && max >= 0.0 && (!percent || max <= 100.0),
@@ -473,7 +615,10 @@ mod tests {
             .iter()
             .map(|p| p.name().to_string())
             .collect();
-        assert_eq!(names, ["default", "conservative", "fast", "promote"]);
+        assert_eq!(
+            names,
+            ["default", "conservative", "fast", "promote", "outputs"]
+        );
     }
 
     #[test]

@@ -43,6 +43,69 @@ pub(crate) struct PolicyDoc {
     /// When empty, writes may happen at any tick.
     #[serde(default)]
     pub change_windows: Vec<ChangeWindowDoc>,
+    /// How the two variants' captured outputs are read, paired and
+    /// compared, for the output checks (and `shadowpilot compare`).
+    #[serde(default)]
+    pub outputs: OutputsDoc,
+}
+
+/// The output comparison as written: every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Outputs")]
+pub(crate) struct OutputsDoc {
+    /// What is compared; without it, outputs are compared whole.
+    #[serde(default)]
+    pub compare: CompareDoc,
+    /// Also pair records whose inputs are byte-for-byte equal and whose
+    /// inferenceTime is at most this far apart (whole seconds), when no
+    /// inferenceId pairs them; an ambiguous match stays unpaired. Off
+    /// unless set.
+    #[serde(default, with = "crate::duration::optional")]
+    #[schemars(with = "Option<crate::duration::Written>")]
+    pub pair_by_input_within: Option<Duration>,
+    /// Percent of shadow records that must be paired for the output checks
+    /// to decide (default 90); below it they are inconclusive.
+    #[serde(default)]
+    pub min_pairing_rate: Option<f64>,
+    /// Records kept per variant per tick (default 10000).
+    #[serde(default)]
+    pub max_records: Option<u64>,
+    /// Bytes of capture files read per variant per tick (default 16 MiB).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// `output_mean_abs_diff` judges `min(|d|, clip)`: default 10 × its max.
+    #[serde(default)]
+    pub clip: Option<f64>,
+}
+
+/// The value of an output that matters, and how it must match.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Compare")]
+pub(crate) struct CompareDoc {
+    /// A JSON Pointer (RFC 6901) into a JSON output: `/label`.
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// A 0-based column of the first line of a CSV output.
+    #[serde(default)]
+    pub csv_column: Option<usize>,
+    /// `exact` (default), `top1` (the index of the largest of an array of
+    /// scores), `{absolute: x}` or `{relative: x}` for numbers.
+    #[serde(default, rename = "match")]
+    pub matching: Option<MatchDoc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "Match")]
+pub(crate) enum MatchDoc {
+    Exact,
+    Top1,
+    /// Numbers at most this far apart.
+    Absolute(f64),
+    /// Numbers at most this fraction of the larger magnitude apart.
+    Relative(f64),
 }
 
 /// Experiments a policy selects besides those whose tag names it.
@@ -59,7 +122,8 @@ pub(crate) struct SelectorDoc {
 }
 
 /// One limit on the shadow: set exactly one of max,
-/// max_ratio_to_production and max_above_production.
+/// max_ratio_to_production and max_above_production (`min` instead for
+/// output_agreement).
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Check")]
@@ -71,6 +135,9 @@ pub(crate) struct CheckDoc {
     pub max_ratio_to_production: Option<f64>,
     #[serde(default)]
     pub max_above_production: Option<f64>,
+    /// At least this: the limit of output_agreement (percent of pairs).
+    #[serde(default)]
+    pub min: Option<f64>,
 }
 
 /// When writes may happen: from each opening for `duration`.
@@ -109,6 +176,41 @@ pub struct Policy {
     pub change_windows: Vec<CronWindow>,
     /// Fields the file sets that no longer mean anything.
     pub deprecations: Vec<Deprecation>,
+    /// How captured outputs are compared.
+    pub outputs: Outputs,
+}
+
+/// How the output checks read, pair and compare the capture, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outputs {
+    pub comparison: crate::capture::compare::Comparison,
+    pub pairing: crate::capture::pair::PairingOptions,
+    /// A fraction (0.9).
+    pub min_pairing_rate: f64,
+    pub limits: crate::capture::read::ReadLimits,
+    /// Set when the policy has an output_mean_abs_diff check.
+    pub clip: Option<f64>,
+}
+
+pub const DEFAULT_MIN_PAIRING_RATE: f64 = 0.9;
+pub const DEFAULT_MAX_RECORDS: u64 = 10_000;
+pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Self {
+            comparison: crate::capture::compare::Comparison::default(),
+            pairing: crate::capture::pair::PairingOptions {
+                by_input_within: None,
+            },
+            min_pairing_rate: DEFAULT_MIN_PAIRING_RATE,
+            limits: crate::capture::read::ReadLimits {
+                max_records: DEFAULT_MAX_RECORDS,
+                max_bytes: DEFAULT_MAX_BYTES,
+            },
+            clip: None,
+        }
+    }
 }
 
 /// The default of [`Policy::alpha`] (statistics.md §5).
@@ -117,6 +219,11 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 impl Policy {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether any check reads the capture.
+    pub fn has_output_checks(&self) -> bool {
+        self.checks.iter().any(|check| check.metric.is_output())
     }
 }
 
@@ -182,6 +289,8 @@ pub enum Limit {
     RatioToProduction(f64),
     /// At most production's value plus this (points for rates, ms for latency).
     AboveProduction(f64),
+    /// At least this (percent): output_agreement only.
+    Min(f64),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -239,14 +348,27 @@ pub enum CheckMetric {
     LatencyAverage,
     OverheadLatencyP99,
     OverheadLatencyAverage,
+    /// The share of paired requests whose outputs match, percent (from
+    /// data capture).
+    OutputAgreement,
+    /// The mean of |shadow − production| over paired numeric outputs, in
+    /// the output's own unit, each difference clipped (from data capture).
+    OutputMeanAbsDiff,
 }
 
 impl CheckMetric {
     pub fn unit(self) -> Unit {
         match self {
             Self::ErrorRate5xx | Self::ErrorRate4xx | Self::ModelErrorRate => Unit::Percent,
+            Self::OutputAgreement => Unit::Percent,
+            Self::OutputMeanAbsDiff => Unit::Output,
             _ => Unit::Milliseconds,
         }
+    }
+
+    /// Judged from the data capture rather than CloudWatch.
+    pub fn is_output(self) -> bool {
+        matches!(self, Self::OutputAgreement | Self::OutputMeanAbsDiff)
     }
 
     /// The name policies and reports use: `error_rate_5xx`, `latency_p99`.
@@ -261,6 +383,8 @@ impl CheckMetric {
             Self::LatencyAverage => "latency_average",
             Self::OverheadLatencyP99 => "overhead_latency_p99",
             Self::OverheadLatencyAverage => "overhead_latency_average",
+            Self::OutputAgreement => "output_agreement",
+            Self::OutputMeanAbsDiff => "output_mean_abs_diff",
         }
     }
 
@@ -276,14 +400,18 @@ impl CheckMetric {
             Self::LatencyAverage => "average latency",
             Self::OverheadLatencyP99 => "overhead p99",
             Self::OverheadLatencyAverage => "average overhead",
+            Self::OutputAgreement => "output agreement",
+            Self::OutputMeanAbsDiff => "mean |output difference|",
         }
     }
 
-    /// The series this metric is computed from. Rates need the invocation
-    /// count as denominator, which every judge fetches anyway.
-    pub fn series(self) -> SeriesKey {
+    /// The CloudWatch series this metric is computed from (none for the
+    /// output checks). Rates need the invocation count as denominator,
+    /// which every judge fetches anyway.
+    pub fn series(self) -> Option<SeriesKey> {
         use SageMakerMetric::*;
-        match self {
+        Some(match self {
+            Self::OutputAgreement | Self::OutputMeanAbsDiff => return None,
             Self::ErrorRate5xx => SeriesKey::new(Invocation5XXErrors, Statistic::Sum),
             Self::ErrorRate4xx => SeriesKey::new(Invocation4XXErrors, Statistic::Sum),
             Self::ModelErrorRate => SeriesKey::new(InvocationModelErrors, Statistic::Sum),
@@ -295,7 +423,7 @@ impl CheckMetric {
                 SeriesKey::new(OverheadLatency, Statistic::percentile(99.0))
             }
             Self::OverheadLatencyAverage => SeriesKey::new(OverheadLatency, Statistic::Average),
-        }
+        })
     }
 }
 
@@ -313,6 +441,9 @@ pub enum Unit {
     /// Shadow over production.
     #[serde(rename = "ratio")]
     Ratio,
+    /// The unit of the captured output's own numbers.
+    #[serde(rename = "output")]
+    Output,
 }
 
 impl fmt::Display for Unit {
@@ -323,6 +454,7 @@ impl fmt::Display for Unit {
             Self::Invocations => "invocations",
             Self::Points => "pts",
             Self::Ratio => "ratio",
+            Self::Output => "output units",
         })
     }
 }

@@ -38,7 +38,7 @@ pub fn output_check_text(check: &CheckReport) -> String {
                 format!(
                     "{name} {:.2} % [{:.2}, {:.2}] ≥ {:.2} % ({}, {} pairs)",
                     (1.0 - i.estimate) * 100.0,
-                    (1.0 - i.hi) * 100.0,
+                    ((1.0 - i.hi) * 100.0).max(0.0),
                     ((1.0 - i.lo) * 100.0).min(100.0),
                     min * 100.0,
                     decision_word(evidence.decision),
@@ -55,7 +55,7 @@ pub fn output_check_text(check: &CheckReport) -> String {
                         "{name} {:.3} [{:.3}, {:.3}] ≤ {:.3} ({}, clipped at {clip})",
                         i.estimate * clip,
                         (i.lo * clip).max(0.0),
-                        i.hi * clip,
+                        (i.hi * clip).min(clip),
                         max,
                         decision_word(evidence.decision)
                     )

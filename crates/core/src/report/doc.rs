@@ -258,6 +258,9 @@ pub enum UnitDoc {
     /// Shadow over production.
     #[serde(rename = "ratio")]
     Ratio,
+    /// The unit of the captured output's own numbers.
+    #[serde(rename = "output")]
+    Output,
 }
 
 /// A check's outcome.

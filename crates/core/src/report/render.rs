@@ -33,6 +33,7 @@ pub fn show(unit: Unit, value: f64) -> String {
         Unit::Invocations => format!("{value:.0} invocations"),
         Unit::Points => format!("{value:+.2} pts"),
         Unit::Ratio => format!("{value:.2}"),
+        Unit::Output => format!("{value:.4}"),
     }
 }
 
@@ -44,6 +45,7 @@ fn bare(unit: Unit, value: f64) -> String {
         Unit::Milliseconds => format!("{value:.1}"),
         Unit::Invocations => format!("{value:.0}"),
         Unit::Percent | Unit::Ratio => format!("{value:.2}"),
+        Unit::Output => format!("{value:.4}"),
     }
 }
 
@@ -87,6 +89,7 @@ fn subject(check: &CheckResult) -> String {
             "{short} vs production +{} ratio",
             show(Unit::Milliseconds, ms)
         ),
+        Form::OutputAgreement { .. } | Form::OutputMeanAbsDiff { .. } => short.to_string(),
     }
 }
 
@@ -119,10 +122,13 @@ impl fmt::Display for CheckResult {
         }
         let unit = self.unit;
         let subject = subject(self);
-        let relation = match self.outcome {
-            Outcome::Pass => "≤",
-            Outcome::Fail => ">",
-            Outcome::Inconclusive => "vs",
+        let at_least = matches!(self.form, Form::OutputAgreement { .. });
+        let relation = match (self.outcome, at_least) {
+            (Outcome::Pass, false) => "≤",
+            (Outcome::Fail, false) => ">",
+            (Outcome::Pass, true) => "≥",
+            (Outcome::Fail, true) => "<",
+            (Outcome::Inconclusive, _) => "vs",
         };
         match (self.value, self.lower, self.upper) {
             (Some(value), Some(lower), Some(upper)) => {
@@ -159,6 +165,21 @@ impl fmt::Display for CheckResult {
                     Some(Reason::PeriodPending) => {
                         "no production traffic before the step to choose a period from yet".into()
                     }
+                    Some(Reason::NoCapture) => {
+                        "the experiment has no DataStorageConfig: no outputs are captured".into()
+                    }
+                    Some(Reason::CaptureUnread { error }) => {
+                        format!("the capture was not read: {}", error_chain(&*error.0))
+                    }
+                    Some(Reason::TooFewPaired { rate, min }) => format!(
+                        "{:.1} % of the shadow's records paired with production's, {:.0} % needed (callers must send InferenceId)",
+                        rate * 100.0,
+                        min * 100.0
+                    ),
+                    Some(Reason::NoNumericOutputs) => {
+                        "no pair has two numeric outputs to compare".into()
+                    }
+                    _ if self.form.is_output() => "no pairs since the step began".into(),
                     _ => "no usable period since the step began".into(),
                 };
                 write!(f, "{subject} {relation} {}: {why}", bare(unit, self.limit))?;
@@ -185,8 +206,24 @@ impl fmt::Display for CheckResult {
                         u64::try_from(period_secs).unwrap_or(0)
                     ))
                 )),
+                Amount::Pairs { compared, .. } if compared < 1000 => {
+                    parts.push(format!("{compared} of 1000 pairs"))
+                }
+                Amount::Pairs { events, .. } => {
+                    parts.push(format!("{events:.0} disagreements, 5 needed to fail"))
+                }
                 Amount::Nothing => {}
             }
+        }
+        if let Amount::Pairs {
+            compared,
+            capped: true,
+            ..
+        } = self.amount
+        {
+            parts.push(format!(
+                "capture reading stopped early at {compared} pairs (outputs.max_records, max_bytes or the tick's time)"
+            ));
         }
         if let Some(time) = time_text(self.time_to_decision, self.sampling) {
             parts.push(time);

@@ -14,9 +14,11 @@ use shadowpilot_core::schedule::{chrono_duration, Schedule};
 use shadowpilot_core::validation::{is_valid_aws_name, Problems};
 use shadowpilot_core::MAX_EXPERIMENT_DURATION;
 
-use super::doc::{ChangeDoc, ExperimentDoc, LayerDoc, ScenarioDoc};
+use shadowpilot_core::capture::read::Destination;
+
+use super::doc::{CaptureDoc, ChangeDoc, ExperimentDoc, LayerDoc, ScenarioDoc};
 use super::layers::{check_layer, Resolved};
-use super::{Conditions, ExperimentSpec, Scenario};
+use super::{CaptureSpec, Conditions, ExperimentSpec, Scenario};
 
 /// A Monday, so that weekday change windows start on the first day.
 const DEFAULT_START: (i32, u32, u32) = (2026, 3, 2);
@@ -26,6 +28,10 @@ const DEFAULT_UPDATE_TAKES: Duration = Duration::from_secs(60);
 const DEFAULT_PUBLISH_DELAY: Duration = Duration::from_secs(120);
 /// The longest simulated SageMaker or CloudWatch delay a scenario may ask for.
 const MAX_DELAY: Duration = Duration::from_secs(3600);
+/// "A couple of minutes", AWS says of capture delivery.
+const DEFAULT_DELIVERY_DELAY: Duration = Duration::from_secs(180);
+/// Where an experiment captures when its scenario does not say.
+const DEFAULT_CAPTURE_BUCKET: &str = "shadowpilot-sim-capture";
 
 /// The scenario-wide settings every experiment is placed in.
 struct Settings {
@@ -41,6 +47,15 @@ struct Window {
     sampling: u8,
     start_time: DateTime<Utc>,
     end_time: DateTime<Utc>,
+    capture: Option<CaptureSettings>,
+}
+
+/// The experiment's capture as checked; the default destination depends on
+/// each copy's name, so it is settled per copy.
+struct CaptureSettings {
+    destination: Option<String>,
+    inference_ids: bool,
+    delivery_delay: Duration,
 }
 
 /// Conditions from each moment on, as `ExperimentSpec::segments` holds them.
@@ -171,12 +186,59 @@ fn check_experiment(
     let sampling = check_sampling(path, experiment.sampling, problems);
     let duration = check_duration(path, experiment.duration, problems);
     check_variants(path, experiment, problems);
+    let capture = experiment
+        .capture
+        .as_ref()
+        .map(|capture| check_capture(path, capture, problems));
     let start_time = start + chrono_duration(experiment.start.unwrap_or_default());
     Window {
         sampling,
         start_time,
         end_time: start_time + chrono_duration(duration),
+        capture,
     }
+}
+
+/// The destination must be what the capture reader can parse and S3 would
+/// accept as a bucket, so a typo fails at load rather than as an empty
+/// capture later.
+fn check_capture(path: &str, capture: &CaptureDoc, problems: &mut Problems<'_>) -> CaptureSettings {
+    if let Some(destination) = &capture.destination {
+        let field = format!("{path}.capture.destination");
+        match Destination::parse(destination) {
+            Ok(parsed) if !is_valid_bucket_name(&parsed.bucket) => problems.add(
+                field,
+                format!(
+                    "{destination:?}: bucket {:?} must be 3–63 lower-case letters, digits, dots or hyphens, starting and ending with a letter or digit",
+                    parsed.bucket
+                ),
+            ),
+            Ok(_) => {}
+            Err(error) => problems.add(field, error.to_string()),
+        }
+    }
+    let delivery_delay = check_delay(
+        problems,
+        &format!("{path}.capture.delivery_delay"),
+        capture.delivery_delay,
+        DEFAULT_DELIVERY_DELAY,
+    );
+    CaptureSettings {
+        destination: capture.destination.clone(),
+        inference_ids: capture.inference_ids.unwrap_or(true),
+        delivery_delay,
+    }
+}
+
+/// S3's rules for a general-purpose bucket name, as far as they are about
+/// its characters.
+fn is_valid_bucket_name(bucket: &str) -> bool {
+    let bytes = bucket.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (3..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes.iter().all(|b| edge(b) || *b == b'.' || *b == b'-')
 }
 
 /// The starting SamplingPercentage; 1 stands in for an invalid one so the
@@ -330,6 +392,14 @@ fn expand_copies(
     (1..=copies)
         .map(|copy| {
             let (name, endpoint) = copy_names(experiment, copies, copy);
+            let capture = window.capture.as_ref().map(|capture| CaptureSpec {
+                destination: capture
+                    .destination
+                    .clone()
+                    .unwrap_or_else(|| format!("s3://{DEFAULT_CAPTURE_BUCKET}/{name}")),
+                inference_ids: capture.inference_ids,
+                delivery_delay: capture.delivery_delay,
+            });
             ExperimentSpec {
                 name,
                 endpoint,
@@ -341,6 +411,7 @@ fn expand_copies(
                 start_time: window.start_time,
                 end_time: window.end_time,
                 sampling: window.sampling,
+                capture,
                 segments: segments.clone(),
             }
         })

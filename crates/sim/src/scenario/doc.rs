@@ -77,6 +77,53 @@ pub(super) struct VariantDoc {
     pub(super) latency: Option<LatencyDoc>,
     pub(super) overhead: Option<LatencyDoc>,
     pub(super) errors: Option<ErrorsDoc>,
+    /// What the variant answers, for data capture.
+    pub(super) output: Option<OutputDoc>,
+}
+
+/// A variant's answers: one of the two kinds. Production sets what the
+/// answers are; the shadow sets only how far it strays from production's
+/// answer to the same request, so that agreement is a number the scenario
+/// states rather than an accident of two independent draws.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutputDoc {
+    pub(super) classifier: Option<ClassifierDoc>,
+    pub(super) regressor: Option<RegressorDoc>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClassifierDoc {
+    /// Production's labels, drawn uniformly per request.
+    pub(super) labels: Option<Vec<String>>,
+    /// The shadow's: percent of requests it labels otherwise than production.
+    pub(super) disagree: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegressorDoc {
+    /// Production's prediction: normal with this mean and sd.
+    pub(super) mean: Option<f64>,
+    pub(super) sd: Option<f64>,
+    /// The shadow's: production's prediction plus N(0, noise_sd).
+    pub(super) noise_sd: Option<f64>,
+}
+
+/// The experiment's DataStorageConfig and how its files arrive. Not a
+/// layer: SageMaker fixes it when the experiment is created.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CaptureDoc {
+    /// `s3://bucket/prefix`; defaults to `s3://shadowpilot-sim-capture/<experiment>`.
+    pub(super) destination: Option<String>,
+    /// Callers send InvokeEndpoint's InferenceId (default true); without
+    /// it records carry only their eventId.
+    pub(super) inference_ids: Option<bool>,
+    /// How long after a minute ends its file is listed (default 3m).
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) delivery_delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +170,9 @@ pub(super) struct ExperimentDoc {
     pub(super) duration: Option<Duration>,
     /// The starting SamplingPercentage.
     pub(super) sampling: u16,
+    /// Data capture of both variants; off without it.
+    #[serde(default)]
+    pub(super) capture: Option<CaptureDoc>,
     /// Makes this many experiments `<name>-01`, `<name>-02`, ...: same
     /// settings, their own endpoints and random draws.
     #[serde(default = "one")]

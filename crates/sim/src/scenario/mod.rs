@@ -75,6 +75,8 @@ pub struct ExperimentSpec {
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
     pub sampling: u8,
+    /// Data capture of both variants, when the experiment has it.
+    pub capture: Option<CaptureSpec>,
     /// Conditions from each moment on, in time order; the first starts at the
     /// scenario start.
     pub segments: Vec<(DateTime<Utc>, Arc<Conditions>)>,
@@ -119,6 +121,44 @@ pub struct VariantModel {
     pub rate_4xx: f64,
     pub rate_5xx: f64,
     pub rate_model: f64,
+    /// What the variant answers, as its captured output.
+    pub output: OutputModel,
+}
+
+/// A variant's answers. Production's are drawn per request; the shadow's
+/// are production's answer to the same request, changed as often (or by as
+/// much) as its own fields say. Both variants of a stretch of time are of
+/// the same kind (the scenario is refused otherwise).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputModel {
+    /// `{"label": ..., "score": ...}`.
+    Classifier {
+        /// Production's labels (at least two), the shadow's too.
+        labels: Arc<[String]>,
+        /// The shadow's share of requests labelled otherwise than by
+        /// production (0.05 is 5 %); 0 for production.
+        disagree: f64,
+    },
+    /// `{"prediction": ...}`.
+    Regressor {
+        /// Production's prediction is N(mean, sd).
+        mean: f64,
+        sd: f64,
+        /// The shadow adds N(0, noise_sd) to production's; 0 for production.
+        noise_sd: f64,
+    },
+}
+
+/// An experiment's data capture: its DataStorageConfig and how the
+/// simulated files arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSpec {
+    /// `s3://bucket/prefix`, as Describe returns it.
+    pub destination: String,
+    /// Whether callers send InferenceId (records then carry inferenceId).
+    pub inference_ids: bool,
+    /// A minute's file is listed this long after the minute ends.
+    pub delivery_delay: Duration,
 }
 
 /// A lognormal latency given by its median and 99th percentile.

@@ -5,9 +5,11 @@
 //! Layout: `sagemaker` holds the inference experiments and AWS's rules for
 //! updating them, `traffic` draws each minute's requests and latencies and
 //! merges them over windows, and `cloudwatch` turns those into the statistics
-//! a metric query asks for. The world itself, its clock and what the runner
-//! reads back live here.
+//! a metric query asks for, and `capture` writes out the data capture files
+//! S3 would hold, from the same traffic. The world itself, its clock and
+//! what the runner reads back live here.
 
+mod capture;
 mod cloudwatch;
 mod sagemaker;
 mod traffic;
@@ -24,11 +26,13 @@ use shadowpilot_core::experiment::{
 };
 use shadowpilot_core::metrics::SeriesQuery;
 use shadowpilot_core::ports::{
-    ExperimentStore, MetricError, MetricSource, SeriesAnswer, StoreError,
+    CaptureError, CaptureObject, CaptureSource, ExperimentStore, MetricError, MetricSource,
+    SeriesAnswer, StoreError,
 };
 use shadowpilot_core::schedule::chrono_duration;
 use traffic::Traffic;
 
+pub use capture::CaptureMemory;
 pub use sagemaker::{Refusal, ServingAfterStop, SimUpdate, StopRecord, WriteRecord};
 pub use traffic::{Observation, VariantObservation};
 
@@ -44,6 +48,8 @@ struct World {
     sagemaker: SageMaker,
     traffic: Traffic,
     periods: cloudwatch::PeriodCache,
+    /// Capture files served by `get`, for [`SimWorld::capture_memory`].
+    capture_files: u64,
 }
 
 impl SimWorld {
@@ -57,6 +63,7 @@ impl SimWorld {
                 sagemaker,
                 traffic,
                 periods: cloudwatch::PeriodCache::new(),
+                capture_files: 0,
             })),
         }
     }
@@ -154,6 +161,17 @@ impl SimWorld {
         ))
     }
 
+    /// What the simulated capture holds in memory and has written out.
+    pub fn capture_memory(&self) -> CaptureMemory {
+        let world = self.lock();
+        let (minutes_held, sizes_held) = world.traffic.held();
+        CaptureMemory {
+            minutes_held,
+            sizes_held,
+            files_generated: world.capture_files,
+        }
+    }
+
     /// When the experiment was created (the scenario start).
     pub fn created(&self, name: &str) -> Option<DateTime<Utc>> {
         Some(self.lock().sagemaker.get(name)?.created)
@@ -217,5 +235,39 @@ impl MetricSource for SimWorld {
             &mut world.periods,
         )
         .map(|series| series.into_iter().map(Ok).collect())
+    }
+}
+
+/// The simulated S3 under every experiment's DataStorageConfig, written out
+/// from the same traffic as the simulated CloudWatch (see `capture`).
+#[async_trait]
+impl CaptureSource for SimWorld {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<CaptureObject>, CaptureError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        capture::list(
+            &mut world.traffic,
+            &world.sagemaker,
+            world.now,
+            bucket,
+            prefix,
+        )
+    }
+
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, CaptureError> {
+        let mut guard = self.lock();
+        let world = &mut *guard;
+        let answer = capture::get(
+            &mut world.traffic,
+            &world.sagemaker,
+            world.now,
+            bucket,
+            key,
+            max_bytes,
+        );
+        if answer.is_ok() {
+            world.capture_files += 1;
+        }
+        answer
     }
 }

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use crate::rng::fnv1a;
 use crate::scenario::{ExperimentSpec, Scenario};
 use shadowpilot_core::experiment::{
-    Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary, ExperimentUpdate,
-    SamplingUpdate, StopState, VariantAction, MAX_STOP_REASON_CHARS,
+    CaptureConfig, Experiment, ExperimentStatus, ExperimentStop, ExperimentSummary,
+    ExperimentUpdate, SamplingUpdate, StopState, VariantAction, MAX_STOP_REASON_CHARS,
 };
 use shadowpilot_core::ports::StoreError;
 use shadowpilot_core::schedule::chrono_duration;
@@ -227,6 +227,11 @@ impl SageMaker {
     pub(crate) fn find(&self, name: &str) -> Option<(usize, &SimExperiment)> {
         let index = *self.by_name.get(name)?;
         Some((index, &self.experiments[index]))
+    }
+
+    /// Every experiment with its position.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &SimExperiment)> {
+        self.experiments.iter().enumerate()
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&SimExperiment> {
@@ -489,8 +494,14 @@ impl SageMaker {
             end_time: Some(experiment.end_time),
             last_modified: experiment.last_modified,
             tags: experiment.tags.clone(),
-            // The simulator does not capture yet.
-            capture: None,
+            capture: experiment
+                .spec
+                .capture
+                .as_ref()
+                .map(|capture| CaptureConfig {
+                    destination: capture.destination.clone(),
+                    kms_key: None,
+                }),
         })
     }
 

@@ -69,6 +69,10 @@ pub(crate) struct MinuteData {
     counts: [Counts; 2],
     latency: [Option<MinuteHistogram>; 2],
     overhead: [Option<MinuteHistogram>; 2],
+    /// Each variant's capture file size, once listed or read: a listing
+    /// needs it, and computing it means writing the file out. Kept with
+    /// the minute so that it is evicted with it.
+    capture_bytes: [Option<u64>; 2],
 }
 
 impl SimExperiment {
@@ -80,7 +84,7 @@ impl SimExperiment {
         &self.spec.segments[index].1
     }
 
-    fn model(&self, minute: i64, role: VariantRole) -> &VariantModel {
+    pub(crate) fn model(&self, minute: i64, role: VariantRole) -> &VariantModel {
         let conditions = self.conditions(minute);
         match role {
             VariantRole::Production => &conditions.production,
@@ -124,6 +128,46 @@ impl Traffic {
             evicted_to: vec![0; experiments],
             windows: HashMap::new(),
         }
+    }
+
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The first minute with traffic: production's history before the start.
+    pub(crate) fn first_minute(&self) -> i64 {
+        self.first_minute
+    }
+
+    /// A variant's capture file size for the minute, when known.
+    pub(crate) fn capture_size(&self, index: usize, minute: i64, role: VariantRole) -> Option<u64> {
+        let slot = usize::try_from(minute - self.first_minute).ok()?;
+        self.minutes[index].get(slot)?.as_ref()?.capture_bytes[role_index(role)]
+    }
+
+    /// Remembers a capture file size; the minute's counts must be drawn.
+    pub(crate) fn set_capture_size(
+        &mut self,
+        index: usize,
+        minute: i64,
+        role: VariantRole,
+        bytes: u64,
+    ) {
+        let Ok(slot) = usize::try_from(minute - self.first_minute) else {
+            return;
+        };
+        if let Some(Some(data)) = self.minutes[index].get_mut(slot) {
+            data.capture_bytes[role_index(role)] = Some(bytes);
+        }
+    }
+
+    /// Minutes held in the cache, and how many of them hold capture sizes.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let held = self.minutes.iter().flatten().flatten();
+        held.fold((0, 0), |(minutes, sizes), data| {
+            let known = data.capture_bytes.iter().flatten().count();
+            (minutes + 1, sizes + known)
+        })
     }
 
     /// The minute's counts, drawn on first use.
