@@ -586,3 +586,16 @@ async fn a_tick_with_a_verdict_from_outputs_only_is_judged_pass_when_they_agree(
     // ticks), and never a file not yet delivered.
     assert!(*world.capture.gets.lock().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn before_the_first_pair_the_check_waits_without_a_made_up_time() {
+    let world = World::new(vec![(captured("agrees", 20), AGREES)], "");
+    // Five minutes in: nothing is delivered yet.
+    let report = world.tick(t0() + Duration::minutes(5), &live()).await;
+    let check = output_check(&report, "agrees");
+    assert_eq!(check.reason, Some(Reason::NoEvidence));
+    let message = check.to_string();
+    assert!(message.contains("no pairs since the step began"), "{message}");
+    assert!(message.contains("no pairs yet at 20 %"), "{message}");
+    assert!(percentages(&world.store, "agrees").is_empty());
+}

@@ -166,38 +166,6 @@ pub fn pairing_keys(shadow: &VariantRead) -> std::collections::HashSet<String> {
         .collect()
 }
 
-/// [`read_variant`] that, given `shadow_keys`, keeps only the records
-/// whose inferenceId or eventId a shadow record carries: production's files
-/// hold every request and only the copied ones can pair, so the caps are
-/// spent on those. Not for pairing by input, which needs every record.
-#[allow(clippy::too_many_arguments)]
-pub async fn read_keeping(
-    source: &dyn CaptureSource,
-    destination: &Destination,
-    endpoint: &str,
-    variant: &str,
-    span: (DateTime<Utc>, DateTime<Utc>),
-    rate: f64,
-    limits: ReadLimits,
-    deadline: Option<tokio::time::Instant>,
-    shadow_keys: Option<&std::collections::HashSet<String>>,
-) -> Result<VariantRead, CaptureError> {
-    let mut read = read_until(
-        source,
-        destination,
-        endpoint,
-        variant,
-        span,
-        rate,
-        limits,
-        deadline,
-        shadow_keys,
-    )
-    .await?;
-    finish(&mut read, span.0);
-    Ok(read)
-}
-
 fn finish(read: &mut VariantRead, from: DateTime<Utc>) {
     if read.stopped_early() {
         read.reached = read.reached.or(Some(from));
@@ -217,8 +185,12 @@ async fn in_time<T>(
     }
 }
 
+/// [`read_variant`] that, given `shadow_keys`, keeps only the records
+/// whose inferenceId or eventId a shadow record carries: production's files
+/// hold every request and only the copied ones can pair, so the caps are
+/// spent on those. Not for pairing by input, which needs every record.
 #[allow(clippy::too_many_arguments)]
-async fn read_until(
+pub async fn read_keeping(
     source: &dyn CaptureSource,
     destination: &Destination,
     endpoint: &str,
@@ -307,5 +279,6 @@ async fn read_until(
             }
         }
     }
+    finish(&mut read, from);
     Ok(read)
 }

@@ -93,8 +93,12 @@ fn subject(check: &CheckResult) -> String {
     }
 }
 
-fn time_text(time: Option<TimeToDecision>, sampling: u8) -> Option<String> {
+fn time_text(time: Option<TimeToDecision>, sampling: u8, form: Form) -> Option<String> {
     match time? {
+        // Without one pair there is no rate of pairs to size the wait from.
+        TimeToDecision::Needs { minutes, .. } if !minutes.is_finite() && form.is_output() => Some(
+            format!("no pairs yet at {sampling} % to size the wait from"),
+        ),
         TimeToDecision::Undecidable => Some("undecidable: within ±h of the margin".into()),
         TimeToDecision::Needs { minutes, .. } if minutes.is_finite() => {
             Some(format!("{} more at {sampling} %", show_minutes(minutes)))
@@ -225,7 +229,7 @@ impl fmt::Display for CheckResult {
                 "capture reading stopped early at {compared} pairs (outputs.max_records, max_bytes or the tick's time)"
             ));
         }
-        if let Some(time) = time_text(self.time_to_decision, self.sampling) {
+        if let Some(time) = time_text(self.time_to_decision, self.sampling, self.form) {
             parts.push(time);
         }
         write!(f, " ({})", parts.join(", "))
