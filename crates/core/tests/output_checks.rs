@@ -595,7 +595,10 @@ async fn before_the_first_pair_the_check_waits_without_a_made_up_time() {
     let check = output_check(&report, "agrees");
     assert_eq!(check.reason, Some(Reason::NoEvidence));
     let message = check.to_string();
-    assert!(message.contains("no pairs since the step began"), "{message}");
+    assert!(
+        message.contains("no pairs since the step began"),
+        "{message}"
+    );
     assert!(message.contains("no pairs yet at 20 %"), "{message}");
     assert!(percentages(&world.store, "agrees").is_empty());
 }
