@@ -47,7 +47,7 @@ pub struct TickArgs {
     #[arg(long, default_value = "110s", value_parser = humantime::parse_duration)]
     deadline: std::time::Duration,
     /// Also print the tick's CloudWatch Embedded Metric Format lines (as
-    /// the Lambda writes them) after the report.
+    /// the Lambda writes them) to stderr, so stdout stays the report.
     #[arg(long)]
     emf: bool,
 }
@@ -170,7 +170,7 @@ fn tick(args: TickArgs, apply: bool, json: bool) -> anyhow::Result<ExitCode> {
             timestamp_ms: now.timestamp_millis(),
         };
         for line in emf::lines(&report, &facts) {
-            println!("{line}");
+            eprintln!("{line}");
         }
     }
     Ok(ExitCode::from(report.run_verdict().exit_code()))

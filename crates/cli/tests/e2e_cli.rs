@@ -476,6 +476,29 @@ fn a_second_apply_finds_nothing_new_to_do() {
 }
 
 #[test]
+fn emf_lines_go_to_stderr_and_leave_the_json_report_whole_on_stdout() {
+    let fake = FakeAws::start(vec![FakeExperiment::new("fraud-shadow")]);
+    let finished = run(&fake, &["run", "--output", "json", "--emf"]);
+    assert_success(&finished);
+    let report = finished.json();
+    assert_eq!(report["summary"]["experiments"], 1, "{report:#}");
+    let documents: Vec<Value> = finished
+        .stderr
+        .lines()
+        .filter(|line| line.contains("\"_aws\""))
+        .map(|line| serde_json::from_str(line).expect("an EMF line is one JSON document"))
+        .collect();
+    assert!(!documents.is_empty(), "stderr:\n{}", finished.stderr);
+    assert_eq!(documents[0]["Experiments"], 1.0, "{:#}", documents[0]);
+    // A dry run by hand beats no heart.
+    assert!(
+        documents[0].get("Heartbeat").is_none(),
+        "{:#}",
+        documents[0]
+    );
+}
+
+#[test]
 fn dry_run_variable_overrides_apply() {
     let fake = FakeAws::start(vec![FakeExperiment::new("fraud-shadow")]);
     let mut command = cli(&fake, &["run", "--apply", "--output", "json"]);
