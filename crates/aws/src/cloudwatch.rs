@@ -47,6 +47,10 @@ use aws_sdk_cloudwatch::types::{
 };
 use futures::stream::{self, StreamExt};
 
+use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::sagemaker::ACCESS_DENIED_CODES;
 use crate::time::{to_chrono, to_smithy};
 use shadowpilot_core::metrics::{
     SageMakerMetric, Series, SeriesQuery, Statistic, VariantRole, Window,
@@ -313,11 +317,7 @@ impl CloudWatchSource {
         let mut page_count = 0;
         while let Some(page) = pages.next().await {
             page_count += 1;
-            let page = page.map_err(|err| {
-                CallFailure::Call(MetricError::Service {
-                    source: Box::new(err),
-                })
-            })?;
+            let page = page.map_err(|err| CallFailure::Call(call_error(err)))?;
             if !page.messages().is_empty() {
                 let messages = CloudWatchMessages::from_sdk(page.messages());
                 tracing::warn!(%messages, "GetMetricData answered with messages for the call");
@@ -525,6 +525,25 @@ fn stat(statistic: Statistic) -> String {
         Statistic::Maximum => "Maximum".into(),
         Statistic::PercentileTenths(t) if t % 10 == 0 => format!("p{}", t / 10),
         Statistic::PercentileTenths(t) => format!("p{}.{}", t / 10, t % 10),
+    }
+}
+
+/// A denial is told apart from every other failure, so the report and the
+/// alarms name a missing cloudwatch:GetMetricData; the SDK error stays the
+/// source.
+fn call_error<E>(err: SdkError<E, HttpResponse>) -> MetricError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let denied = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| ACCESS_DENIED_CODES.contains(&code));
+    let source = Box::new(err);
+    if denied {
+        MetricError::AccessDenied { source }
+    } else {
+        MetricError::Service { source }
     }
 }
 

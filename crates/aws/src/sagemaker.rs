@@ -655,7 +655,7 @@ const THROTTLING_CODES: [&str; 6] = [
     "TooManyRequestsException",
     "RequestLimitExceeded",
 ];
-const ACCESS_DENIED_CODES: [&str; 2] = ["AccessDeniedException", "AccessDenied"];
+pub(crate) const ACCESS_DENIED_CODES: [&str; 2] = ["AccessDeniedException", "AccessDenied"];
 
 /// A failure the controller does not react to by name, labelled by its
 /// wire code so the report and the alarms can tell throttling and missing

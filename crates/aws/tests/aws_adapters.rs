@@ -2003,6 +2003,31 @@ async fn malformed_results_are_invalid_responses() {
 }
 
 #[tokio::test]
+async fn a_denied_get_metric_data_is_access_denied_with_its_source() {
+    let w = window("2025-03-02T10:00:00Z", "2025-03-02T10:05:00Z");
+    let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_error(|| {
+        aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform: cloudwatch:GetMetricData")
+                .build(),
+        )
+    });
+    let source = CloudWatchSource::new(mock_client!(aws_sdk_cloudwatch, [&rule]));
+    let answers = source
+        .fetch(&[simple_query(SageMakerMetric::Invocations, w)])
+        .await
+        .expect("a failed call is its queries' error");
+    let error = failed(&answers[0]);
+    assert!(
+        matches!(error, MetricError::AccessDenied { .. }),
+        "{error:?}"
+    );
+    let chain = shadowpilot_core::report::render::error_chain(error);
+    assert!(chain.contains("cloudwatch:GetMetricData"), "{chain}");
+}
+
+#[tokio::test]
 async fn sdk_errors_keep_their_source() {
     let w = window("2025-03-02T10:00:00Z", "2025-03-02T10:05:00Z");
     let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_error(|| {

@@ -26,6 +26,7 @@ fn event(detail_type: &'static str) -> ShadowEvent {
             end_time: None,
             verdict: "pass".into(),
             attention: vec![],
+            cleared: vec![],
             change: None,
             decisive: vec![],
             reason: "passing".into(),

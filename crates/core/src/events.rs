@@ -41,6 +41,10 @@ pub struct EventDetail {
     pub verdict: String,
     /// Every attention state now (`failing`, `ready_to_promote`, ...).
     pub attention: Vec<String>,
+    /// The states this write left behind (only on `Attention Cleared`):
+    /// a shadow that was `failing` and was re-armed, an experiment that
+    /// could not be extended and now can.
+    pub cleared: Vec<String>,
     /// What was applied: `set_sampling` from/to, `extend_end_time` from/to,
     /// `stop_experiment`.
     pub change: Option<Change>,
@@ -102,9 +106,14 @@ fn attention_event(attention: Attention) -> &'static str {
     }
 }
 
+/// Announces that attention states ended, with the ones that did.
+pub const ATTENTION_CLEARED: &str = "Attention Cleared";
+
 /// The events of one entry whose write group landed: one per applied
 /// action (`updated`), one per attention state not in `before` (the
-/// attention tag as the tick read it).
+/// attention tag as the tick read it), and one [`ATTENTION_CLEARED`] when
+/// states in `before` are gone, so whoever was told of one is told it
+/// ended.
 pub fn events_for(
     entry: &ExperimentReport,
     arn: &str,
@@ -167,7 +176,8 @@ pub fn events_for(
     } else {
         Vec::new()
     };
-    let detail = |change: Option<Change>| EventDetail {
+    let now: BTreeSet<Attention> = entry.attention().iter().copied().collect();
+    let detail = |change: Option<Change>, cleared: Vec<String>| EventDetail {
         experiment: entry.name.clone(),
         arn: arn.to_string(),
         endpoint: entry.endpoint.clone(),
@@ -180,6 +190,7 @@ pub fn events_for(
             .iter()
             .map(|a| a.as_str().to_string())
             .collect(),
+        cleared,
         change,
         decisive: decisive.clone(),
         reason: entry.reason(),
@@ -193,15 +204,31 @@ pub fn events_for(
                 Change::StopExperiment { .. } => "Experiment Stopped",
             },
             resource: arn.to_string(),
-            detail: detail(Some(change)),
+            detail: detail(Some(change), Vec::new()),
         })
         .collect();
-    let now: BTreeSet<Attention> = entry.attention().iter().copied().collect();
     for attention in now.difference(before) {
         events.push(ShadowEvent {
             detail_type: attention_event(*attention),
             resource: arn.to_string(),
-            detail: detail(None),
+            detail: detail(None, Vec::new()),
+        });
+    }
+    // Failing at the floor is failing still: moving between the two ends
+    // neither.
+    let failing = |states: &BTreeSet<Attention>| {
+        states.contains(&Attention::Failing) || states.contains(&Attention::FailingAtFloor)
+    };
+    let cleared: Vec<String> = before
+        .difference(&now)
+        .filter(|a| !(a.is_failing() && failing(&now)))
+        .map(|a| a.as_str().to_string())
+        .collect();
+    if !cleared.is_empty() {
+        events.push(ShadowEvent {
+            detail_type: ATTENTION_CLEARED,
+            resource: arn.to_string(),
+            detail: detail(None, cleared),
         });
     }
     events

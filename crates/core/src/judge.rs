@@ -101,8 +101,13 @@ pub enum Reason {
     /// The capture could not be read.
     CaptureUnread { error: CaptureFailure },
     /// Too few shadow records were paired with production's for the
-    /// output checks to mean anything (fractions).
-    TooFewPaired { rate: f64, min: f64 },
+    /// output checks to mean anything (fractions), of `shadow_records`
+    /// read.
+    TooFewPaired {
+        rate: f64,
+        min: f64,
+        shadow_records: u64,
+    },
     /// No pair had two numeric outputs to take a difference of.
     NoNumericOutputs,
 }
@@ -119,6 +124,43 @@ impl Reason {
                 | Self::TooFewPaired { .. }
                 | Self::NoNumericOutputs
         )
+    }
+}
+
+/// Shadow records read without a single pair among them, past which the
+/// callers plainly send no InferenceId (or the copies share no key): more
+/// time will not pair them.
+pub const NOTHING_PAIRS_AFTER: u64 = 100;
+
+/// What keeps a check from ever deciding as the experiment is set up: more
+/// time would not help, so it is not extended for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocker {
+    /// An output check on an experiment that captures nothing.
+    NoCapture,
+    /// Not one of `shadow_records` paired with production's.
+    NothingPairs { shadow_records: u64 },
+    /// No pair has two numeric outputs to take a difference of.
+    NoNumericOutputs,
+}
+
+impl Reason {
+    /// The blocker behind this reason, if waiting cannot remove it.
+    pub fn blocker(&self) -> Option<Blocker> {
+        match self {
+            Self::NoCapture => Some(Blocker::NoCapture),
+            Self::NoNumericOutputs => Some(Blocker::NoNumericOutputs),
+            Self::TooFewPaired {
+                rate,
+                shadow_records,
+                ..
+            } if *rate == 0.0 && *shadow_records >= NOTHING_PAIRS_AFTER => {
+                Some(Blocker::NothingPairs {
+                    shadow_records: *shadow_records,
+                })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -203,6 +245,14 @@ impl Verdict {
         self.checks.iter().find(|c| c.outcome == Outcome::Fail)
     }
 
+    /// Why the capture could not be read, when an output check says so.
+    pub fn capture_error(&self) -> Option<&crate::capture::CompareError> {
+        self.checks.iter().find_map(|check| match &check.reason {
+            Some(Reason::CaptureUnread { error }) => Some(error.0.as_ref()),
+            _ => None,
+        })
+    }
+
     /// The metric source failed: nothing could be judged.
     pub fn unmeasured(error: MetricFailure) -> Self {
         Self {
@@ -227,6 +277,15 @@ impl Verdict {
             }],
             decisive: Some(0),
         }
+    }
+
+    /// The first undecided check that waiting cannot settle, with what
+    /// blocks it.
+    pub fn blocked_check(&self) -> Option<(CheckId, Blocker)> {
+        self.checks.iter().find_map(|check| {
+            let blocker = check.reason.as_ref()?.blocker()?;
+            (check.outcome == Outcome::Inconclusive).then_some((check.id, blocker))
+        })
     }
 
     /// The longest time to a decision among the undecided checks, at the
@@ -891,6 +950,7 @@ fn judge_output(
             result.reason = Some(Reason::TooFewPaired {
                 rate: *rate,
                 min: *min,
+                shadow_records: report.shadow.records,
             });
             return result;
         }

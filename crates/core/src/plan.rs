@@ -15,7 +15,7 @@ use crate::experiment::{
     tag_time, Experiment, ExperimentUpdate, FailedMark, SamplingUpdate, StepMark, StopState,
     VariantAction, ATTENTION_TAG, FAILED_TAG, MAX_TAG_VALUE_CHARS, SINCE_TAG, STEPS_TAG, STEP_TAG,
 };
-use crate::judge::{Outcome, Reason, Verdict};
+use crate::judge::{Blocker, CheckId, Outcome, Reason, Verdict};
 use crate::policy::{AtCap, OnFail, Policy, ProductionAction, Promote};
 use crate::schedule::chrono_duration;
 use crate::stats::TimeToDecision;
@@ -164,6 +164,12 @@ pub enum Note {
         minutes: f64,
         left: Duration,
     },
+    /// A check can never decide as the experiment is set up (no capture,
+    /// nothing pairs, no numbers): not extended for it.
+    Blocked {
+        check: CheckId,
+        blocker: Blocker,
+    },
     NoStartTime,
     AtCap {
         end: DateTime<Utc>,
@@ -190,7 +196,8 @@ pub enum Attention {
     /// It needs more time but the 30-day or policy cap stops it.
     CannotExtend,
     /// The evidence needs longer than the cap leaves, even at the top
-    /// sampling: no more extensions.
+    /// sampling, or a check can never decide as the experiment is set up
+    /// (an output check without capture or pairs): no more extensions.
     Undecidable,
 }
 
@@ -202,6 +209,11 @@ impl Attention {
         Self::CannotExtend,
         Self::Undecidable,
     ];
+
+    /// `failing` or `failing_at_floor`.
+    pub fn is_failing(self) -> bool {
+        matches!(self, Self::Failing | Self::FailingAtFloor)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -806,6 +818,11 @@ fn plan_extension(
     let cap = start + chrono_duration(max_duration);
     let left = (cap - now).to_std().unwrap_or_default();
     if because == NeedsTime::Inconclusive {
+        if let Some((check, blocker)) = verdict.blocked_check() {
+            plan.attention.push(Attention::Undecidable);
+            plan.notes.push(Note::Blocked { check, blocker });
+            return;
+        }
         let at_top = verdict.time_at_ceiling();
         let hopeless = match at_top {
             Some(TimeToDecision::Undecidable) => Some(f64::INFINITY),

@@ -70,6 +70,12 @@ pub enum MetricError {
         #[source]
         source: BoxError,
     },
+    /// The role may not call GetMetricData.
+    #[error("CloudWatch GetMetricData was denied")]
+    AccessDenied {
+        #[source]
+        source: BoxError,
+    },
     #[error("CloudWatch answered without a usable {field}: {problem}")]
     InvalidResponse { field: String, problem: String },
     /// Folding a misaligned answer would judge on another series' numbers.

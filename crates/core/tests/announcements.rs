@@ -142,6 +142,76 @@ async fn a_ramp_and_a_failure_are_each_announced_once() {
 }
 
 #[tokio::test]
+async fn a_state_that_ends_is_announced_cleared_once_and_failing_to_the_floor_is_no_end() {
+    // An earlier tick could not extend it; now it is passing at 100 % far
+    // from its end: nothing needs attention any more.
+    let mut recovered = experiment("recovered", 100);
+    recovered
+        .tags
+        .insert(ATTENTION_TAG.to_string(), "cannot_extend".to_string());
+    let store = FakeStore::new([recovered]);
+    let metrics = FakeMetrics::new(Profile::healthy(), Profile::healthy());
+    let sink = Recorder::default();
+    let at = t0() + Duration::hours(3);
+    tick(&store, &metrics, &sink, true, at).await;
+    assert!(sink.types().is_empty(), "a dry run: {:?}", sink.types());
+
+    let report = tick(&store, &metrics, &sink, false, at).await;
+    let events = sink.events.lock().unwrap().clone();
+    let cleared: Vec<&ShadowEvent> = events
+        .iter()
+        .filter(|e| e.detail_type == "Attention Cleared")
+        .collect();
+    assert_eq!(cleared.len(), 1, "{:?}", sink.types());
+    assert_eq!(cleared[0].detail.cleared, ["cannot_extend"]);
+    assert_eq!(
+        cleared[0].detail.attention,
+        report.experiments[0]
+            .attention()
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+    );
+    assert!(!cleared[0]
+        .detail
+        .attention
+        .contains(&"cannot_extend".to_string()));
+    assert_ne!(
+        store
+            .get("recovered")
+            .tags
+            .get(ATTENTION_TAG)
+            .map(String::as_str),
+        Some("cannot_extend")
+    );
+    // The tag is written: the next tick has nothing to clear.
+    let before = sink.types().len();
+    tick(&store, &metrics, &sink, false, at + Duration::minutes(10)).await;
+    assert_eq!(sink.types().len(), before, "{:?}", sink.types());
+
+    // failing → failing_at_floor (the first test's shadow) clears nothing.
+    let slow = experiment("slow", 10);
+    let store = FakeStore::new([slow]);
+    metrics.set_from(
+        "shadow",
+        t0(),
+        Profile {
+            p99_ms: 900.0,
+            ..Profile::healthy()
+        },
+    );
+    let sink = Recorder::default();
+    let mut at = t0() + Duration::hours(3);
+    for _ in 0..4 {
+        tick(&store, &metrics, &sink, false, at).await;
+        at += Duration::minutes(10);
+    }
+    let types = sink.types();
+    assert!(types.contains(&"Shadow Failing At Floor"), "{types:?}");
+    assert!(!types.contains(&"Attention Cleared"), "{types:?}");
+}
+
+#[tokio::test]
 async fn dry_runs_and_held_experiments_announce_nothing() {
     let mut held = experiment("held", 5);
     held.tags.insert(HOLD_TAG.into(), "true".into());

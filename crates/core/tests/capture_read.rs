@@ -338,6 +338,30 @@ async fn denials_are_typed_for_the_report() {
 }
 
 #[tokio::test]
+async fn the_agreement_line_shows_the_relation_its_decision_has_to_the_limit() {
+    // (minutes, requests a minute, disagree every n-th) → the words.
+    for (minutes, per_minute, disagree_every, words) in [
+        (60, 50, 0, "] ≥ 99.00 % (pass, 3000 pairs)"),
+        (60, 50, 20, "] < 99.00 % (fail, 3000 pairs)"),
+        (2, 50, 0, "] vs 99.00 % (inconclusive, 100 pairs)"),
+    ] {
+        let mut s3 = MemoryS3::default();
+        fill(&mut s3, "", minutes, per_minute, disagree_every);
+        let d = Destination::parse("s3://bucket").unwrap();
+        let span = (t(0), t(minutes));
+        let shadow = read_variant(&s3, &d, "ep", "shadow", span, 1.0, WIDE, None)
+            .await
+            .unwrap();
+        let production = read_variant(&s3, &d, "ep", "prod", span, 1.0, WIDE, None)
+            .await
+            .unwrap();
+        let report = agreement_report(&shadow, &production, &CompareOptions::default());
+        let text = agreement_text(&report);
+        assert!(text.contains(words), "{words}: {text}");
+    }
+}
+
+#[tokio::test]
 async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
     let mut s3 = MemoryS3::default();
     fill(&mut s3, "", 60, 50, 20);
@@ -358,7 +382,7 @@ async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
     assert_eq!(report.examples[0].production, r#"{"label":0}"#);
     let text = agreement_text(&report);
     assert!(text.contains("agreement 95.00 % [93.79, 96.21]"), "{text}");
-    assert!(text.contains("≥ 99.00 % (fail, 3000 pairs)"), "{text}");
+    assert!(text.contains("< 99.00 % (fail, 3000 pairs)"), "{text}");
     assert!(text.contains("eventId"), "{text}");
 
     // A shadow with records whose production copies are missing: the

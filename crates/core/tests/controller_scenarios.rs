@@ -1320,6 +1320,45 @@ async fn a_cloudwatch_failure_behind_a_rejected_extension_counts_both_and_exits_
 }
 
 #[tokio::test]
+async fn a_denied_get_metric_data_is_access_denied_on_its_call_not_a_metrics_outage() {
+    let denied = FailingMetrics(|| shadowpilot_core::ports::MetricError::AccessDenied {
+        source: "not authorized to perform: cloudwatch:GetMetricData".into(),
+    });
+    let policies = standard();
+    let now = t0() + Duration::days(3);
+    let store = FakeStore::new([experiment("steady", 5)]);
+    store.set_now(now);
+    let report = Controller::new(&store, &denied, &policies)
+        .run_tick(&live(), now, now + Duration::minutes(TICK))
+        .await
+        .unwrap();
+    let entry = &report.experiments[0];
+    assert_eq!(entry.verdict(), VerdictKind::Inconclusive);
+    assert_eq!(entry.error_kinds(), [ErrorKind::AccessDenied]);
+    let json = serde_json::to_value(entry).unwrap();
+    assert_eq!(json["error"]["kind"], "access_denied");
+    assert_eq!(
+        json["error"]["message"],
+        "CloudWatch: CloudWatch GetMetricData was denied: not authorized to perform: cloudwatch:GetMetricData"
+    );
+    assert_eq!(report.summary.errors.get("access_denied"), Some(&1));
+    assert_eq!(report.run_verdict().exit_code(), 2);
+    let facts = shadowpilot_core::report::emf::TickFacts {
+        timestamp_ms: 0,
+        duration: std::time::Duration::from_secs(1),
+        scheduled: false,
+    };
+    let by_call: Vec<serde_json::Value> = shadowpilot_core::report::emf::lines(&report, &facts)
+        .iter()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line.get("Operation").is_some())
+        .collect();
+    assert_eq!(by_call.len(), 1, "{by_call:?}");
+    assert_eq!(by_call[0]["Operation"], "GetMetricData");
+    assert_eq!(by_call[0]["Kind"], "access_denied");
+}
+
+#[tokio::test]
 async fn a_metric_source_answering_fewer_series_than_asked_judges_nothing() {
     /// Answers every query but the last: the rest would be misaligned.
     struct OneShort(FakeMetrics);

@@ -17,9 +17,11 @@ use shadowpilot_core::capture::sample::key_position;
 use shadowpilot_core::controller::{Budget, Controller, RunOptions};
 use shadowpilot_core::experiment::{CaptureConfig, Experiment, FAILED_TAG, POLICY_TAG};
 use shadowpilot_core::judge::{Outcome, Reason};
+use shadowpilot_core::plan::Attention;
 use shadowpilot_core::policy::{parse_policy, CheckMetric, PolicySet};
 use shadowpilot_core::ports::{CaptureError, CaptureObject, CaptureSource};
-use shadowpilot_core::report::{Disposition, Report, VerdictKind};
+use shadowpilot_core::report::emf::{self, TickFacts};
+use shadowpilot_core::report::{Disposition, ErrorKind, Report, RunVerdict, VerdictKind};
 
 const TICK: i64 = 10;
 const BUCKET: &str = "capture";
@@ -55,6 +57,8 @@ struct Answers {
 struct MinuteCapture {
     store: Arc<FakeStore>,
     answers: Vec<(String, Answers)>,
+    /// Experiments whose objects KMS refuses to decrypt.
+    denied: Vec<String>,
     now: Mutex<DateTime<Utc>>,
     gets: Mutex<u64>,
 }
@@ -80,6 +84,7 @@ impl MinuteCapture {
         Self {
             store,
             answers,
+            denied: Vec::new(),
             now: Mutex::new(t0()),
             gets: Mutex::new(0),
         }
@@ -175,6 +180,13 @@ impl CaptureSource for MinuteCapture {
     async fn get(&self, _: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, CaptureError> {
         *self.gets.lock().unwrap() += 1;
         let (name, variant, minute) = parse_key(key).unwrap();
+        if self.denied.contains(&name) {
+            return Err(CaptureError::KmsAccessDenied {
+                bucket: BUCKET.into(),
+                key: key.into(),
+                source: "User is not authorized to perform: kms:Decrypt".into(),
+            });
+        }
         let bytes = self.file(&name, &variant, minute).into_bytes();
         if bytes.len() as u64 > max_bytes {
             return Err(CaptureError::TooLarge {
@@ -221,6 +233,11 @@ impl World {
             capture,
             policies: policies(outputs),
         }
+    }
+
+    fn denying(mut self, name: &str) -> Self {
+        self.capture.denied.push(name.to_string());
+        self
     }
 
     async fn tick(&self, now: DateTime<Utc>, options: &RunOptions) -> Report {
@@ -323,16 +340,22 @@ async fn a_shadow_that_disagrees_is_failed_on_agreement_alone_and_one_that_agree
 }
 
 #[tokio::test]
-async fn no_capture_or_no_inference_ids_never_ramp_and_say_why() {
+async fn no_capture_or_no_inference_ids_never_ramp_nor_extend_and_say_why() {
+    // Both end within the extension margin during the run: an experiment
+    // that can never decide is reported undecidable, not kept alive.
+    let ends = t0() + Duration::hours(5);
     let mut uncaptured = experiment("blind", 20);
     uncaptured
         .tags
         .insert(POLICY_TAG.to_string(), "outputs".to_string());
+    uncaptured.end_time = Some(ends);
+    let mut anonymous = captured("anonymous", 20);
+    anonymous.end_time = Some(ends);
     let world = World::new(
         vec![
             (uncaptured, AGREES),
             (
-                captured("anonymous", 20),
+                anonymous,
                 Answers {
                     disagree: 0.0,
                     inference_ids: false,
@@ -357,13 +380,108 @@ async fn no_capture_or_no_inference_ids_never_ramp_and_say_why() {
     let anonymous = output_check(&report, "anonymous");
     // eventIds differ between the copies, so nothing pairs.
     assert!(
-        matches!(anonymous.reason, Some(Reason::TooFewPaired { rate, min }) if rate == 0.0 && min == 0.9),
+        matches!(anonymous.reason, Some(Reason::TooFewPaired { rate, min, shadow_records }) if rate == 0.0 && min == 0.9 && shadow_records >= 100),
         "{:?}",
         anonymous.reason
     );
     assert!(anonymous.to_string().contains("InferenceId"), "{anonymous}");
-    assert!(percentages(&world.store, "blind").is_empty());
-    assert!(percentages(&world.store, "anonymous").is_empty());
+    for (name, why) in [
+        (
+            "blind",
+            "output_agreement can never decide: the experiment has no DataStorageConfig",
+        ),
+        ("anonymous", "output_agreement can never decide: none of "),
+    ] {
+        assert!(percentages(&world.store, name).is_empty(), "{name}");
+        let extended = world
+            .store
+            .updates()
+            .iter()
+            .any(|(_, u)| u.name == name && u.end_time.is_some());
+        assert!(!extended, "{name} was extended");
+        let entry = report.experiments.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(entry.attention(), [Attention::Undecidable], "{name}");
+        let reason = entry.reason();
+        assert!(reason.contains(why), "{name}: {reason}");
+        assert!(reason.contains("not extended"), "{name}: {reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_denied_capture_is_an_access_denied_error_in_the_summary_the_exit_code_and_the_alarms() {
+    let world = World::new(
+        vec![
+            (captured("locked", 20), AGREES),
+            (captured("open", 20), AGREES),
+        ],
+        "",
+    )
+    .denying("locked");
+    let now = t0() + Duration::minutes(30);
+    let report = world.tick(now, &live()).await;
+
+    let locked = report
+        .experiments
+        .iter()
+        .find(|e| e.name == "locked")
+        .unwrap();
+    assert_eq!(locked.verdict(), VerdictKind::Inconclusive);
+    assert!(
+        matches!(
+            output_check(&report, "locked").reason,
+            Some(Reason::CaptureUnread { .. })
+        ),
+        "{:?}",
+        output_check(&report, "locked").reason
+    );
+    assert_eq!(locked.error_kinds(), [ErrorKind::AccessDenied]);
+    let json = serde_json::to_value(locked).unwrap();
+    assert_eq!(json["error"]["kind"], "access_denied", "{json}");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("data capture: reading the shadow variant's capture: S3 GetObject of s3://capture/tests/locked-endpoint/shadow/"),
+        "{message}"
+    );
+    assert!(message.contains("KMS refused to decrypt it"), "{message}");
+    // The other experiment is read and judged as if nothing happened.
+    let open = report
+        .experiments
+        .iter()
+        .find(|e| e.name == "open")
+        .unwrap();
+    assert!(open.error_kinds().is_empty());
+    assert!(matches!(
+        output_check(&report, "open").reason,
+        None | Some(Reason::Insufficient | Reason::Straddles)
+    ));
+
+    assert_eq!(report.summary.errors.get("access_denied"), Some(&1));
+    assert_eq!(report.run_verdict(), RunVerdict::Errors);
+    let facts = TickFacts {
+        timestamp_ms: 0,
+        duration: std::time::Duration::from_secs(1),
+        scheduled: true,
+    };
+    let lines: Vec<serde_json::Value> = emf::lines(&report, &facts)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["AwsErrors"], 1.0, "{}", lines[0]);
+    let by_call: Vec<_> = lines
+        .iter()
+        .filter(|line| line.get("Operation").is_some())
+        .map(|line| {
+            (
+                line["Operation"].as_str().unwrap().to_string(),
+                line["Kind"].as_str().unwrap().to_string(),
+                line["AwsErrors"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_call,
+        [("GetObject".to_string(), "access_denied".to_string(), 1)]
+    );
 }
 
 #[tokio::test]

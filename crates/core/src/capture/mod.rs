@@ -78,6 +78,45 @@ pub enum CompareError {
     },
 }
 
+impl CompareError {
+    /// The report's label for it: a denial by S3 or KMS is `access_denied`
+    /// like SageMaker's, an answer that makes no sense `invalid_response`.
+    pub fn kind(&self) -> crate::report::ErrorKind {
+        use crate::report::ErrorKind;
+        match self {
+            Self::Store(error) => ErrorKind::of_store_error(error),
+            Self::Destination(_) => ErrorKind::InvalidResponse,
+            Self::Capture { source, .. } => match source {
+                CaptureError::AccessDenied { .. } | CaptureError::KmsAccessDenied { .. } => {
+                    ErrorKind::AccessDenied
+                }
+                CaptureError::InvalidResponse { .. } => ErrorKind::InvalidResponse,
+                CaptureError::NoSuchBucket { .. }
+                | CaptureError::TooLarge { .. }
+                | CaptureError::Service { .. } => ErrorKind::Capture,
+            },
+            Self::NoCapture { .. } | Self::NoReader => ErrorKind::Capture,
+        }
+    }
+
+    /// The call that failed.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Store(error) => error.operation().unwrap_or("DescribeInferenceExperiment"),
+            // SageMaker's DataStorageConfig named no usable S3 location.
+            Self::Destination(_) | Self::NoCapture { .. } => "DescribeInferenceExperiment",
+            Self::NoReader => "shadowpilot",
+            Self::Capture { source, .. } => match source {
+                CaptureError::AccessDenied { operation, .. }
+                | CaptureError::InvalidResponse { operation, .. }
+                | CaptureError::Service { operation, .. } => operation,
+                CaptureError::KmsAccessDenied { .. } | CaptureError::TooLarge { .. } => "GetObject",
+                CaptureError::NoSuchBucket { .. } => "ListObjectsV2",
+            },
+        }
+    }
+}
+
 /// The comparison `shadowpilot compare` uses for an experiment: its
 /// policy's declaration and output checks when exactly one policy selects
 /// it, otherwise outputs compared whole against 99 % agreement.

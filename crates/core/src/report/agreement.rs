@@ -9,6 +9,16 @@ use crate::capture::pair::{EventIdCheck, Unpaired};
 use crate::capture::report::{AgreementReport, CheckReport, CheckState, OutputCheck};
 use crate::stats::Decision;
 
+/// The relation to the limit the decision shows: a pass holds it, a fail
+/// breaks it, an interval that still straddles it is only set against it.
+fn relation(decision: Decision, holds: &'static str, breaks: &'static str) -> &'static str {
+    match decision {
+        Decision::Pass => holds,
+        Decision::Fail => breaks,
+        Decision::Inconclusive(_) => "vs",
+    }
+}
+
 fn decision_word(decision: Decision) -> &'static str {
     match decision {
         Decision::Pass => "pass",
@@ -18,6 +28,7 @@ fn decision_word(decision: Decision) -> &'static str {
 }
 
 /// `agreement 99.52 % [99.31, 99.73] ≥ 99.00 % (pass)`,
+/// `agreement 98.90 % [97.10, 100.00] vs 99.00 % (inconclusive)`,
 /// `mean |difference| 0.021 [0.013, 0.029] ≤ 0.050 (pass, clipped at 0.5)`.
 pub fn output_check_text(check: &CheckReport) -> String {
     let name = match check.check {
@@ -36,10 +47,11 @@ pub fn output_check_text(check: &CheckReport) -> String {
             Some(estimate) => {
                 let i = estimate.interval;
                 format!(
-                    "{name} {:.2} % [{:.2}, {:.2}] ≥ {:.2} % ({}, {} pairs)",
+                    "{name} {:.2} % [{:.2}, {:.2}] {} {:.2} % ({}, {} pairs)",
                     (1.0 - i.estimate) * 100.0,
                     ((1.0 - i.hi) * 100.0).max(0.0),
                     ((1.0 - i.lo) * 100.0).min(100.0),
+                    relation(evidence.decision, "≥", "<"),
                     min * 100.0,
                     decision_word(evidence.decision),
                     evidence.counts.shadow_requests
@@ -52,10 +64,11 @@ pub fn output_check_text(check: &CheckReport) -> String {
                 Some(estimate) => {
                     let i = estimate.interval;
                     format!(
-                        "{name} {:.3} [{:.3}, {:.3}] ≤ {:.3} ({}, clipped at {clip})",
+                        "{name} {:.3} [{:.3}, {:.3}] {} {:.3} ({}, clipped at {clip})",
                         i.estimate * clip,
                         (i.lo * clip).max(0.0),
                         (i.hi * clip).min(clip),
+                        relation(evidence.decision, "≤", ">"),
                         max,
                         decision_word(evidence.decision)
                     )

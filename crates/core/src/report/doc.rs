@@ -428,6 +428,9 @@ pub enum WriteOutcomeDoc {
     ChangedSinceRead,
     /// SageMaker refused the request (ValidationException).
     Rejected,
+    /// The data capture could not be read (S3 failed, the bucket is
+    /// missing); an S3 or KMS denial is `access_denied`.
+    Capture,
     /// SageMaker answered ConflictException.
     Conflict,
     /// The experiment was gone.
@@ -500,10 +503,13 @@ pub struct ErrorDoc {
 #[serde(rename_all = "snake_case")]
 #[schemars(rename = "ErrorKind")]
 pub enum ErrorKindDoc {
-    /// The role may not make the call.
+    /// The role may not make the call (SageMaker, CloudWatch, S3 or KMS).
     AccessDenied,
     /// Two or more policies select the experiment: never written.
     AmbiguousPolicy,
+    /// The data capture could not be read (S3 failed, the bucket is
+    /// missing); an S3 or KMS denial is `access_denied`.
+    Capture,
     /// SageMaker answered ConflictException.
     Conflict,
     /// The write landed, but its events could not be published.

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{Disposition, ErrorKind, ExperimentReport, Report, VerdictKind, WriteOutcome};
+use super::{ErrorKind, ExperimentReport, Report, VerdictKind, WriteOutcome};
 use crate::plan::Attention;
 
 pub const NAMESPACE: &str = "shadowpilot";
@@ -81,24 +81,6 @@ fn document(
     );
     root.extend(values);
     Value::Object(root).to_string()
-}
-
-/// The operation behind an entry's error, as the `Operation` dimension.
-fn failed_operation(entry: &ExperimentReport) -> &'static str {
-    match &entry.disposition {
-        Disposition::Failed(super::EntryError::Store(error)) => {
-            error.operation().unwrap_or("DescribeInferenceExperiment")
-        }
-        Disposition::Steered(steered) => match &steered.write {
-            WriteOutcome::TagWriteFailed { error, .. } => error.operation().unwrap_or("AddTags"),
-            write => match write.error() {
-                Some(error) => error.operation().unwrap_or("UpdateInferenceExperiment"),
-                None if steered.metrics_error.is_some() => "GetMetricData",
-                None => "PutEvents",
-            },
-        },
-        _ => "shadowpilot",
-    }
 }
 
 /// Kinds that are AWS answering badly, not a policy or a selection problem.
@@ -174,24 +156,20 @@ pub fn lines(report: &Report, facts: &TickFacts) -> Vec<String> {
                 _ => {}
             }
         }
-        let kinds: Vec<ErrorKind> = entry
-            .error_kinds()
-            .into_iter()
-            .filter(|kind| is_aws_error(*kind))
-            .collect();
-        if !kinds.is_empty() {
-            bump("AwsErrors");
+        // One count per kind and entry, as the summary counts them, under
+        // the call that failed first with that kind.
+        let mut seen: Vec<ErrorKind> = Vec::new();
+        for trouble in entry.troubles() {
+            let kind = trouble.kind();
+            if is_aws_error(kind) && !seen.contains(&kind) {
+                seen.push(kind);
+                *errors
+                    .entry((trouble.operation(), kind.as_str()))
+                    .or_default() += 1;
+            }
         }
-        for (index, kind) in kinds.into_iter().enumerate() {
-            // The first is the entry's own error; the others name their
-            // call directly.
-            let operation = match kind {
-                _ if index == 0 => failed_operation(entry),
-                ErrorKind::Metrics => "GetMetricData",
-                ErrorKind::Events => "PutEvents",
-                _ => failed_operation(entry),
-            };
-            *errors.entry((operation, kind.as_str())).or_default() += 1;
+        if !seen.is_empty() {
+            bump("AwsErrors");
         }
     }
     let steered: Vec<&ExperimentReport> = report

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::capture::CompareError;
 use crate::evidence::Timeline;
 use crate::experiment::ExperimentStatus;
 use crate::judge::{CheckResult, Outcome, Verdict};
 use crate::plan::{Action, Attention, Plan, WriteBlock};
-use crate::ports::{MetricFailure, StoreError};
+use crate::ports::{EventError, MetricError, MetricFailure, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +79,10 @@ pub enum ErrorKind {
     TagWrite,
     /// The write landed, but its events could not be published.
     Events,
+    /// The data capture could not be read (S3 failed, the bucket is
+    /// missing, no reader in this run); denials and invalid answers keep
+    /// their own kinds.
+    Capture,
 }
 
 impl ErrorKind {
@@ -96,6 +101,7 @@ impl ErrorKind {
             Self::Metrics => "metrics",
             Self::TagWrite => "tag_write",
             Self::Events => "events",
+            Self::Capture => "capture",
         }
     }
 
@@ -391,44 +397,98 @@ impl ExperimentReport {
         )
     }
 
+    /// Everything that went wrong for this experiment, the entry's own
+    /// error first: its describe or write, then the metrics, then the
+    /// capture, then the events. One place orders them, so the `error`
+    /// field, the summary, the exit code and the EMF `AwsErrors` agree.
+    pub fn troubles(&self) -> Vec<Trouble<'_>> {
+        let steered = match &self.disposition {
+            Disposition::Failed(error) => return vec![Trouble::Entry(error)],
+            Disposition::Skipped(_) | Disposition::Deferred(_) => return Vec::new(),
+            Disposition::Steered(steered) => steered,
+        };
+        let mut troubles = Vec::new();
+        if let Some(error) = steered.write.error() {
+            troubles.push(Trouble::Write {
+                tags: matches!(steered.write, WriteOutcome::TagWriteFailed { .. }),
+                error,
+            });
+        }
+        if let Some(failure) = &steered.metrics_error {
+            troubles.push(Trouble::Metrics(failure.0.as_ref()));
+        }
+        if let Some(error) = steered.verdict.capture_error() {
+            troubles.push(Trouble::Capture(error));
+        }
+        if let EventsOutcome::Failed(error) = &steered.events {
+            troubles.push(Trouble::Events(error.as_ref()));
+        }
+        troubles
+    }
+
     /// What went wrong for this experiment, if anything did.
     pub fn error_kind(&self) -> Option<ErrorKind> {
-        match &self.disposition {
-            Disposition::Failed(error) => Some(error.kind()),
-            Disposition::Skipped(_) | Disposition::Deferred(_) => None,
-            Disposition::Steered(steered) => match steered.write.error() {
-                // Access denied on a tag action is still a tag_write entry; the
-                // message names the action, the ARN and the denial.
-                Some(_) if matches!(steered.write, WriteOutcome::TagWriteFailed { .. }) => {
-                    Some(ErrorKind::TagWrite)
-                }
-                Some(error) => Some(ErrorKind::of_store_error(error)),
-                None if steered.metrics_error.is_some() => Some(ErrorKind::Metrics),
-                None => {
-                    matches!(steered.events, EventsOutcome::Failed(_)).then_some(ErrorKind::Events)
-                }
-            },
-        }
+        self.troubles().first().map(Trouble::kind)
     }
-}
 
-impl ExperimentReport {
     /// Every kind of trouble this entry had, the one its `error` field
     /// names first: CloudWatch failing and the write then being rejected
     /// are both counted, and so is a failed publish behind either.
     pub fn error_kinds(&self) -> Vec<ErrorKind> {
-        let mut kinds: Vec<ErrorKind> = self.error_kind().into_iter().collect();
-        if let Disposition::Steered(steered) = &self.disposition {
-            if steered.metrics_error.is_some() && !kinds.contains(&ErrorKind::Metrics) {
-                kinds.push(ErrorKind::Metrics);
-            }
-            if matches!(steered.events, EventsOutcome::Failed(_))
-                && !kinds.contains(&ErrorKind::Events)
-            {
-                kinds.push(ErrorKind::Events);
+        let mut kinds: Vec<ErrorKind> = Vec::new();
+        for kind in self.troubles().iter().map(Trouble::kind) {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
             }
         }
         kinds
+    }
+}
+
+/// One thing that went wrong for an entry, with the error behind it.
+#[derive(Debug, Clone, Copy)]
+pub enum Trouble<'a> {
+    /// It could not be steered at all.
+    Entry(&'a EntryError),
+    /// The re-read, the update, or (`tags`) AddTags/DeleteTags failed.
+    Write { tags: bool, error: &'a StoreError },
+    /// CloudWatch failed: judged without measurements.
+    Metrics(&'a MetricError),
+    /// The data capture could not be read: the output checks stay
+    /// inconclusive.
+    Capture(&'a CompareError),
+    /// The write landed, but its events were not published.
+    Events(&'a EventError),
+}
+
+impl Trouble<'_> {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Entry(error) => error.kind(),
+            // Access denied on a tag action is still a tag_write entry; the
+            // message names the action, the ARN and the denial.
+            Self::Write { tags: true, .. } => ErrorKind::TagWrite,
+            Self::Write { error, .. } => ErrorKind::of_store_error(error),
+            Self::Metrics(MetricError::AccessDenied { .. }) => ErrorKind::AccessDenied,
+            Self::Metrics(_) => ErrorKind::Metrics,
+            Self::Capture(error) => error.kind(),
+            Self::Events(_) => ErrorKind::Events,
+        }
+    }
+
+    /// The AWS call that failed, as EMF's `Operation` dimension names it.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Entry(EntryError::Store(error)) => {
+                error.operation().unwrap_or("DescribeInferenceExperiment")
+            }
+            Self::Entry(_) => "shadowpilot",
+            Self::Write { tags: true, error } => error.operation().unwrap_or("AddTags"),
+            Self::Write { error, .. } => error.operation().unwrap_or("UpdateInferenceExperiment"),
+            Self::Metrics(_) => "GetMetricData",
+            Self::Capture(error) => error.operation(),
+            Self::Events(_) => "PutEvents",
+        }
     }
 }
 

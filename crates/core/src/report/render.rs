@@ -10,18 +10,18 @@ use serde::{Serialize, Serializer};
 
 use super::{
     Deferral, Disposition, EntryError, ErrorKind, EventsOutcome, ExperimentReport, Report,
-    SkipReason, Staleness, Steered, Summary, WriteOutcome,
+    SkipReason, Staleness, Steered, Summary, Trouble, WriteOutcome,
 };
 use crate::duration::format as show_duration;
 use crate::evidence::Form;
 use crate::experiment::{FAILED_TAG, HOLD_TAG, POLICY_TAG};
-use crate::judge::{Amount, CheckId, CheckResult, Outcome, Reason, Sequence};
+use crate::judge::{Amount, Blocker, CheckId, CheckResult, Outcome, Reason, Sequence};
 use crate::plan::{
     Action, Attention, Conclusion, Extension, NeedsTime, Note, SamplingChange, WriteBlock,
 };
 use crate::policy::CheckMetric;
 use crate::policy::Unit;
-use crate::ports::MetricFailure;
+use crate::ports::MetricError;
 use crate::stats::TimeToDecision;
 
 /// `412 ms`, `1.25 %`, `500 invocations`, `+0.12 pts`, `1.08`.
@@ -122,7 +122,7 @@ fn sequence_text(sequence: Sequence) -> Option<String> {
 impl fmt::Display for CheckResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(Reason::NoMeasurements { error }) = &self.reason {
-            return write!(f, "no measurements: {}", metrics_failure_text(error));
+            return write!(f, "no measurements: {}", metrics_failure_text(&error.0));
         }
         let unit = self.unit;
         let subject = subject(self);
@@ -169,20 +169,17 @@ impl fmt::Display for CheckResult {
                     Some(Reason::PeriodPending) => {
                         "no production traffic before the step to choose a period from yet".into()
                     }
-                    Some(Reason::NoCapture) => {
-                        "the experiment has no DataStorageConfig: no outputs are captured".into()
+                    Some(reason) if reason.blocker().is_some() => {
+                        reason.blocker().map(blocker_text).unwrap_or_default()
                     }
                     Some(Reason::CaptureUnread { error }) => {
                         format!("the capture was not read: {}", error_chain(&*error.0))
                     }
-                    Some(Reason::TooFewPaired { rate, min }) => format!(
+                    Some(Reason::TooFewPaired { rate, min, .. }) => format!(
                         "{:.1} % of the shadow's records paired with production's, {:.0} % needed (callers must send InferenceId)",
                         rate * 100.0,
                         min * 100.0
                     ),
-                    Some(Reason::NoNumericOutputs) => {
-                        "no pair has two numeric outputs to compare".into()
-                    }
                     _ if self.form.is_output() => "no pairs since the step began".into(),
                     _ => "no usable period since the step began".into(),
                 };
@@ -496,6 +493,11 @@ fn note_text(note: &Note) -> String {
                 "undecidable: the estimate sits within ±h of the margin; not extended".into()
             }
         }
+        Note::Blocked { check, blocker } => format!(
+            "undecidable: {} can never decide: {}; not extended",
+            check.as_str(),
+            blocker_text(*blocker)
+        ),
         Note::ChangedElsewhere { tagged, now } => format!(
             "sampling changed outside shadowpilot ({tagged} % → {now} %): the step starts at LastModifiedTime"
         ),
@@ -659,19 +661,16 @@ impl ExperimentReport {
 
     /// The error's kind and message, as the report's `error` field shows it.
     fn error_text(&self) -> Option<(&'static str, String)> {
-        let kind = self.error_kind()?.as_str();
-        let message = match &self.disposition {
-            Disposition::Failed(error) => entry_error_text(&self.name, error).0,
-            Disposition::Skipped(_) | Disposition::Deferred(_) => return None,
-            Disposition::Steered(steered) => match (steered.write.error(), &steered.events) {
-                (Some(error), _) => error_chain(error),
-                (None, EventsOutcome::Failed(error)) if steered.metrics_error.is_none() => {
-                    error_chain(error.as_ref())
-                }
-                (None, _) => metrics_failure_text(steered.metrics_error.as_ref()?),
-            },
+        let troubles = self.troubles();
+        let first = troubles.first()?;
+        let message = match first {
+            Trouble::Entry(error) => entry_error_text(&self.name, error).0,
+            Trouble::Write { error, .. } => error_chain(*error),
+            Trouble::Metrics(error) => metrics_failure_text(error),
+            Trouble::Capture(error) => format!("data capture: {}", error_chain(*error)),
+            Trouble::Events(error) => error_chain(*error),
         };
-        Some((kind, message))
+        Some((first.kind().as_str(), message))
     }
 
     fn status_text(&self) -> &str {
@@ -783,8 +782,21 @@ impl Serialize for TimelineView<'_> {
 }
 
 /// `CloudWatch: ` and the failure with its causes.
-fn metrics_failure_text(failure: &MetricFailure) -> String {
-    format!("CloudWatch: {}", error_chain(failure.0.as_ref()))
+fn metrics_failure_text(error: &MetricError) -> String {
+    format!("CloudWatch: {}", error_chain(error))
+}
+
+/// Why a check can never decide, in words.
+fn blocker_text(blocker: Blocker) -> String {
+    match blocker {
+        Blocker::NoCapture => {
+            "the experiment has no DataStorageConfig: no outputs are captured".into()
+        }
+        Blocker::NothingPairs { shadow_records } => format!(
+            "none of {shadow_records} shadow records paired with production's (callers must send InferenceId)"
+        ),
+        Blocker::NoNumericOutputs => "no pair has two numeric outputs to compare".into(),
+    }
 }
 
 /// The error and its causes on one line.
@@ -926,6 +938,7 @@ mod tests {
     use crate::experiment::{ExperimentStatus, FailedMark};
     use crate::judge::Verdict;
     use crate::plan::Plan;
+    use crate::ports::MetricFailure;
     use crate::ports::{MetricError, StoreError};
     use crate::report::ErrorKind;
 
