@@ -8,8 +8,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use shadowpilot_core::capture::read::{read_variant, Destination, ReadLimits};
-use shadowpilot_core::capture::report::{agreement_report, CheckState, CompareOptions};
+use shadowpilot_core::capture::read::{read_variant, Destination, ReadLimits, VariantRead};
+use shadowpilot_core::capture::report::{
+    agreement_report, AgreementReport, CheckState, CompareOptions,
+};
 use shadowpilot_core::ports::{CaptureError, CaptureObject, CaptureSource};
 use shadowpilot_core::report::agreement::agreement_text;
 use shadowpilot_core::stats::Decision;
@@ -337,6 +339,26 @@ async fn denials_are_typed_for_the_report() {
     ));
 }
 
+/// [`fill`]'s world, both its variants read whole, and their report.
+async fn read_and_compare(
+    minutes: i64,
+    per_minute: usize,
+    disagree_every: usize,
+) -> (MemoryS3, VariantRead, VariantRead, AgreementReport) {
+    let mut s3 = MemoryS3::default();
+    fill(&mut s3, "", minutes, per_minute, disagree_every);
+    let d = Destination::parse("s3://bucket").unwrap();
+    let span = (t(0), t(minutes));
+    let shadow = read_variant(&s3, &d, "ep", "shadow", span, 1.0, WIDE, None)
+        .await
+        .unwrap();
+    let production = read_variant(&s3, &d, "ep", "prod", span, 1.0, WIDE, None)
+        .await
+        .unwrap();
+    let report = agreement_report(&shadow, &production, &CompareOptions::default());
+    (s3, shadow, production, report)
+}
+
 #[tokio::test]
 async fn the_agreement_line_shows_the_relation_its_decision_has_to_the_limit() {
     // (minutes, requests a minute, disagree every n-th) → the words.
@@ -345,17 +367,7 @@ async fn the_agreement_line_shows_the_relation_its_decision_has_to_the_limit() {
         (60, 50, 20, "] < 99.00 % (fail, 3000 pairs)"),
         (2, 50, 0, "] vs 99.00 % (inconclusive, 100 pairs)"),
     ] {
-        let mut s3 = MemoryS3::default();
-        fill(&mut s3, "", minutes, per_minute, disagree_every);
-        let d = Destination::parse("s3://bucket").unwrap();
-        let span = (t(0), t(minutes));
-        let shadow = read_variant(&s3, &d, "ep", "shadow", span, 1.0, WIDE, None)
-            .await
-            .unwrap();
-        let production = read_variant(&s3, &d, "ep", "prod", span, 1.0, WIDE, None)
-            .await
-            .unwrap();
-        let report = agreement_report(&shadow, &production, &CompareOptions::default());
+        let (_, _, _, report) = read_and_compare(minutes, per_minute, disagree_every).await;
         let text = agreement_text(&report);
         assert!(text.contains(words), "{words}: {text}");
     }
@@ -363,17 +375,7 @@ async fn the_agreement_line_shows_the_relation_its_decision_has_to_the_limit() {
 
 #[tokio::test]
 async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
-    let mut s3 = MemoryS3::default();
-    fill(&mut s3, "", 60, 50, 20);
-    let d = Destination::parse("s3://bucket").unwrap();
-    let span = (t(0), t(60));
-    let shadow = read_variant(&s3, &d, "ep", "shadow", span, 1.0, WIDE, None)
-        .await
-        .unwrap();
-    let production = read_variant(&s3, &d, "ep", "prod", span, 1.0, WIDE, None)
-        .await
-        .unwrap();
-    let report = agreement_report(&shadow, &production, &CompareOptions::default());
+    let (s3, shadow, production, report) = read_and_compare(60, 50, 20).await;
     assert_eq!(report.pairs, 3000);
     assert_eq!((report.counts.agree, report.counts.disagree), (2850, 150));
     assert_eq!(report.checks[0].decision(), Some(Decision::Fail));
@@ -397,6 +399,8 @@ async fn a_shadow_disagreeing_on_one_request_in_twenty_fails_agreement() {
     assert!(agreement_text(&report).contains("of shadow records paired, under the 90 %"));
 
     // Nothing under the shadow's prefix is said so, by prefix.
+    let d = Destination::parse("s3://bucket").unwrap();
+    let span = (t(0), t(60));
     let empty = read_variant(&s3, &d, "ep", "Shadow-01", span, 1.0, WIDE, None)
         .await
         .unwrap();
